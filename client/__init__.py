@@ -1,0 +1,1 @@
+"""The crdt-sync client runtime (installed as ``crdt_sync.client``)."""

@@ -1,0 +1,28 @@
+"""crdt-sync: offline-first replication of CRDT records (pycrdt/Yjs) through a relay."""
+
+from __future__ import annotations
+
+from .clock import HybridClock as HybridClock
+from .clock import Timestamp as Timestamp
+from .errors import AuthError as AuthError
+from .errors import ConnectionClosed as ConnectionClosed
+from .errors import CorruptStoreError as CorruptStoreError
+from .errors import CrdtSyncError as CrdtSyncError
+from .errors import InvalidEdit as InvalidEdit
+from .errors import InvalidMessage as InvalidMessage
+from .errors import InvalidState as InvalidState
+from .errors import MessageTooBig as MessageTooBig
+from .errors import OfflineError as OfflineError
+from .errors import OutboxError as OutboxError
+from .errors import ProtocolError as ProtocolError
+from .errors import RecordNotFound as RecordNotFound
+from .errors import SchemaVersionError as SchemaVersionError
+from .errors import StoreError as StoreError
+from .errors import UnsupportedVersion as UnsupportedVersion
+from .lww import Conflict as Conflict
+from .lww import LwwPolicy as LwwPolicy
+from .record import Record as Record
+from .record import RecordEditor as RecordEditor
+from .text import TextField as TextField
+
+__version__ = "0.1.0"

@@ -1,0 +1,119 @@
+"""Hybrid logical clock (HLC) for the last-write-wins field layer. Pure: the caller passes ``now``.
+
+A timestamp is ``(physical ms, counter, replica id)``; timestamps are totally ordered in that
+order, so two replicas never produce equal timestamps. The clock:
+
+* never goes backwards, also across restarts (the store persists :meth:`HybridClock.state`);
+* advances past every remote timestamp it observes, so an edit made after seeing a remote
+  write always carries a greater timestamp;
+* bounds clock skew: a remote timestamp more than ``max_skew_ms`` ahead of our physical clock
+  is *not* adopted (our clock would otherwise run ahead forever). :meth:`observe` returns
+  ``False`` for it; see ``docs/lww.md`` for the full rule, which also makes sure such a write
+  cannot win forever.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import InvalidEdit
+
+#: Default bound on how far ahead of our physical clock a remote timestamp may be (5 minutes).
+DEFAULT_MAX_SKEW_MS = 5 * 60 * 1000
+
+_MS_DIGITS = 12  # hex digits of the physical part: good until the year 10889
+_COUNTER_DIGITS = 6
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Timestamp:
+    """One HLC timestamp. Ordered by ``(ms, counter, replica)``."""
+
+    ms: int
+    counter: int
+    replica: str
+
+    def encode(self) -> str:
+        """Return the fixed-width string form whose string order equals timestamp order."""
+        return f"{self.ms:0{_MS_DIGITS}x}.{self.counter:0{_COUNTER_DIGITS}x}.{self.replica}"
+
+    @classmethod
+    def decode(cls, text: str) -> Timestamp:
+        """Parse :meth:`encode`'s output. Raises :class:`InvalidEdit` on malformed input."""
+        try:
+            ms_part, counter_part, replica = text.split(".", 2)
+            if len(ms_part) != _MS_DIGITS or len(counter_part) != _COUNTER_DIGITS:
+                raise ValueError("wrong width")
+            return cls(int(ms_part, 16), int(counter_part, 16), replica)
+        except ValueError as exc:
+            raise InvalidEdit(f"not an HLC timestamp: {text!r}") from exc
+
+    def __str__(self) -> str:
+        return self.encode()
+
+
+class HybridClock:
+    """A hybrid logical clock owned by one replica.
+
+    Args:
+        replica: this replica's id (the tie-breaker inside timestamps).
+        last: the last timestamp this clock issued or adopted (from :meth:`state`), if any.
+        max_skew_ms: how far ahead of ``now`` a remote timestamp may be and still be adopted.
+    """
+
+    def __init__(
+        self,
+        replica: str,
+        last: Timestamp | None = None,
+        *,
+        max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
+    ) -> None:
+        if not replica:
+            raise InvalidEdit("an HLC needs a non-empty replica id")
+        self.replica = replica
+        self.max_skew_ms = max_skew_ms
+        self._ms = last.ms if last else 0
+        self._counter = last.counter if last else 0
+
+    def state(self) -> Timestamp:
+        """The clock's current position, to persist and pass back as ``last`` after a restart."""
+        return Timestamp(self._ms, self._counter, self.replica)
+
+    def tick(self, now_ms: int) -> Timestamp:
+        """Issue a timestamp for a local event at physical time ``now_ms``.
+
+        The result is greater than every timestamp issued or adopted before.
+        """
+        if now_ms > self._ms:
+            self._ms, self._counter = now_ms, 0
+        else:
+            self._counter += 1
+        return Timestamp(self._ms, self._counter, self.replica)
+
+    def after(self, other: Timestamp, now_ms: int) -> Timestamp:
+        """Issue a local timestamp that is also greater than ``other`` (which may be skewed).
+
+        Used when overwriting a field whose current winner is ``other``: the new write must win
+        over what its author saw, even if ``other`` came from a clock running ahead. The clock
+        itself only adopts ``other`` within the skew bound.
+        """
+        ts = self.tick(now_ms)
+        if ts > other:
+            return ts
+        self.observe(other, now_ms)
+        ts = self.tick(now_ms)
+        if ts > other:
+            return ts
+        # ``other`` is beyond the skew bound: step just past it without moving our clock there.
+        return Timestamp(other.ms, other.counter + 1, self.replica)
+
+    def observe(self, remote: Timestamp, now_ms: int) -> bool:
+        """Advance past a remote timestamp. Returns ``False`` (and ignores it) if it is skewed.
+
+        A timestamp more than ``max_skew_ms`` ahead of ``now_ms`` is not adopted.
+        """
+        if remote.ms > now_ms + self.max_skew_ms:
+            return False
+        if (remote.ms, remote.counter) > (self._ms, self._counter):
+            self._ms, self._counter = remote.ms, remote.counter
+        return True

@@ -1,0 +1,117 @@
+"""Every error crdt-sync raises on purpose.
+
+The hierarchy::
+
+    CrdtSyncError
+    ├── InvalidState          an API called in a state that does not allow it (caller bug)
+    ├── InvalidEdit           an edit that cannot be applied (bad position, unsupported value type)
+    ├── RecordNotFound        no record with that collection and id in this store
+    ├── StoreError            the local store cannot be used; always names the file
+    │   ├── SchemaVersionError    written by a newer crdt-sync
+    │   └── CorruptStoreError     not a crdt-sync store, or damaged
+    ├── OutboxError           an outbox operation that does not fit the entry's state
+    ├── ProtocolError         the peer sent something the protocol does not allow
+    │   ├── InvalidMessage        malformed frame
+    │   ├── UnsupportedVersion    protocol version mismatch
+    │   └── MessageTooBig         frame over the negotiated limit
+    ├── ConnectionClosed      the sync connection ended (``code``, ``reason``)
+    ├── AuthError             the relay refused the token (``code`` says why)
+    └── OfflineError          an online-only action was attempted while offline
+
+Any other exception escaping crdt-sync is a bug.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class CrdtSyncError(Exception):
+    """Root of every error crdt-sync raises on purpose."""
+
+
+class InvalidState(CrdtSyncError):
+    """An API was used in a state that does not allow it (e.g. a closed store)."""
+
+
+class InvalidEdit(CrdtSyncError):
+    """An edit cannot be applied: a text position out of range, an unsupported value type..."""
+
+
+class RecordNotFound(CrdtSyncError):
+    """No record with this collection and id exists in the store."""
+
+    def __init__(self, collection: str, record_id: str) -> None:
+        self.collection = collection
+        self.record_id = record_id
+        super().__init__(f"no record {record_id!r} in collection {collection!r}")
+
+
+class StoreError(CrdtSyncError):
+    """The local store cannot be used. ``path`` names the file."""
+
+    def __init__(self, path: str | Path, message: str) -> None:
+        self.path = str(path)
+        super().__init__(f"{self.path}: {message}")
+
+
+class SchemaVersionError(StoreError):
+    """The store file was written by a newer crdt-sync (schema ``found`` > ``supported``)."""
+
+    def __init__(self, path: str | Path, found: int, supported: int) -> None:
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            path,
+            f"store schema version {found} is newer than this crdt-sync supports ({supported}); "
+            "upgrade crdt-sync to open it",
+        )
+
+
+class CorruptStoreError(StoreError):
+    """The file is not a crdt-sync store, or it is damaged."""
+
+
+class OutboxError(CrdtSyncError):
+    """An outbox operation does not fit the entry (unknown seq, wrong status)."""
+
+
+class ProtocolError(CrdtSyncError):
+    """The peer sent something the sync protocol does not allow."""
+
+
+class InvalidMessage(ProtocolError):
+    """A frame could not be decoded or has missing or ill-typed fields."""
+
+
+class UnsupportedVersion(ProtocolError):
+    """The peer speaks a protocol version we do not support."""
+
+
+class MessageTooBig(ProtocolError):
+    """A frame exceeds the size limit."""
+
+
+class ConnectionClosed(CrdtSyncError):
+    """The sync connection is closed; ``code`` and ``reason`` say why."""
+
+    def __init__(self, code: str, reason: str = "") -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(f"connection closed ({code}){': ' + reason if reason else ''}")
+
+
+class AuthError(CrdtSyncError):
+    """The relay refused our credentials.
+
+    ``code`` is ``bad_token``, ``token_expired`` or ``forbidden``.
+    """
+
+    def __init__(self, code: str, reason: str = "") -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(f"authentication failed ({code}){': ' + reason if reason else ''}")
+
+
+class OfflineError(CrdtSyncError):
+    """An action that needs the relay was attempted while offline."""

@@ -1,0 +1,1 @@
+"""The local store: records, outbox and sync state in one SQLite file per replica."""

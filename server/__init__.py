@@ -1,0 +1,1 @@
+"""The crdt-sync relay server (installed as ``crdt_sync.server``)."""
