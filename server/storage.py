@@ -1,0 +1,472 @@
+"""The relay's persistence: merged record states, the per-tenant change sequence, group commit.
+
+:class:`RelayStorage` is the seam (a :class:`typing.Protocol`, so a PostgreSQL implementation
+can come later); :class:`SQLiteRelayStorage` is the embedded default, one SQLite file in the
+data directory, in WAL mode.
+
+What is stored, per tenant:
+
+- a change sequence ``seq`` that increases by one for every accepted update (the cursor
+  replicas send back in ``sub``);
+- per record ``(collection, record_id)``: a compacted snapshot (one Yjs update) plus a log of
+  the updates accepted since; when a record's log reaches ``compact_every`` entries the writer
+  merges snapshot and log with ``pycrdt.merge_updates`` (a bounded number of updates at a time,
+  so never the quadratic huge merge; a ``Doc`` is not used because encoding a ``Doc`` drops
+  updates still waiting for their dependencies, which would lose data);
+- a change table with one row per (record, origin replica) holding the newest ``seq`` that
+  replica wrote to that record: "records changed since cursor C by a replica other than R" is
+  one indexed query. :meth:`SQLiteRelayStorage.forget_origins` collapses old rows into one row
+  per record with the empty origin ``""``, which matches every replica: a cursor older than
+  the forgotten history then gets those records too (conservative, never a missed change).
+
+Writes go through ONE writer task doing group commit: the queued writes of all connections
+become one transaction, then every waiting caller is resolved. :meth:`write` returns only after
+the commit, so the relay acknowledges only what is durably stored. ``synchronous=NORMAL``
+(default) survives a killed process; ``durable=True`` sets ``synchronous=FULL`` (survives power
+loss), and group commit keeps the throughput.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import aiosqlite
+from pycrdt import merge_updates
+
+from crdt_sync.errors import InvalidState, StoreError
+
+log = logging.getLogger(__name__)
+
+RecordKey = tuple[str, str]
+"""``(collection, record_id)``."""
+
+SCHEMA_VERSION = 1
+DB_FILENAME = "relay.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tenants (tenant TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshots (
+    tenant TEXT NOT NULL, collection TEXT NOT NULL, record_id TEXT NOT NULL,
+    state BLOB NOT NULL, upto INTEGER NOT NULL,
+    PRIMARY KEY (tenant, collection, record_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL, collection TEXT NOT NULL, record_id TEXT NOT NULL,
+    seq INTEGER NOT NULL, data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_by_record ON log (tenant, collection, record_id, seq);
+CREATE TABLE IF NOT EXISTS changes (
+    tenant TEXT NOT NULL, collection TEXT NOT NULL, record_id TEXT NOT NULL,
+    origin TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (tenant, collection, record_id, origin)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS changes_by_seq ON changes (tenant, seq);
+"""
+
+_KEYS_PER_QUERY = 400  # (collection, record_id) pairs per IN (VALUES ...) query
+
+
+class RelayStorage(Protocol):
+    """What the relay needs from its storage. All methods are coroutines on the relay's loop."""
+
+    async def open(self) -> None:
+        """Open (creating if needed) the storage and start the writer."""
+
+    async def close(self) -> None:
+        """Commit every write already queued, stop the writer and close. Idempotent."""
+
+    async def write(
+        self, tenant: str, origin: str, items: Sequence[tuple[str, str, bytes]]
+    ) -> list[int]:
+        """Durably store updates and return their change seqs, in order, after the commit.
+
+        Args:
+            tenant: the tenant the records belong to.
+            origin: the replica id that sent the updates.
+            items: ``(collection, record_id, update)`` triples; updates must be valid Yjs v1
+                updates (the caller checks).
+
+        Raises:
+            InvalidState: the storage is closing or closed.
+            StoreError: the commit failed; nothing of this write is stored.
+        """
+        ...
+
+    async def get_states(self, tenant: str, keys: Iterable[RecordKey]) -> dict[RecordKey, bytes]:
+        """The merged state (one Yjs update) of each stored record among ``keys``."""
+        ...
+
+    async def changed_since(
+        self,
+        tenant: str,
+        collections: Iterable[str],
+        cursor: int | None,
+        exclude_origin: str,
+    ) -> list[RecordKey]:
+        """Records of ``collections`` changed after ``cursor`` by a replica other than one.
+
+        ``cursor=None`` means every record of those collections. Records changed only by
+        ``exclude_origin`` since the cursor are left out.
+        """
+        ...
+
+    async def head(self, tenant: str) -> int:
+        """The newest committed change seq of ``tenant`` (0 when it has none)."""
+        ...
+
+
+@dataclass(slots=True)
+class _WriteRequest:
+    tenant: str
+    origin: str
+    items: Sequence[tuple[str, str, bytes]]
+    future: asyncio.Future[list[int]]
+
+
+@dataclass(slots=True)
+class StorageStats:
+    """Counters the relay exports as metrics."""
+
+    commits: int = 0
+    updates: int = 0
+    compactions: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+class SQLiteRelayStorage:
+    """:class:`RelayStorage` on one SQLite file (WAL) through aiosqlite.
+
+    Args:
+        directory: the data directory (created if missing); the file is ``relay.sqlite3``.
+        durable: ``synchronous=FULL`` (commits survive power loss) instead of ``NORMAL``
+            (commits survive a killed process).
+        compact_every: log length at which a record's log is merged into its snapshot.
+        max_batch: most updates the writer puts in one transaction.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        durable: bool = False,
+        compact_every: int = 64,
+        max_batch: int = 4096,
+    ) -> None:
+        self.path = Path(directory) / DB_FILENAME
+        self.durable = durable
+        self.compact_every = compact_every
+        self.max_batch = max_batch
+        self.stats = StorageStats()
+        self._writer_db: aiosqlite.Connection | None = None
+        self._reader_db: aiosqlite.Connection | None = None
+        self._queue: asyncio.Queue[_WriteRequest | None] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._heads: dict[str, int] = {}  # committed seq per tenant (loaded lazily)
+        self._log_lengths: dict[tuple[str, str, str], int] = {}
+        self._lock = asyncio.Lock()  # one transaction at a time on the writer connection
+
+    async def open(self) -> None:
+        """Open the database, create the schema, start the writer task."""
+        if self._writer_db is not None:
+            raise InvalidState("storage already open")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._writer_db = await aiosqlite.connect(self.path, isolation_level=None)
+            db = self._writer_db
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
+            await db.executescript(_SCHEMA)
+            async with db.execute("SELECT value FROM meta WHERE key='schema'") as cursor:
+                row = await cursor.fetchone()
+            if row is None:
+                await db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+                )
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise StoreError(self.path, f"relay schema {row[0]} is not {SCHEMA_VERSION}")
+            async with db.execute("SELECT tenant, seq FROM tenants") as cursor:
+                self._heads = {str(t): int(s) async for t, s in cursor}
+            self._reader_db = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._reader_db.execute("PRAGMA query_only=1")
+        except aiosqlite.DatabaseError as exc:
+            await self._close_connections()
+            raise StoreError(self.path, f"cannot open relay storage: {exc}") from exc
+        self._writer_task = asyncio.create_task(self._writer(), name="relay-storage-writer")
+
+    async def close(self) -> None:
+        """Commit what is queued, then stop the writer and close both connections."""
+        if self._closing:
+            if self._writer_task is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._writer_task)
+            return
+        self._closing = True
+        if self._writer_task is not None:
+            self._queue.put_nowait(None)
+            await self._writer_task
+        await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        for db in (self._reader_db, self._writer_db):
+            if db is not None:
+                await db.close()
+        self._reader_db = self._writer_db = None
+
+    async def write(
+        self, tenant: str, origin: str, items: Sequence[tuple[str, str, bytes]]
+    ) -> list[int]:
+        """See :meth:`RelayStorage.write`."""
+        future = self.submit(tenant, origin, items)
+        return await future
+
+    def submit(
+        self, tenant: str, origin: str, items: Sequence[tuple[str, str, bytes]]
+    ) -> asyncio.Future[list[int]]:
+        """Queue a write and return the future of its seqs (resolved after the commit).
+
+        The relay uses this form to keep reading frames while commits are in flight; writes
+        are committed in submission order.
+
+        Raises:
+            InvalidState: the storage is closing or closed.
+        """
+        if self._closing or self._writer_task is None:
+            raise InvalidState("relay storage is closed")
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        if not items:
+            future.set_result([])
+        else:
+            self._queue.put_nowait(_WriteRequest(tenant, origin, list(items), future))
+        return future
+
+    async def head(self, tenant: str) -> int:
+        """See :meth:`RelayStorage.head`."""
+        return self._heads.get(tenant, 0)
+
+    async def get_states(self, tenant: str, keys: Iterable[RecordKey]) -> dict[RecordKey, bytes]:
+        """See :meth:`RelayStorage.get_states`.
+
+        Snapshot and log are read by one statement (one consistent read snapshot), so a
+        compaction committing meanwhile cannot make an update vanish from the answer.
+        """
+        db = self._require(self._reader_db)
+        wanted = list(dict.fromkeys(keys))
+        parts: dict[RecordKey, list[bytes]] = {}
+        for start in range(0, len(wanted), _KEYS_PER_QUERY):
+            chunk = wanted[start : start + _KEYS_PER_QUERY]
+            values = ",".join("(?,?)" for _ in chunk)
+            flat = [v for key in chunk for v in key]
+            sql = (
+                f"WITH k(c, r) AS (VALUES {values}) "
+                "SELECT s.collection, s.record_id, 0, 0, s.state FROM snapshots s "
+                "JOIN k ON s.collection = k.c AND s.record_id = k.r WHERE s.tenant = ? "
+                "UNION ALL "
+                "SELECT l.collection, l.record_id, 1, l.seq, l.data FROM log l "
+                "JOIN k ON l.collection = k.c AND l.record_id = k.r WHERE l.tenant = ? "
+                "ORDER BY 1, 2, 3, 4"
+            )
+            async with db.execute(sql, [*flat, tenant, tenant]) as cursor:
+                async for collection, record_id, _kind, _seq, data in cursor:
+                    parts.setdefault((collection, record_id), []).append(bytes(data))
+        return {
+            key: updates[0] if len(updates) == 1 else merge_updates(*updates)
+            for key, updates in parts.items()
+        }
+
+    async def changed_since(
+        self,
+        tenant: str,
+        collections: Iterable[str],
+        cursor: int | None,
+        exclude_origin: str,
+    ) -> list[RecordKey]:
+        """See :meth:`RelayStorage.changed_since`."""
+        db = self._require(self._reader_db)
+        names = sorted(set(collections))
+        if not names:
+            return []
+        marks = ",".join("?" for _ in names)
+        if cursor is None:
+            sql = (
+                "SELECT DISTINCT collection, record_id FROM changes "
+                f"WHERE tenant = ? AND collection IN ({marks}) ORDER BY collection, record_id"
+            )
+            params: list[object] = [tenant, *names]
+        else:
+            sql = (
+                "SELECT DISTINCT collection, record_id FROM changes "
+                f"WHERE tenant = ? AND seq > ? AND origin != ? AND collection IN ({marks}) "
+                "ORDER BY collection, record_id"
+            )
+            params = [tenant, cursor, exclude_origin, *names]
+        async with db.execute(sql, params) as rows:
+            return [(str(c), str(r)) async for c, r in rows]
+
+    async def forget_origins(self, tenant: str, before_seq: int) -> int:
+        """Collapse change rows older than ``before_seq`` into one origin-less row per record.
+
+        Afterwards a replica whose cursor predates ``before_seq`` also gets records it changed
+        itself (conservative: a few extra diffs, never a missed change).
+
+        Returns:
+            The number of rows removed.
+        """
+        db = self._require(self._writer_db)
+        # Goes through the writer's connection but outside its batches: serialize with them.
+        async with self._lock:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.execute(
+                    "INSERT INTO changes (tenant, collection, record_id, origin, seq) "
+                    "SELECT tenant, collection, record_id, '', MAX(seq) FROM changes "
+                    "WHERE tenant = ? AND seq < ? AND origin != '' "
+                    "GROUP BY collection, record_id "
+                    "ON CONFLICT (tenant, collection, record_id, origin) "
+                    "DO UPDATE SET seq = MAX(seq, excluded.seq)",
+                    (tenant, before_seq),
+                )
+                cursor = await db.execute(
+                    "DELETE FROM changes WHERE tenant = ? AND seq < ? AND origin != ''",
+                    (tenant, before_seq),
+                )
+                removed = cursor.rowcount
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+        return removed
+
+    def _require(self, db: aiosqlite.Connection | None) -> aiosqlite.Connection:
+        if db is None:
+            raise InvalidState("relay storage is not open")
+        return db
+
+    # -- the writer ------------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        stop = False
+        while not stop:
+            first = await self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            count = len(first.items)
+            while count < self.max_batch:
+                try:
+                    request = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if request is None:
+                    stop = True
+                    break
+                batch.append(request)
+                count += len(request.items)
+            async with self._lock:
+                await self._commit(batch)
+        # Anything queued after the stop marker is refused, never silently dropped.
+        while not self._queue.empty():
+            request = self._queue.get_nowait()
+            if request is not None and not request.future.done():
+                request.future.set_exception(InvalidState("relay storage is closed"))
+
+    async def _commit(self, batch: list[_WriteRequest]) -> None:
+        db = self._require(self._writer_db)
+        heads = dict(self._heads)
+        log_rows: list[tuple[str, str, str, int, bytes]] = []
+        change_rows: dict[tuple[str, str, str, str], int] = {}
+        results: list[list[int]] = []
+        touched: dict[tuple[str, str, str], int] = {}
+        for request in batch:
+            seqs = []
+            head = heads.get(request.tenant, 0)
+            for collection, record_id, update in request.items:
+                head += 1
+                seqs.append(head)
+                log_rows.append((request.tenant, collection, record_id, head, update))
+                change_rows[(request.tenant, collection, record_id, request.origin)] = head
+                key = (request.tenant, collection, record_id)
+                touched[key] = touched.get(key, 0) + 1
+            heads[request.tenant] = head
+            results.append(seqs)
+        new_tenants = [(t, s) for t, s in heads.items() if self._heads.get(t) != s]
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            await db.executemany(
+                "INSERT INTO log (tenant, collection, record_id, seq, data) VALUES (?,?,?,?,?)",
+                log_rows,
+            )
+            await db.executemany(
+                "INSERT INTO changes (tenant, collection, record_id, origin, seq) "
+                "VALUES (?,?,?,?,?) ON CONFLICT (tenant, collection, record_id, origin) "
+                "DO UPDATE SET seq = excluded.seq",
+                [(*key, seq) for key, seq in change_rows.items()],
+            )
+            await db.executemany(
+                "INSERT INTO tenants (tenant, seq) VALUES (?, ?) "
+                "ON CONFLICT (tenant) DO UPDATE SET seq = excluded.seq",
+                new_tenants,
+            )
+            lengths = dict(self._log_lengths)
+            due = []
+            for key, added in touched.items():
+                lengths[key] = lengths.get(key, 0) + added
+                if lengths[key] >= self.compact_every:
+                    due.append(key)
+            for key in due:
+                await self._compact(db, key)
+                lengths[key] = 0
+            await db.execute("COMMIT")
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await db.execute("ROLLBACK")
+            log.exception("relay storage commit failed (%d writes)", len(batch))
+            error = StoreError(self.path, f"commit failed: {exc}")
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(error)
+            return
+        self._heads = heads
+        self._log_lengths = lengths
+        self.stats.commits += 1
+        self.stats.updates += len(log_rows)
+        self.stats.compactions += len(due)
+        for request, seqs in zip(batch, results, strict=True):
+            if not request.future.done():
+                request.future.set_result(seqs)
+
+    async def _compact(self, db: aiosqlite.Connection, key: tuple[str, str, str]) -> None:
+        async with db.execute(
+            "SELECT state, upto FROM snapshots WHERE tenant=? AND collection=? AND record_id=?",
+            key,
+        ) as cursor:
+            row = await cursor.fetchone()
+        async with db.execute(
+            "SELECT seq, data FROM log WHERE tenant=? AND collection=? AND record_id=? "
+            "ORDER BY seq",
+            key,
+        ) as cursor:
+            entries = [(int(seq), bytes(data)) async for seq, data in cursor]
+        if not entries:
+            return
+        updates = ([bytes(row[0])] if row is not None else []) + [data for _, data in entries]
+        state = updates[0] if len(updates) == 1 else merge_updates(*updates)
+        upto = entries[-1][0]
+        await db.execute(
+            "INSERT INTO snapshots (tenant, collection, record_id, state, upto) "
+            "VALUES (?,?,?,?,?) ON CONFLICT (tenant, collection, record_id) "
+            "DO UPDATE SET state = excluded.state, upto = excluded.upto",
+            (*key, state, upto),
+        )
+        await db.execute(
+            "DELETE FROM log WHERE tenant=? AND collection=? AND record_id=? AND seq <= ?",
+            (*key, upto),
+        )

@@ -1,0 +1,169 @@
+"""The relay's SQLite storage (server/storage.py) on real files."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from crdt_sync.server.storage import SQLiteRelayStorage
+from pycrdt import Doc, Map, Text, get_state, get_update
+
+from crdt_sync.errors import InvalidState
+
+
+def _edits(count: int, client_id: int = 7) -> list[bytes]:
+    doc = Doc(client_id=client_id)
+    text = doc.get("notes", type=Text)
+    updates = []
+    for index in range(count):
+        before = doc.get_state()
+        text += f"{index},"
+        updates.append(doc.get_update(before))
+    return updates
+
+
+def _text(update: bytes) -> str:
+    doc = Doc()
+    doc.apply_update(update)
+    return str(doc.get("notes", type=Text))
+
+
+@pytest.mark.asyncio
+async def test_write_returns_seqs_after_commit_and_survives_reopen(tmp_path: Path) -> None:
+    storage = SQLiteRelayStorage(tmp_path)
+    await storage.open()
+    updates = _edits(3)
+    seqs = await storage.write("acme", "r1", [("jobs", "j1", u) for u in updates])
+    assert seqs == [1, 2, 3]
+    assert await storage.head("acme") == 3
+    assert await storage.head("globex") == 0
+    await storage.close()
+
+    reopened = SQLiteRelayStorage(tmp_path)
+    await reopened.open()
+    states = await reopened.get_states("acme", [("jobs", "j1"), ("jobs", "missing")])
+    assert list(states) == [("jobs", "j1")]
+    assert _text(states[("jobs", "j1")]) == "0,1,2,"
+    assert await reopened.head("acme") == 3
+    assert await reopened.write("acme", "r1", [("jobs", "j2", updates[0])]) == [4]
+    await reopened.close()
+
+
+@pytest.mark.asyncio
+async def test_compaction_keeps_every_update_including_ones_waiting_for_dependencies(
+    tmp_path: Path,
+) -> None:
+    storage = SQLiteRelayStorage(tmp_path, compact_every=5)
+    await storage.open()
+    updates = _edits(23)
+    # Leave out update 0 for a while: later updates depend on it and stay pending.
+    for update in updates[1:]:
+        await storage.write("acme", "r1", [("jobs", "j1", update)])
+    assert storage.stats.compactions >= 3
+    await storage.write("acme", "r1", [("jobs", "j1", updates[0])])
+    state = (await storage.get_states("acme", [("jobs", "j1")]))[("jobs", "j1")]
+    assert _text(state) == "".join(f"{i}," for i in range(23))
+    await storage.close()
+
+
+@pytest.mark.asyncio
+async def test_diff_against_a_state_vector_is_what_the_replica_misses(tmp_path: Path) -> None:
+    storage = SQLiteRelayStorage(tmp_path, compact_every=4)
+    await storage.open()
+    updates = _edits(10)
+    await storage.write("acme", "r1", [("jobs", "j1", u) for u in updates])
+    replica = Doc()
+    for update in updates[:6]:
+        replica.apply_update(update)
+    state = (await storage.get_states("acme", [("jobs", "j1")]))[("jobs", "j1")]
+    diff = get_update(state, replica.get_state())
+    assert len(diff) < len(state)
+    replica.apply_update(diff)
+    assert str(replica.get("notes", type=Text)) == _text(state)
+    assert get_state(state) == replica.get_state()
+    await storage.close()
+
+
+@pytest.mark.asyncio
+async def test_changed_since_excludes_own_changes_and_other_tenants(tmp_path: Path) -> None:
+    storage = SQLiteRelayStorage(tmp_path)
+    await storage.open()
+    u = _edits(1)[0]
+    await storage.write("acme", "alice", [("jobs", "a1", u), ("contacts", "c1", u)])  # 1, 2
+    cursor = await storage.head("acme")
+    await storage.write("acme", "bob", [("jobs", "b1", u)])  # 3
+    await storage.write("acme", "alice", [("jobs", "a2", u)])  # 4
+    await storage.write("globex", "bob", [("jobs", "g1", u)])
+    assert await storage.changed_since("acme", ["jobs"], cursor, "alice") == [("jobs", "b1")]
+    assert await storage.changed_since("acme", ["jobs"], cursor, "bob") == [("jobs", "a2")]
+    assert await storage.changed_since("acme", ["jobs", "contacts"], None, "alice") == [
+        ("contacts", "c1"),
+        ("jobs", "a1"),
+        ("jobs", "a2"),
+        ("jobs", "b1"),
+    ]
+    assert await storage.changed_since("acme", ["jobs"], 4, "carol") == []
+    assert await storage.changed_since("acme", [], 0, "carol") == []
+    # a record changed by alice after bob's change still counts for alice as bob's change
+    await storage.write("acme", "alice", [("jobs", "b1", u)])
+    assert await storage.changed_since("acme", ["jobs"], cursor, "alice") == [("jobs", "b1")]
+    await storage.close()
+
+
+@pytest.mark.asyncio
+async def test_forgotten_origins_fall_back_to_reporting_the_record(tmp_path: Path) -> None:
+    storage = SQLiteRelayStorage(tmp_path)
+    await storage.open()
+    u = _edits(1)[0]
+    await storage.write("acme", "alice", [("jobs", "a1", u)])  # 1
+    await storage.write("acme", "bob", [("jobs", "b1", u)])  # 2
+    await storage.write("acme", "alice", [("jobs", "a3", u)])  # 3
+    assert await storage.changed_since("acme", ["jobs"], 0, "alice") == [("jobs", "b1")]
+    assert await storage.forget_origins("acme", before_seq=3) == 2
+    # alice's own old change a1 is now reported too (conservative), a3 (kept) is not.
+    assert await storage.changed_since("acme", ["jobs"], 0, "alice") == [
+        ("jobs", "a1"),
+        ("jobs", "b1"),
+    ]
+    # A cursor past the forgotten rows is unaffected.
+    assert await storage.changed_since("acme", ["jobs"], 2, "alice") == []
+    await storage.close()
+
+
+@pytest.mark.asyncio
+async def test_concurrent_writes_are_group_committed_in_order(tmp_path: Path) -> None:
+    storage = SQLiteRelayStorage(tmp_path, durable=True)
+    await storage.open()
+    updates = _edits(200)
+    futures = [
+        storage.submit("acme", f"r{i % 5}", [("jobs", "j", u)]) for i, u in enumerate(updates)
+    ]
+    results = await asyncio.gather(*futures)
+    assert [seqs[0] for seqs in results] == list(range(1, 201))
+    assert storage.stats.commits < 20  # batched, not one transaction per write
+    state = (await storage.get_states("acme", [("jobs", "j")]))[("jobs", "j")]
+    assert _text(state) == "".join(f"{i}," for i in range(200))
+    await storage.close()
+
+
+@pytest.mark.asyncio
+async def test_close_commits_queued_writes_then_refuses_new_ones(tmp_path: Path) -> None:
+    storage = SQLiteRelayStorage(tmp_path)
+    await storage.open()
+    doc = Doc()
+    fields = doc.get("fields", type=Map)
+    updates = []
+    for index in range(50):
+        before = doc.get_state()
+        fields[f"k{index}"] = index
+        updates.append(doc.get_update(before))
+    futures = [storage.submit("acme", "r", [("jobs", "j", u)]) for u in updates]
+    await storage.close()
+    assert all(f.done() and not f.exception() for f in futures)
+    with pytest.raises(InvalidState):
+        storage.submit("acme", "r", [("jobs", "j", updates[0])])
+    reopened = SQLiteRelayStorage(tmp_path)
+    await reopened.open()
+    assert await reopened.head("acme") == 50
+    await reopened.close()
