@@ -23,15 +23,41 @@ DEFAULT_MAX_SKEW_MS = 5 * 60 * 1000
 
 _MS_DIGITS = 12  # hex digits of the physical part: good until the year 10889
 _COUNTER_DIGITS = 6
+#: Largest physical part a timestamp can hold.
+MAX_MS = 16**_MS_DIGITS - 1
+#: Largest counter a timestamp can hold; a clock that would pass it moves to the next ms.
+MAX_COUNTER = 16**_COUNTER_DIGITS - 1
 
 
 @dataclass(frozen=True, slots=True, order=True)
 class Timestamp:
-    """One HLC timestamp. Ordered by ``(ms, counter, replica)``."""
+    """One HLC timestamp. Ordered by ``(ms, counter, replica)``.
+
+    Raises :class:`InvalidEdit` if ``ms`` is outside ``0..MAX_MS``, ``counter`` outside
+    ``0..MAX_COUNTER`` or ``replica`` is empty: such a timestamp has no fixed-width encoding,
+    and its string order would not be its timestamp order.
+    """
 
     ms: int
     counter: int
     replica: str
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.ms <= MAX_MS:
+            raise InvalidEdit(f"HLC physical time {self.ms} is outside 0..{MAX_MS}")
+        if not 0 <= self.counter <= MAX_COUNTER:
+            raise InvalidEdit(f"HLC counter {self.counter} is outside 0..{MAX_COUNTER}")
+        if not self.replica:
+            raise InvalidEdit("an HLC timestamp needs a non-empty replica id")
+
+    def successor(self, replica: str) -> Timestamp:
+        """The smallest ``(ms, counter)`` after this one, stamped with ``replica``.
+
+        The result is greater than ``self`` whatever the two replica ids are.
+        """
+        if self.counter < MAX_COUNTER:
+            return Timestamp(self.ms, self.counter + 1, replica)
+        return Timestamp(self.ms + 1, 0, replica)
 
     def encode(self) -> str:
         """Return the fixed-width string form whose string order equals timestamp order."""
@@ -39,14 +65,23 @@ class Timestamp:
 
     @classmethod
     def decode(cls, text: str) -> Timestamp:
-        """Parse :meth:`encode`'s output. Raises :class:`InvalidEdit` on malformed input."""
-        try:
-            ms_part, counter_part, replica = text.split(".", 2)
-            if len(ms_part) != _MS_DIGITS or len(counter_part) != _COUNTER_DIGITS:
-                raise ValueError("wrong width")
-            return cls(int(ms_part, 16), int(counter_part, 16), replica)
-        except ValueError as exc:
-            raise InvalidEdit(f"not an HLC timestamp: {text!r}") from exc
+        """Parse :meth:`encode`'s output. Raises :class:`InvalidEdit` on malformed input.
+
+        Only the canonical form is accepted (lowercase hex of the exact widths, non-empty
+        replica): two different strings never decode to the same timestamp, so peers that
+        compare keys as strings (Yjs) and peers that compare decoded timestamps agree.
+        """
+        parts = text.split(".", 2)
+        if (
+            len(parts) == 3
+            and len(parts[0]) == _MS_DIGITS
+            and len(parts[1]) == _COUNTER_DIGITS
+            and _is_lower_hex(parts[0])
+            and _is_lower_hex(parts[1])
+            and parts[2]
+        ):
+            return cls(int(parts[0], 16), int(parts[1], 16), parts[2])
+        raise InvalidEdit(f"not an HLC timestamp: {text!r}")
 
     def __str__(self) -> str:
         return self.encode()
@@ -85,10 +120,11 @@ class HybridClock:
         The result is greater than every timestamp issued or adopted before.
         """
         if now_ms > self._ms:
-            self._ms, self._counter = now_ms, 0
+            ts = Timestamp(now_ms, 0, self.replica)
         else:
-            self._counter += 1
-        return Timestamp(self._ms, self._counter, self.replica)
+            ts = Timestamp(self._ms, self._counter, self.replica).successor(self.replica)
+        self._ms, self._counter = ts.ms, ts.counter
+        return ts
 
     def after(self, other: Timestamp, now_ms: int) -> Timestamp:
         """Issue a local timestamp that is also greater than ``other`` (which may be skewed).
@@ -97,15 +133,13 @@ class HybridClock:
         over what its author saw, even if ``other`` came from a clock running ahead. The clock
         itself only adopts ``other`` within the skew bound.
         """
-        ts = self.tick(now_ms)
-        if ts > other:
-            return ts
         self.observe(other, now_ms)
         ts = self.tick(now_ms)
         if ts > other:
             return ts
-        # ``other`` is beyond the skew bound: step just past it without moving our clock there.
-        return Timestamp(other.ms, other.counter + 1, self.replica)
+        # ``other`` is beyond the skew bound: step just past it without moving our clock there
+        # (the clock keeps the tick it just issued, below ``other``).
+        return other.successor(self.replica)
 
     def observe(self, remote: Timestamp, now_ms: int) -> bool:
         """Advance past a remote timestamp. Returns ``False`` (and ignores it) if it is skewed.
@@ -117,3 +151,7 @@ class HybridClock:
         if (remote.ms, remote.counter) > (self._ms, self._counter):
             self._ms, self._counter = remote.ms, remote.counter
         return True
+
+
+def _is_lower_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
