@@ -10,6 +10,7 @@ from __future__ import annotations
 from pycrdt import Text
 
 from .errors import InvalidEdit
+from .values import check_text
 
 
 def byte_offset(text: str, pos: int) -> int:
@@ -47,10 +48,15 @@ class TextField:
     __hash__ = None  # type: ignore[assignment]
 
     def insert(self, pos: int, value: str) -> None:
-        """Insert ``value`` before character ``pos`` (``0 <= pos <= len(self)``)."""
+        """Insert ``value`` before character ``pos`` (``0 <= pos <= len(self)``).
+
+        Raises :class:`InvalidEdit` for a position out of range or a ``value`` that is not
+        valid Unicode text (a lone surrogate).
+        """
         current = str(self._text)
         if not 0 <= pos <= len(current):
             raise InvalidEdit(f"text position {pos} is outside 0..{len(current)}")
+        check_text(value, path="text")
         if value:
             self._text.insert(byte_offset(current, pos), value)
 
@@ -67,7 +73,11 @@ class TextField:
             del self._text[start:end]
 
     def splice(self, pos: int, delete: int, insert: str = "") -> None:
-        """Delete ``delete`` characters at ``pos``, then insert ``insert`` there."""
+        """Delete ``delete`` characters at ``pos``, then insert ``insert`` there.
+
+        Validates everything before changing anything: an invalid splice changes nothing.
+        """
+        check_text(insert, path="text")
         self.delete(pos, delete)
         self.insert(pos, insert)
 
@@ -82,6 +92,7 @@ class TextField:
     def replace(self, value: str) -> None:
         """Make the text equal to ``value`` with one minimal splice (keeps concurrent edits
         outside the changed span)."""
+        check_text(value, path="text")
         current = str(self._text)
         if current == value:
             return
