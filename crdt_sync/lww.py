@@ -10,13 +10,16 @@ Because keys are unique, concurrent writes never overwrite each other inside the
 replica ends up with the same set of entries and picks, per field, the entry with the greatest
 timestamp. A writer removes the entries of that field it has seen (all smaller than its own),
 so the map holds about one entry per field. ``b`` (the base) records which write the author
-saw, which is how a replica tells an overwrite from a concurrent write that lost (a conflict).
+saw. Since every writer removes the entries it saw, an entry that is still present beside a
+greater one was not seen by the winner's author: it is a concurrent write that lost (a
+conflict), until the next write of the field removes it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pycrdt import Map
@@ -48,12 +51,17 @@ class Conflict:
     won: LwwEntry
 
     def describe(self) -> str:
-        """A sentence an app can show, e.g. ``your value 'open' was overwritten by ...``."""
+        """A sentence an app can show: what lost, to what, from which replica, and when.
+
+        For example ``status: value 'open' from replica tech-17 was overwritten by 'closed'
+        from replica office at 2026-11-23T09:15:00.000Z``. The time is the winner's HLC
+        physical time, in UTC.
+        """
         lost = "a deletion" if self.lost.deleted else repr(self.lost.value)
         won = "a deletion" if self.won.deleted else repr(self.won.value)
         return (
             f"{self.field}: value {lost} from replica {self.lost.ts.replica} was overwritten by "
-            f"{won} from replica {self.won.ts.replica} at {self.won.ts.ms} ms"
+            f"{won} from replica {self.won.ts.replica} at {_utc(self.won.ts.ms)}"
         )
 
 
@@ -115,13 +123,16 @@ def write(
 ) -> LwwEntry:
     """Record a write of ``value`` (or a deletion) to ``field`` at ``ts``, inside a transaction.
 
-    ``ts`` must be greater than the field's current winner (use :meth:`HybridClock.after`).
-    Entries of the same field with smaller timestamps are removed.
+    ``ts`` must be greater than the field's current winner (use :meth:`HybridClock.after`)
+    and must not be the key of an entry already present (of any field): raises
+    :class:`InvalidEdit` otherwise. Entries of the same field (all smaller) are removed.
     """
     seen = [e for e in entries(lww) if e.field == field]
     base = max((e.ts for e in seen), default=None)
     if base is not None and ts <= base:
         raise InvalidEdit(f"LWW write to {field!r} at {ts} does not follow the current {base}")
+    if ts.encode() in lww:
+        raise InvalidEdit(f"LWW write to {field!r}: timestamp {ts} is already used")
     raw: dict[str, Any] = {"f": field, "b": base.encode() if base else None}
     if deleted:
         raw["d"] = True
@@ -134,19 +145,29 @@ def write(
 
 
 def conflicts(lww: Map[Any]) -> list[Conflict]:
-    """Concurrent writes that lost: entries present beside a winner that did not see them."""
-    all_entries = list(entries(lww))
-    best: dict[str, LwwEntry] = {}
-    for entry in all_entries:
-        current = best.get(entry.field)
-        if current is None or entry.ts > current.ts:
-            best[entry.field] = entry
-    found = []
-    for entry in all_entries:
-        won = best[entry.field]
-        if entry is not won and (won.base is None or won.base < entry.ts):
-            found.append(Conflict(entry.field, entry, won))
+    """Concurrent writes that lost, each with the entry it lost to, ordered by field then time.
+
+    Every writer removes the entries of the field it saw, so an entry still present beside a
+    greater one was not seen by the winner's author (nor did its own author see the winner,
+    or its timestamp would be greater): the two were concurrent. The next write of the field
+    removes the losers, which resolves the conflict.
+    """
+    best = winners(lww)
+    found = [
+        Conflict(entry.field, entry, best[entry.field])
+        for entry in entries(lww)
+        if entry.ts != best[entry.field].ts
+    ]
+    found.sort(key=lambda c: (c.field, c.lost.ts))
     return found
+
+
+def _utc(ms: int) -> str:
+    try:
+        moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    except (OverflowError, ValueError, OSError):
+        return f"{ms} ms"
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _parse(key: str, raw: Any) -> LwwEntry | None:
