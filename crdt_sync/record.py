@@ -18,7 +18,7 @@ from . import lww
 from .clock import Timestamp
 from .errors import InvalidEdit
 from .text import TextField
-from .values import check_json, normalize, to_crdt, to_plain
+from .values import check_json, check_text, normalize, to_crdt, to_plain
 
 #: Name of the document's root map that holds the record's (non-LWW) fields.
 FIELDS_ROOT = "fields"
@@ -96,6 +96,12 @@ class MapEditor:
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and key in self._map
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
     def keys(self) -> list[str]:
         """The keys present."""
         return list(self._map.keys())
@@ -106,7 +112,7 @@ class MapEditor:
 
     def map(self, key: str) -> MapEditor:
         """The nested map at ``key``, created empty if missing."""
-        if key not in self._map:
+        if check_text(key, path="key") not in self._map:
             self._map[key] = Map()
         value = self._map[key]
         if not isinstance(value, Map):
@@ -115,7 +121,7 @@ class MapEditor:
 
     def array(self, key: str) -> ArrayEditor:
         """The array at ``key``, created empty if missing."""
-        if key not in self._map:
+        if check_text(key, path="key") not in self._map:
             self._map[key] = Array()
         value = self._map[key]
         if not isinstance(value, Array):
@@ -231,14 +237,34 @@ class RecordEditor(MapEditor):
             super().__delitem__(key)
 
     def _write_lww(self, key: str, value: Any, *, deleted: bool = False) -> None:
+        check_text(key, path="key")
         current = lww.winners(self._lww).get(key)
         ts = self._stamp(current.ts if current else None)
+        # Entry keys must be unique across all fields. A timestamp stepped past a skewed winner
+        # (HybridClock.after) is not issued by the clock itself, so it can meet another entry's
+        # key: stamp again, after it, until the key is free (each stamp is greater).
+        while ts.encode() in self._lww:
+            ts = self._stamp(ts)
         self.lww_written.append(lww.write(self._lww, key, ts, value, deleted=deleted))
 
     def text(self, key: str) -> TextField:
         if self._is_lww(key):
             raise InvalidEdit(f"field {key!r} is last-write-wins; it cannot be a text")
         return super().text(key)
+
+    def map(self, key: str) -> MapEditor:
+        if self._is_lww(key):
+            raise InvalidEdit(
+                f"field {key!r} is last-write-wins; assign a whole dict instead of editing a map"
+            )
+        return super().map(key)
+
+    def array(self, key: str) -> ArrayEditor:
+        if self._is_lww(key):
+            raise InvalidEdit(
+                f"field {key!r} is last-write-wins; assign a whole list instead of editing an array"
+            )
+        return super().array(key)
 
     def keys(self) -> list[str]:
         names = dict.fromkeys(super().keys())
@@ -262,7 +288,7 @@ def _wrap(value: Any) -> Any:
 
 
 def _text_at(map_: Map[Any], key: str) -> TextField:
-    if key not in map_:
+    if check_text(key, path="key") not in map_:
         map_[key] = Text()
     value = map_[key]
     if not isinstance(value, Text):
@@ -271,12 +297,15 @@ def _text_at(map_: Map[Any], key: str) -> TextField:
 
 
 def _assign(map_: Map[Any], key: str, value: Any) -> None:
+    check_text(key, path="key")
     current = map_.get(key) if key in map_ else None
-    if isinstance(value, TextField):
-        if isinstance(current, Text) and value._text is current:  # the `field += "x"` case
-            return
+    if isinstance(value, TextField | str) and isinstance(current, Text):
+        # Edit the existing collaborative text in place, minimally. This is also the
+        # ``field += "x"`` case, where ``value`` wraps ``current`` itself and nothing is left
+        # to change (pycrdt hands out a new wrapper per access, so identity cannot tell it).
+        # Replacing the Text with a new one would drop concurrent edits made to it.
+        TextField(current).replace(str(value))
+    elif isinstance(value, TextField):
         map_[key] = Text(str(value))
-    elif isinstance(value, str) and isinstance(current, Text):
-        TextField(current).replace(value)
     else:
         map_[key] = to_crdt(value, path=key)
