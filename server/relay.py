@@ -1,0 +1,664 @@
+"""The relay: a websockets asyncio server pumping one :class:`ServerProtocol` per connection.
+
+Theory of operation
+===================
+
+Everything the protocol decides (handshake order, limits, grant checks on ``push``/``sub``/
+``sv``, batching) happens in the sans-I/O :class:`crdt_sync.protocol.ServerProtocol`. This
+module is the driver: it feeds each websocket message to ``receive_data(message, now)``,
+queues what ``data_to_send()`` returns on the connection's bounded send queue, and acts on the
+events:
+
+- ``HelloReceived``: run the :data:`~crdt_sync.server.tokens.Verifier`; ``accept(tenant,
+  collections)`` or ``refuse(bad_token|token_expired)``. A connection is failed with
+  ``token_expired`` when its token expires.
+- ``PushReceived`` (entries outside the grant were already rejected ``forbidden`` by the core):
+  each update must decode as a Yjs v1 update (else ``invalid_update``) and pass the optional
+  validator (else ``rejected``); the rest is submitted to the storage's group commit and acked
+  from the commit's callback, i.e. only once durable. The accepted updates are then fanned out
+  to the OTHER connections of the same tenant subscribed to their collection.
+- ``Subscribed``: register the subscription first (live fan-out starts), then read the
+  tenant's committed head and list the records changed by other replicas since the cursor
+  (``changed``, cursor = that head), or ``synced`` at once if there are none. A cursor ahead of
+  the relay's head (a relay whose data was reset) is treated as ``None``.
+- ``StateVectorsReceived``: answer ``updates`` with ``pycrdt.get_update(state, sv)`` diffs;
+  after the ``done`` one, ``synced`` with the catch-up's cursor.
+
+A connection's output goes through a bounded queue drained by its own sender task: fan-out
+never awaits a peer, and a peer whose queue overflows (it reads too slowly) is disconnected
+with close code 1013. Shutdown (:meth:`Relay.shutdown`, on SIGTERM/SIGINT): stop accepting,
+stop reading frames, let every submitted write commit and its ack be queued, send ``error
+going_away`` and close with 1001, then close the storage.
+
+HTTP on the same port: ``GET /healthz`` (200 ``ok``, 503 while shutting down) and ``GET
+/metrics`` (Prometheus text format, :mod:`crdt_sync.server.metrics`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pycrdt import get_state, get_update
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed as WebSocketClosed
+from websockets.http11 import Request, Response
+
+from crdt_sync.errors import AuthError, InvalidState
+from crdt_sync.messages import PushItem, StateVectorItem
+from crdt_sync.protocol import (
+    DEFAULT_MAX_FRAME,
+    DEFAULT_MAX_ITEMS,
+    DEFAULT_RATE,
+    HelloReceived,
+    PushReceived,
+    ServerEvent,
+    ServerProtocol,
+    State,
+    StateVectorsReceived,
+    Subscribed,
+)
+
+from .metrics import RelayMetrics
+from .storage import RelayStorage, SQLiteRelayStorage
+from .tokens import Grant, Verifier
+from .validation import UpdateRejected, Validator
+
+log = logging.getLogger(__name__)
+
+EMPTY_STATE_VECTOR = b"\x00"
+
+_CLOSE_CODES = {"going_away": 1001, "too_big": 1009, "internal": 1011}
+_POLICY_VIOLATION = 1008
+_TRY_AGAIN_LATER = 1013
+
+
+@dataclass(slots=True)
+class RelayConfig:
+    """How to run a relay. ``crdt-sync serve`` flags map one to one onto these fields.
+
+    Attributes:
+        host: interface to bind.
+        port: TCP port; 0 picks a free one (see :attr:`Relay.port`).
+        data_dir: directory of the SQLite database (ignored when a storage is passed).
+        verifier: token check (``--verifier``, else HMAC tokens under ``--secret``).
+        validator: optional validation hook (``--validator``).
+        durable: ``synchronous=FULL`` (power-loss durable) instead of ``NORMAL``.
+        max_frame: largest frame a client may send (bytes); websockets itself cuts messages
+            over twice this (close 1009) before they are even buffered whole.
+        max_items: most items per received frame, and the batch size of sent frames.
+        rate_limit: messages per second per connection (burst: twice that); 0 disables.
+        send_queue_frames: frames a connection may have queued before it counts as too slow.
+        send_queue_bytes: bytes a connection may have queued before it counts as too slow.
+        ping_interval: websocket-level keepalive ping interval (seconds; None disables).
+        ping_timeout: websocket-level pong timeout (seconds).
+        shutdown_timeout: longest a graceful shutdown waits for commits and sends.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    data_dir: Path = Path("./relay-data")
+    verifier: Verifier | None = None
+    validator: Validator | None = None
+    durable: bool = False
+    max_frame: int = DEFAULT_MAX_FRAME
+    max_items: int = DEFAULT_MAX_ITEMS
+    rate_limit: float = DEFAULT_RATE
+    send_queue_frames: int = 4096
+    send_queue_bytes: int = 64 * 1024 * 1024
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    shutdown_timeout: float = 10.0
+
+
+_CLOSE = b""  # marker on a send queue: close the websocket after what precedes
+
+
+@dataclass(eq=False, slots=True)
+class _Connection:
+    """One client connection: its websocket, protocol core, grant and send queue."""
+
+    ws: ServerConnection
+    protocol: ServerProtocol
+    grant: Grant | None = None
+    replica: str = ""
+    subscribed: set[str] = field(default_factory=set)
+    catchups: deque[int] = field(default_factory=deque)
+    queue: deque[bytes] = field(default_factory=deque)
+    queued_bytes: int = 0
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    close_code: int = 1000
+    too_slow: bool = False
+    expiry: asyncio.TimerHandle | None = None
+
+
+class Relay:
+    """A running relay (see the module docstring).
+
+    Args:
+        config: what to serve and how.
+        storage: the storage to use; defaults to :class:`SQLiteRelayStorage` in
+            ``config.data_dir``. The relay opens and closes it.
+    """
+
+    def __init__(self, config: RelayConfig, storage: RelayStorage | None = None) -> None:
+        if config.verifier is None:
+            raise ValueError("RelayConfig.verifier is required (e.g. tokens.secret_verifier)")
+        self.config = config
+        self.verifier: Verifier = config.verifier
+        self.storage: RelayStorage = storage or SQLiteRelayStorage(
+            config.data_dir, durable=config.durable
+        )
+        self.metrics = RelayMetrics()
+        self._server: Server | None = None
+        self._connections: set[_Connection] = set()
+        # tenant -> collection -> connections subscribed to it
+        self._subscriptions: dict[str, dict[str, set[_Connection]]] = {}
+        self._stopping = False
+        self._busy = 0  # frames being handled + writes waiting for their commit callback
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the storage and start listening."""
+        await self.storage.open()
+        self._server = await serve(
+            self._handle_connection,
+            self.config.host,
+            self.config.port,
+            process_request=self._process_request,
+            max_size=max(2 * self.config.max_frame, self.config.max_frame + 65536),
+            compression=None,
+            ping_interval=self.config.ping_interval,
+            ping_timeout=self.config.ping_timeout,
+            close_timeout=5,
+        )
+
+    @property
+    def port(self) -> int:
+        """The TCP port actually bound (useful with ``port=0``)."""
+        if self._server is None:
+            raise InvalidState("relay not started")
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port`` of the relay."""
+        return f"ws://{self.config.host}:{self.port}"
+
+    async def shutdown(self) -> None:
+        """Graceful shutdown: nothing acknowledged is lost, nothing submitted is dropped.
+
+        Stops accepting connections and frames, waits (up to ``shutdown_timeout``) until every
+        frame being handled is done and every submitted write is committed and acked, sends
+        ``error going_away`` and closes each connection with 1001, then closes the storage.
+        """
+        if self._stopping:
+            return
+        self._stopping = True
+        server = self._server
+        if server is not None:
+            server.server.close()  # stop accepting new TCP connections
+        try:
+            await asyncio.wait_for(self._idle.wait(), self.config.shutdown_timeout)
+        except TimeoutError:
+            log.warning("shutdown: %d operations still in flight after timeout", self._busy)
+        for conn in list(self._connections):
+            if conn.protocol.state is State.OPEN or conn.protocol.state is State.CONNECTING:
+                conn.protocol.fail("going_away", "the relay is shutting down")
+                self._flush(conn)
+        if server is not None:
+            server.close(close_connections=False)
+            try:
+                await asyncio.wait_for(server.wait_closed(), self.config.shutdown_timeout)
+            except TimeoutError:
+                server.close(close_connections=True)
+                await server.wait_closed()
+        await self.storage.close()
+
+    # -- HTTP endpoints -------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/healthz":
+            if self._stopping:
+                return connection.respond(503, "shutting down\n")
+            return connection.respond(200, "ok\n")
+        if path == "/metrics":
+            if isinstance(self.storage, SQLiteRelayStorage):
+                self.metrics.commits.set(self.storage.stats.commits)
+            body = self.metrics.render()
+            headers = Headers(
+                [
+                    ("Content-Type", "text/plain; version=0.0.4; charset=utf-8"),
+                    ("Content-Length", str(len(body))),
+                    ("Connection", "close"),
+                ]
+            )
+            return Response(200, "OK", headers, body)
+        if self._stopping:
+            return connection.respond(503, "shutting down\n")
+        return None
+
+    # -- one connection -------------------------------------------------------------------
+
+    async def _handle_connection(self, ws: ServerConnection) -> None:
+        loop = asyncio.get_running_loop()
+        rate = self.config.rate_limit or None
+        conn = _Connection(
+            ws,
+            ServerProtocol(
+                max_frame=self.config.max_frame,
+                max_items=self.config.max_items,
+                rate=rate,
+                now=loop.time(),
+            ),
+        )
+        self._connections.add(conn)
+        self.metrics.connections.inc()
+        self.metrics.connections_total.inc()
+        sender = asyncio.create_task(self._sender(conn))
+        try:
+            async for message in ws:
+                if self._stopping:
+                    break  # not handled, so never acked: the client re-sends it
+                await self._receive(conn, message)
+                if conn.protocol.state is not State.CONNECTING and (
+                    conn.protocol.state is not State.OPEN
+                ):
+                    break
+        except WebSocketClosed:
+            pass
+        finally:
+            if conn.expiry is not None:
+                conn.expiry.cancel()
+            self._unsubscribe(conn)
+            if self._stopping or conn.protocol.state >= State.CLOSING:
+                # Let the sender deliver what is queued (acks, error frames), then close.
+                with contextlib.suppress(asyncio.TimeoutError, WebSocketClosed):
+                    await asyncio.wait_for(asyncio.shield(sender), self.config.shutdown_timeout)
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WebSocketClosed):
+                await sender
+            conn.protocol.receive_eof()
+            self._connections.discard(conn)
+            self.metrics.connections.dec()
+
+    async def _sender(self, conn: _Connection) -> None:
+        ws = conn.ws
+        try:
+            while True:
+                while not conn.queue:
+                    conn.wakeup.clear()
+                    await conn.wakeup.wait()
+                frame = conn.queue.popleft()
+                conn.queued_bytes -= len(frame)
+                if frame is _CLOSE or not frame:
+                    await ws.close(conn.close_code)
+                    return
+                await ws.send(frame)
+        except WebSocketClosed:
+            return
+
+    def _flush(self, conn: _Connection) -> None:
+        """Move the core's output to the send queue; never waits (a slow peer is cut off)."""
+        for data in conn.protocol.data_to_send():
+            if conn.too_slow:
+                continue
+            if not data:
+                code = conn.protocol.close_exc.code
+                conn.close_code = _CLOSE_CODES.get(code, _POLICY_VIOLATION)
+                self.metrics.errors.labels(code).inc()
+                conn.queue.append(_CLOSE)
+                conn.wakeup.set()
+                continue
+            self.metrics.frames_out.labels(_frame_type(data)).inc()
+            self.metrics.bytes_out.inc(len(data))
+            conn.queue.append(data)
+            conn.queued_bytes += len(data)
+            if (
+                len(conn.queue) > self.config.send_queue_frames
+                or conn.queued_bytes > self.config.send_queue_bytes
+            ):
+                self._cut_off_slow(conn)
+                return
+            conn.wakeup.set()
+
+    def _cut_off_slow(self, conn: _Connection) -> None:
+        log.warning("disconnecting replica %r: its send queue is full", conn.replica)
+        conn.too_slow = True
+        conn.queue.clear()
+        conn.queued_bytes = 0
+        self.metrics.errors.labels("too_slow").inc()
+        self._unsubscribe(conn)
+        conn.close_code = _TRY_AGAIN_LATER
+        conn.queue.append(_CLOSE)
+        conn.wakeup.set()
+
+    async def _receive(self, conn: _Connection, message: bytes | str) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        size = len(message)
+        self.metrics.bytes_in.inc(size)
+        self.metrics.frames_in.labels(_frame_type(message)).inc()
+        self._enter()
+        try:
+            conn.protocol.receive_data(message, now=started)
+            self._flush(conn)
+            for event in conn.protocol.events_received():
+                await self._dispatch(conn, event, started)
+                self._flush(conn)
+        except Exception:
+            log.exception("internal error handling a frame from replica %r", conn.replica)
+            if conn.protocol.state < State.CLOSING:
+                conn.protocol.fail("internal", "internal relay error")
+            self._flush(conn)
+        finally:
+            self._leave()
+
+    async def _dispatch(self, conn: _Connection, event: ServerEvent, started: float) -> None:
+        if conn.protocol.state is not State.OPEN and not isinstance(event, HelloReceived):
+            return
+        match event:
+            case HelloReceived():
+                await self._on_hello(conn, event, started)
+            case PushReceived(items):
+                await self._on_push(conn, items, started)
+            case Subscribed(collections, cursor):
+                await self._on_subscribe(conn, collections, cursor, started)
+            case StateVectorsReceived(items, done):
+                await self._on_state_vectors(conn, items, done, started)
+            case _:
+                pass  # pongs and non-fatal errors from the client need no action
+
+    # -- handshake ------------------------------------------------------------------------
+
+    async def _on_hello(self, conn: _Connection, event: HelloReceived, started: float) -> None:
+        try:
+            result: Grant | Awaitable[Grant] = self.verifier(event.token)
+            grant = await result if inspect.isawaitable(result) else result
+            if not isinstance(grant, Grant):
+                raise TypeError(f"verifier returned {type(grant).__name__}, not Grant")
+        except AuthError as exc:
+            code = exc.code if exc.code in ("bad_token", "token_expired") else "bad_token"
+            conn.protocol.refuse(code, exc.reason or code)
+            return
+        except Exception:
+            log.exception("token verifier failed")
+            conn.protocol.refuse("bad_token", "token could not be verified")
+            return
+        if conn.protocol.state is not State.CONNECTING:
+            return
+        conn.grant = grant
+        conn.replica = event.replica
+        conn.protocol.accept(grant.tenant, sorted(grant.collections))
+        remaining = grant.expires_at - time.time()
+        if remaining < 1e9:
+            loop = asyncio.get_running_loop()
+            conn.expiry = loop.call_later(max(0.0, remaining), self._expire, conn)
+        self.metrics.latency.labels("hello").observe(loop_time() - started)
+
+    def _expire(self, conn: _Connection) -> None:
+        if conn.protocol.state is State.OPEN:
+            conn.protocol.fail("token_expired", "the token expired; reconnect with a fresh one")
+            self._unsubscribe(conn)
+            self._flush(conn)
+
+    # -- upload ---------------------------------------------------------------------------
+
+    async def _on_push(self, conn: _Connection, items: Sequence[PushItem], started: float) -> None:
+        assert conn.grant is not None
+        grant = conn.grant
+        refused: list[tuple[int, str, str]] = []
+        accepted: list[PushItem] = []
+        for item in items:
+            try:
+                get_state(item.update)
+            except ValueError:
+                refused.append((item.seq, "invalid_update", "not a Yjs v1 update"))
+                continue
+            accepted.append(item)
+        validator = self.config.validator
+        if validator is not None and accepted:
+            states = await self.storage.get_states(
+                grant.tenant, [(i.collection, i.record_id) for i in accepted]
+            )
+            valid: list[PushItem] = []
+            for item in accepted:
+                state = states.get((item.collection, item.record_id))
+                try:
+                    outcome = validator(item.collection, item.record_id, item.update, state, grant)
+                    if inspect.isawaitable(outcome):
+                        await outcome
+                except UpdateRejected as exc:
+                    refused.append((item.seq, "rejected", exc.reason))
+                    continue
+                except Exception:
+                    log.exception("validator failed on %s/%s", item.collection, item.record_id)
+                    refused.append((item.seq, "rejected", "validation failed"))
+                    continue
+                valid.append(item)
+            accepted = valid
+        if refused:
+            for _, code, _ in refused:
+                self.metrics.rejects.labels(code).inc()
+            if conn.protocol.state is State.OPEN:
+                conn.protocol.reject(refused)
+        if not accepted:
+            return
+        try:
+            future = self._submit(grant.tenant, conn.replica, accepted)
+        except InvalidState:
+            return  # shutting down: not stored, not acked; the client re-sends
+        self._enter()
+        future.add_done_callback(
+            lambda done: self._committed(conn, grant.tenant, accepted, done, started)
+        )
+
+    def _submit(
+        self, tenant: str, replica: str, items: Sequence[PushItem]
+    ) -> asyncio.Future[list[int]]:
+        rows = [(i.collection, i.record_id, i.update) for i in items]
+        storage = self.storage
+        if isinstance(storage, SQLiteRelayStorage):
+            return storage.submit(tenant, replica, rows)
+        return asyncio.ensure_future(storage.write(tenant, replica, rows))
+
+    def _committed(
+        self,
+        conn: _Connection,
+        tenant: str,
+        items: list[PushItem],
+        done: asyncio.Future[list[int]],
+        started: float,
+    ) -> None:
+        try:
+            if done.cancelled() or done.exception() is not None:
+                exc = None if done.cancelled() else done.exception()
+                log.error("commit failed for replica %r: %s", conn.replica, exc)
+                if conn.protocol.state is State.OPEN:
+                    conn.protocol.fail("internal", "the relay could not store the updates")
+                    self._flush(conn)
+                return
+            seqs = done.result()
+            self.metrics.updates_applied.inc(len(items))
+            if conn.protocol.state is State.OPEN:
+                conn.protocol.ack([i.seq for i in items])
+                self.metrics.acks.inc(len(items))
+                self._flush(conn)
+                self.metrics.latency.labels("push").observe(loop_time() - started)
+            self._fan_out(tenant, conn, items, seqs)
+        finally:
+            self._leave()
+
+    def _fan_out(
+        self, tenant: str, origin: _Connection, items: list[PushItem], seqs: list[int]
+    ) -> None:
+        by_collection = self._subscriptions.get(tenant)
+        if not by_collection:
+            return
+        outgoing: dict[_Connection, list[tuple[str, str, bytes]]] = {}
+        newest: dict[_Connection, int] = {}
+        for item, seq in zip(items, seqs, strict=True):
+            for peer in by_collection.get(item.collection, ()):
+                if peer is origin:
+                    continue
+                outgoing.setdefault(peer, []).append((item.collection, item.record_id, item.update))
+                newest[peer] = seq
+        for peer, updates in outgoing.items():
+            if peer.protocol.state is State.OPEN and not peer.too_slow:
+                peer.protocol.send_updates(updates, newest[peer])
+                self._flush(peer)
+
+    # -- download -------------------------------------------------------------------------
+
+    async def _on_subscribe(
+        self, conn: _Connection, collections: Sequence[str], cursor: int | None, started: float
+    ) -> None:
+        assert conn.grant is not None
+        tenant = conn.grant.tenant
+        by_collection = self._subscriptions.setdefault(tenant, {})
+        for name in collections:
+            by_collection.setdefault(name, set()).add(conn)
+            conn.subscribed.add(name)
+        # Registered first: anything committed after `head` reaches us by fan-out.
+        head = await self.storage.head(tenant)
+        if cursor is not None and cursor > head:
+            cursor = None  # the relay's data is older than the client's cursor: list all
+        changed = await self.storage.changed_since(tenant, collections, cursor, conn.replica)
+        if conn.protocol.state is not State.OPEN:
+            return
+        if changed:
+            conn.catchups.append(head)
+            conn.protocol.send_changed(changed, head, done=True)
+        else:
+            conn.protocol.send_synced(head)
+        self.metrics.latency.labels("sub").observe(loop_time() - started)
+
+    async def _on_state_vectors(
+        self,
+        conn: _Connection,
+        items: Sequence[StateVectorItem],
+        done: bool,
+        started: float,
+    ) -> None:
+        assert conn.grant is not None
+        tenant = conn.grant.tenant
+        states = await self.storage.get_states(tenant, [(i.collection, i.record_id) for i in items])
+        diffs: list[tuple[str, str, bytes]] = []
+        for item in items:
+            state = states.get((item.collection, item.record_id))
+            if state is None:
+                continue
+            vector = item.state_vector or EMPTY_STATE_VECTOR
+            try:
+                diff = get_update(state, vector)
+            except ValueError:
+                diff = state  # an unreadable state vector gets the whole record
+            diffs.append((item.collection, item.record_id, diff))
+        if conn.protocol.state is not State.OPEN:
+            return
+        if diffs:
+            conn.protocol.send_updates(diffs, None)
+        if done:
+            cursor = conn.catchups.popleft() if conn.catchups else await self.storage.head(tenant)
+            if conn.protocol.state is State.OPEN:
+                conn.protocol.send_synced(cursor)
+        self.metrics.latency.labels("sv").observe(loop_time() - started)
+
+    def _unsubscribe(self, conn: _Connection) -> None:
+        if conn.grant is None or not conn.subscribed:
+            return
+        by_collection = self._subscriptions.get(conn.grant.tenant, {})
+        for name in conn.subscribed:
+            peers = by_collection.get(name)
+            if peers is not None:
+                peers.discard(conn)
+                if not peers:
+                    del by_collection[name]
+        if not by_collection:
+            self._subscriptions.pop(conn.grant.tenant, None)
+        conn.subscribed.clear()
+
+    # -- in-flight accounting (graceful shutdown waits for zero) --------------------------
+
+    def _enter(self) -> None:
+        self._busy += 1
+        self._idle.clear()
+
+    def _leave(self) -> None:
+        self._busy -= 1
+        if self._busy == 0:
+            self._idle.set()
+
+
+def loop_time() -> float:
+    """The running loop's clock (the one the protocol cores are given as ``now``)."""
+    return asyncio.get_running_loop().time()
+
+
+_TYPE_KEYS = {
+    b"hello": "hello",
+    b"push": "push",
+    b"sub": "sub",
+    b"sv": "sv",
+    b"ping": "ping",
+    b"pong": "pong",
+    b"error": "error",
+    b"welcome": "welcome",
+    b"ack": "ack",
+    b"reject": "reject",
+    b"changed": "changed",
+    b"updates": "updates",
+    b"synced": "synced",
+}
+
+
+def _frame_type(frame: bytes | str) -> str:
+    """The message type of an encoded frame, for metric labels (cheap, no full decode).
+
+    Encoded maps put ``"t"`` first: ``0xa1 't' 0xaN <type>``. Anything else is ``other``.
+    """
+    if isinstance(frame, str) or len(frame) < 4 or frame[1:3] != b"\xa1t":
+        return "other"
+    length = frame[3] - 0xA0
+    if not 0 < length <= 8:
+        return "other"
+    return _TYPE_KEYS.get(bytes(frame[4 : 4 + length]), "other")
+
+
+async def serve_until_signalled(config: RelayConfig, storage: RelayStorage | None = None) -> None:
+    """Run a relay until SIGTERM or SIGINT, then shut it down gracefully.
+
+    Prints ``crdt-sync relay listening on ws://HOST:PORT`` to stdout (flushed) once listening.
+    """
+    relay = Relay(config, storage)
+    await relay.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    print(f"crdt-sync relay listening on {relay.url}", flush=True)
+    log.info("relay listening on %s (data in %s)", relay.url, config.data_dir)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await relay.shutdown()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        log.info("relay stopped")
+        sys.stdout.flush()
