@@ -273,13 +273,11 @@ class Relay:
         sender = asyncio.create_task(self._sender(conn))
         try:
             async for message in ws:
-                if self._stopping:
-                    break  # not handled, so never acked: the client re-sends it
+                if self._stopping or conn.protocol.state >= State.CLOSING:
+                    # Drained, not handled (so never acked: the client re-sends it). Reading
+                    # on lets the closing handshake through behind a flooding client.
+                    continue
                 await self._receive(conn, message)
-                if conn.protocol.state is not State.CONNECTING and (
-                    conn.protocol.state is not State.OPEN
-                ):
-                    break
         except WebSocketClosed:
             pass
         finally:
