@@ -1,0 +1,77 @@
+"""The local store's SQLite schema, its version and its migrations.
+
+The file is marked as ours with ``PRAGMA application_id`` and versioned with
+``PRAGMA user_version``; :data:`MIGRATIONS` upgrades an older file step by step, each step in
+one transaction.
+"""
+
+from __future__ import annotations
+
+#: ``PRAGMA application_id`` of a crdt-sync local store ("CRSY").
+APPLICATION_ID = 0x43525359
+
+#: The schema version this code writes and reads.
+SCHEMA_VERSION = 1
+
+#: ``MIGRATIONS[n]`` upgrades a file from version ``n`` to ``n + 1``.
+MIGRATIONS: dict[int, list[str]] = {
+    0: [
+        # Key/value settings of this replica: replica id, HLC position, sync cursor.
+        """CREATE TABLE meta (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )""",
+        # One row per record. ``confirmed`` is the compacted snapshot of what the relay has
+        # confirmed; the record's current state is that snapshot plus every row of
+        # ``updates`` (confirmed rows and pending local ones).
+        """CREATE TABLE records (
+            collection   TEXT NOT NULL,
+            id           TEXT NOT NULL,
+            confirmed    BLOB NOT NULL DEFAULT x'',
+            state_vector BLOB,
+            client_id    INTEGER NOT NULL,
+            created_at   REAL NOT NULL,
+            updated_at   REAL NOT NULL,
+            accessed_at  REAL NOT NULL,
+            PRIMARY KEY (collection, id)
+        ) WITHOUT ROWID""",
+        # Updates since the snapshot, in arrival order. ``outbox_seq`` is NULL for confirmed
+        # updates (received from, or acknowledged by, the relay) and names the outbox entry of
+        # a pending local update.
+        """CREATE TABLE updates (
+            rowid      INTEGER PRIMARY KEY,
+            collection TEXT NOT NULL,
+            id         TEXT NOT NULL,
+            data       BLOB NOT NULL,
+            outbox_seq INTEGER UNIQUE
+        )""",
+        "CREATE INDEX updates_by_record ON updates (collection, id)",
+        # The outbox: one entry per local edit, ordered by seq (never reused).
+        """CREATE TABLE outbox (
+            seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+            collection   TEXT NOT NULL,
+            id           TEXT NOT NULL,
+            status       TEXT NOT NULL DEFAULT 'queued',
+            created_at   REAL NOT NULL,
+            attempts     INTEGER NOT NULL DEFAULT 0,
+            error_code   TEXT,
+            error_reason TEXT
+        )""",
+        "CREATE INDEX outbox_by_record ON outbox (collection, id)",
+        # LWW writes that lost to a concurrent write (bounded; oldest dropped first).
+        """CREATE TABLE conflicts (
+            rowid       INTEGER PRIMARY KEY,
+            collection  TEXT NOT NULL,
+            id          TEXT NOT NULL,
+            field       TEXT NOT NULL,
+            lost_ts     TEXT NOT NULL,
+            lost_value  TEXT,
+            lost_deleted INTEGER NOT NULL,
+            won_ts      TEXT NOT NULL,
+            won_value   TEXT,
+            won_deleted INTEGER NOT NULL,
+            detected_at REAL NOT NULL,
+            UNIQUE (collection, id, field, lost_ts)
+        )""",
+    ],
+}

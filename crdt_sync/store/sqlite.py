@@ -1,0 +1,936 @@
+"""LocalStore: one replica's records, outbox and sync state in one SQLite file (aiosqlite).
+
+Durability rules (``docs/architecture.md``):
+
+* a local edit writes its update, its outbox entry and the record's metadata in ONE
+  transaction; when :meth:`LocalStore.edit` returns, the edit is on disk (WAL, synchronous=NORMAL:
+  it survives a killed process);
+* a batch of remote updates is applied in one transaction (:meth:`LocalStore.apply_remote`);
+* compaction replaces confirmed updates by a snapshot in one transaction.
+
+Writes are serialized by one lock; edits are serialized too (one pycrdt transaction at a time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import json
+import os
+import random
+import sqlite3
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+from pycrdt import Doc, TransactionEvent, merge_updates
+
+from .. import lww as lww_layer
+from ..clock import DEFAULT_MAX_SKEW_MS, HybridClock, Timestamp
+from ..errors import (
+    CorruptStoreError,
+    InvalidState,
+    OutboxError,
+    RecordNotFound,
+    SchemaVersionError,
+    StoreError,
+)
+from ..integrate import apply_updates
+from ..lww import LwwPolicy
+from ..outbox import OutboxEntry, OutboxStatus
+from ..record import Record, RecordEditor, lww_of, read_fields
+from ..rollback import compensate
+from ..yjs_encoding import EMPTY_UPDATE
+from .schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+
+#: Compact a record when it has more update rows than this and they outweigh the snapshot.
+COMPACT_MIN_ROWS = 64
+
+#: Origin of the pycrdt transactions of local edits.
+LOCAL_ORIGIN = "crdt-sync:local"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteUpdate:
+    """An update of one record that came from elsewhere (the relay)."""
+
+    collection: str
+    record_id: str
+    update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ConflictLogEntry:
+    """A concurrent LWW write that lost, as recorded by this replica."""
+
+    collection: str
+    record_id: str
+    field: str
+    lost_value: Any
+    lost_deleted: bool
+    lost_ts: Timestamp
+    won_value: Any
+    won_deleted: bool
+    won_ts: Timestamp
+    detected_at: float
+
+    def describe(self) -> str:
+        """``your value 'open' was overwritten by 'closed' from replica X at T``-style text."""
+        lost = "a deletion" if self.lost_deleted else repr(self.lost_value)
+        won = "a deletion" if self.won_deleted else repr(self.won_value)
+        return (
+            f"{self.field}: value {lost} (replica {self.lost_ts.replica}) was overwritten by "
+            f"{won} from replica {self.won_ts.replica} at "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(self.won_ts.ms / 1000))} UTC"
+        )
+
+
+class LocalStore:
+    """The local store of one replica (one account). Open with :meth:`open`.
+
+    Use as an async context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        conn: aiosqlite.Connection,
+        replica_id: str,
+        policy: LwwPolicy,
+        clock: HybridClock,
+        time_source: Callable[[], float],
+        conflict_log_limit: int,
+        cache_size: int,
+    ) -> None:
+        self.path = path
+        self.replica_id = replica_id
+        self.lww_policy = policy
+        self._conn: aiosqlite.Connection | None = conn
+        self._clock = clock
+        self._time = time_source
+        self._conflict_log_limit = conflict_log_limit
+        self._cache: OrderedDict[tuple[str, str], Doc[Any]] = OrderedDict()
+        self._cache_size = cache_size
+        self._write_lock = asyncio.Lock()
+        self._edit_lock = asyncio.Lock()
+        self._editing: tuple[str, str] | None = None
+        self._editing_task: asyncio.Task[Any] | None = None
+        self.outbox = Outbox(self)
+        #: Remote timestamps refused by the HLC because they were too far ahead.
+        self.skewed_timestamps = 0
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        replica_id: str | None = None,
+        lww: LwwPolicy | Mapping[str, Any] | None = None,
+        max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
+        conflict_log_limit: int = 1000,
+        cache_size: int = 256,
+        time_source: Callable[[], float] = time.time,
+    ) -> LocalStore:
+        """Open (or create) the store file at ``path``.
+
+        Args:
+            path: the SQLite file of this replica (one per account).
+            replica_id: this replica's id, used when the file is created (default: random).
+            lww: which collections/fields are last-write-wins (see :class:`LwwPolicy`).
+            max_skew_ms: how far ahead of local time a remote LWW timestamp may be adopted.
+            conflict_log_limit: how many LWW conflicts to keep (oldest dropped first).
+            cache_size: how many record documents to keep in memory.
+            time_source: the wall clock (seconds), replaceable in tests.
+
+        Raises:
+            SchemaVersionError: the file was written by a newer crdt-sync.
+            CorruptStoreError: the file is not a crdt-sync store, or is damaged.
+        """
+        file = Path(path)
+        policy = lww if isinstance(lww, LwwPolicy) else LwwPolicy(lww)
+        try:
+            conn = await aiosqlite.connect(file, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(file, f"cannot open: {exc}") from exc
+        try:
+            await _prepare(conn, file)
+            stored = await _meta(conn, "replica_id")
+            if stored is None:
+                stored = replica_id or uuid.uuid4().hex[:16]
+                await conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('replica_id', ?)", (stored,)
+                )
+            elif replica_id is not None and replica_id != stored:
+                raise InvalidState(
+                    f"{file} belongs to replica {stored!r}, not {replica_id!r}; "
+                    "open it without replica_id or use another file"
+                )
+            hlc_raw = await _meta(conn, "hlc")
+            last = Timestamp.decode(hlc_raw) if hlc_raw else None
+            clock = HybridClock(stored, last, max_skew_ms=max_skew_ms)
+            # Crash recovery: an upload in flight when the process died is queued again.
+            await conn.execute("UPDATE outbox SET status = 'queued' WHERE status = 'uploading'")
+        except BaseException:
+            await conn.close()
+            raise
+        return cls(file, conn, stored, policy, clock, time_source, conflict_log_limit, cache_size)
+
+    async def close(self) -> None:
+        """Close the file. The store cannot be used afterwards."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            self._cache.clear()
+            await conn.close()
+
+    async def __aenter__(self) -> LocalStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def wipe(self) -> None:
+        """Delete this account's local data (logout): closes the store and removes its files."""
+        await self.close()
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(f"{self.path}{suffix}")
+
+    @property
+    def conn(self) -> aiosqlite.Connection:
+        """The open connection (raises :class:`InvalidState` once closed)."""
+        if self._conn is None:
+            raise InvalidState(f"{self.path}: the store is closed")
+        return self._conn
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        conn = self.conn
+        async with self._write_lock:
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
+
+    # ----------------------------------------------------------------- reading
+
+    async def get(self, collection: str, record_id: str) -> Record:
+        """The record's current fields, from the local store (works offline).
+
+        Raises:
+            RecordNotFound: the record is not in this store.
+        """
+        row = await self._record_row(collection, record_id)
+        if row is None:
+            raise RecordNotFound(collection, record_id)
+        doc = await self._doc(collection, record_id)
+        now = self._time()
+        async with self._transaction() as conn:
+            await conn.execute(
+                "UPDATE records SET accessed_at = ? WHERE collection = ? AND id = ?",
+                (now, collection, record_id),
+            )
+        return await self._snapshot(collection, record_id, doc, row, accessed_at=now)
+
+    async def exists(self, collection: str, record_id: str) -> bool:
+        """Whether the record is in this store."""
+        return await self._record_row(collection, record_id) is not None
+
+    async def ids(self, collection: str) -> builtins.list[str]:
+        """The ids of every record of ``collection`` in this store, sorted."""
+        async with self.conn.execute(
+            "SELECT id FROM records WHERE collection = ? ORDER BY id", (collection,)
+        ) as cursor:
+            return [row[0] async for row in cursor]
+
+    async def list(self, collection: str) -> builtins.list[Record]:
+        """Every record of ``collection`` in this store, sorted by id."""
+        return [await self._read(collection, rid) for rid in await self.ids(collection)]
+
+    async def search(
+        self,
+        collection: str,
+        text: str | None = None,
+        where: Mapping[str, Any] | None = None,
+    ) -> builtins.list[Record]:
+        """Records of ``collection`` whose string fields contain ``text`` (case-insensitive)
+        and whose fields equal every ``where`` item. Local data only."""
+        needle = text.casefold() if text else None
+        found = []
+        for record in await self.list(collection):
+            if where and any(record.get(k) != v for k, v in where.items()):
+                continue
+            if needle and not any(needle in v.casefold() for v in _strings(record.fields)):
+                continue
+            found.append(record)
+        return found
+
+    async def state_vector(self, collection: str, record_id: str) -> bytes:
+        """The record's state vector (empty if the record is not here)."""
+        row = await self._record_row(collection, record_id)
+        if row is None:
+            return b""
+        if row[1] is not None:
+            return bytes(row[1])
+        doc = await self._doc(collection, record_id)
+        vector = doc.get_state()
+        await self.conn.execute(
+            "UPDATE records SET state_vector = ? WHERE collection = ? AND id = ?",
+            (vector, collection, record_id),
+        )
+        return vector
+
+    async def encode_state(
+        self, collection: str, record_id: str, state_vector: bytes | None = None
+    ) -> bytes:
+        """The record as one update, or only what a peer with ``state_vector`` misses."""
+        if not await self.exists(collection, record_id):
+            raise RecordNotFound(collection, record_id)
+        doc = await self._doc(collection, record_id)
+        return doc.get_update(state_vector) if state_vector else doc.get_update()
+
+    async def confirmed_state(self, collection: str, record_id: str) -> bytes:
+        """What the relay has confirmed of this record, as one update."""
+        doc = await self._confirmed_doc(collection, record_id)
+        return doc.get_update()
+
+    async def conflicts(self, collection: str, record_id: str) -> builtins.list[ConflictLogEntry]:
+        """LWW writes of this record that lost to a concurrent write, oldest first."""
+        async with self.conn.execute(
+            "SELECT field, lost_value, lost_deleted, lost_ts, won_value, won_deleted, won_ts,"
+            " detected_at FROM conflicts WHERE collection = ? AND id = ? ORDER BY rowid",
+            (collection, record_id),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [
+            ConflictLogEntry(
+                collection,
+                record_id,
+                r[0],
+                json.loads(r[1]) if r[1] is not None else None,
+                bool(r[2]),
+                Timestamp.decode(r[3]),
+                json.loads(r[4]) if r[4] is not None else None,
+                bool(r[5]),
+                Timestamp.decode(r[6]),
+                r[7],
+            )
+            for r in rows
+        ]
+
+    # ----------------------------------------------------------------- local edits
+
+    @contextlib.asynccontextmanager
+    async def edit(
+        self, collection: str, record_id: str, *, create: bool = True
+    ) -> AsyncIterator[RecordEditor]:
+        """Edit one record in one transaction: one update, one outbox entry.
+
+        ``async with store.edit("jobs", "job-42") as job: job["status"] = "done"``.
+        When the block exits normally the edit is durable. If it raises, nothing is saved.
+
+        Raises:
+            RecordNotFound: the record does not exist and ``create`` is false.
+            InvalidState: called inside another edit of this store.
+        """
+        if self._editing is not None and asyncio.current_task() is self._editing_task:
+            raise InvalidState("store.edit() cannot be nested inside another edit")
+        async with self._edit_lock:
+            self._editing = (collection, record_id)
+            self._editing_task = asyncio.current_task()
+            try:
+                async with self._edit_one(collection, record_id, create) as editor:
+                    yield editor
+            finally:
+                self._editing = None
+                self._editing_task = None
+
+    @contextlib.asynccontextmanager
+    async def _edit_one(
+        self, collection: str, record_id: str, create: bool
+    ) -> AsyncIterator[RecordEditor]:
+        key = (collection, record_id)
+        row = await self._record_row(collection, record_id)
+        if row is None and not create:
+            raise RecordNotFound(collection, record_id)
+        # Take the doc out of the cache while it is edited: concurrent readers load their own.
+        cached = self._cache.pop(key, None)
+        if row is None:
+            doc: Doc[Any] = Doc(client_id=_new_client_id())
+        else:
+            doc = cached if cached is not None else await self._doc(collection, record_id)
+        captured: list[bytes] = []
+
+        def capture(event: TransactionEvent) -> None:
+            captured.append(event.update)
+
+        subscription = doc.observe(capture)
+        try:
+            with doc.transaction(origin=LOCAL_ORIGIN):
+                editor = RecordEditor(doc, collection, self.lww_policy, self._stamp)
+                yield editor
+        except BaseException:
+            self._cache.pop(key, None)  # the in-memory doc may hold part of the edit
+            raise
+        finally:
+            doc.unobserve(subscription)
+        update = captured[0] if captured else EMPTY_UPDATE
+        if update == EMPTY_UPDATE and row is not None:
+            self._remember(key, doc)
+            return
+        try:
+            await self._commit_edit(collection, record_id, doc, update, new=row is None)
+        except BaseException:
+            self._cache.pop(key, None)
+            raise
+        self._remember(key, doc)
+
+    def _stamp(self, current: Timestamp | None) -> Timestamp:
+        now_ms = int(self._time() * 1000)
+        return self._clock.after(current, now_ms) if current else self._clock.tick(now_ms)
+
+    async def _commit_edit(
+        self, collection: str, record_id: str, doc: Doc[Any], update: bytes, *, new: bool
+    ) -> int:
+        now = self._time()
+        async with self._transaction() as conn:
+            if new:
+                await conn.execute(
+                    "INSERT INTO records (collection, id, client_id, created_at, updated_at,"
+                    " accessed_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (collection, record_id, doc.client_id, now, now, now),
+                )
+            cursor = await conn.execute(
+                "INSERT INTO outbox (collection, id, created_at) VALUES (?, ?, ?)",
+                (collection, record_id, now),
+            )
+            seq = cursor.lastrowid
+            assert seq is not None
+            await conn.execute(
+                "INSERT INTO updates (collection, id, data, outbox_seq) VALUES (?, ?, ?, ?)",
+                (collection, record_id, update, seq),
+            )
+            await conn.execute(
+                "UPDATE records SET updated_at = ?, accessed_at = ?, state_vector = ?"
+                " WHERE collection = ? AND id = ?",
+                (now, now, doc.get_state(), collection, record_id),
+            )
+            await self._save_clock(conn)
+        return seq
+
+    async def _save_clock(self, conn: aiosqlite.Connection) -> None:
+        await conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('hlc', ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (self._clock.state().encode(),),
+        )
+
+    # ----------------------------------------------------------------- remote updates
+
+    async def apply_remote(
+        self, updates: Iterable[RemoteUpdate | tuple[str, str, bytes]]
+    ) -> builtins.list[tuple[str, str]]:
+        """Apply updates that came from elsewhere, across many records, in one transaction.
+
+        The updates become part of each record's confirmed state. Records not yet in the store
+        are created. Returns the ``(collection, record_id)`` keys that changed, in first-seen
+        order. LWW fields: the clock advances past remote timestamps (within the skew bound)
+        and concurrent writes that lost are added to the conflict log.
+        """
+        items = [u if isinstance(u, RemoteUpdate) else RemoteUpdate(*u) for u in updates]
+        if not items:
+            return []
+        now = self._time()
+        keys = list(dict.fromkeys((u.collection, u.record_id) for u in items))
+        lww_keys = [k for k in keys if self.lww_policy.covers(k[0])]
+        async with self._edit_lock, self._transaction() as conn:
+            await conn.executemany(
+                "INSERT OR IGNORE INTO records (collection, id, client_id, created_at,"
+                " updated_at, accessed_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(c, r, _new_client_id(), now, now, now) for c, r in keys],
+            )
+            await conn.executemany(
+                "INSERT INTO updates (collection, id, data) VALUES (?, ?, ?)",
+                [(u.collection, u.record_id, u.update) for u in items],
+            )
+            await conn.executemany(
+                "UPDATE records SET updated_at = ?, state_vector = NULL"
+                " WHERE collection = ? AND id = ?",
+                [(now, c, r) for c, r in keys],
+            )
+            for key in keys:
+                doc = self._cache.get(key)
+                if doc is not None and key not in lww_keys:
+                    apply_updates(
+                        doc, [u.update for u in items if (u.collection, u.record_id) == key]
+                    )
+            if lww_keys:
+                for key in lww_keys:
+                    self._cache.pop(key, None)
+                await self._absorb_lww(conn, lww_keys, now)
+        return keys
+
+    async def _absorb_lww(
+        self, conn: aiosqlite.Connection, keys: Sequence[tuple[str, str]], now: float
+    ) -> None:
+        now_ms = int(now * 1000)
+        rows = []
+        for collection, record_id in keys:
+            doc = await self._doc(collection, record_id, conn=conn)
+            lww_map = lww_of(doc)
+            for entry in lww_layer.entries(lww_map):
+                if not self._clock.observe(entry.ts, now_ms):
+                    self.skewed_timestamps += 1
+            for c in lww_layer.conflicts(lww_map):
+                rows.append(
+                    (
+                        collection,
+                        record_id,
+                        c.field,
+                        c.lost.ts.encode(),
+                        _json(c.lost.value),
+                        int(c.lost.deleted),
+                        c.won.ts.encode(),
+                        _json(c.won.value),
+                        int(c.won.deleted),
+                        now,
+                    )
+                )
+        if rows:
+            await conn.executemany(
+                "INSERT OR IGNORE INTO conflicts (collection, id, field, lost_ts, lost_value,"
+                " lost_deleted, won_ts, won_value, won_deleted, detected_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            await conn.execute(
+                "DELETE FROM conflicts WHERE rowid <= (SELECT MAX(rowid) FROM conflicts) - ?",
+                (self._conflict_log_limit,),
+            )
+        await self._save_clock(conn)
+
+    # ----------------------------------------------------------------- compaction
+
+    async def compact(self, collection: str, record_id: str) -> None:
+        """Merge the record's confirmed updates into its snapshot (content is unchanged).
+
+        Crash-safe: the new snapshot and the removal of the merged rows commit together.
+        """
+        async with self._transaction() as conn:
+            await self._compact(conn, collection, record_id)
+
+    async def compact_all(self) -> int:
+        """Compact every record whose update log is long. Returns how many were compacted."""
+        async with self.conn.execute(
+            "SELECT collection, id FROM updates WHERE outbox_seq IS NULL"
+            " GROUP BY collection, id HAVING COUNT(*) >= ?",
+            (COMPACT_MIN_ROWS,),
+        ) as cursor:
+            keys = [(r[0], r[1]) async for r in cursor]
+        for collection, record_id in keys:
+            await self.compact(collection, record_id)
+        return len(keys)
+
+    async def _compact(self, conn: aiosqlite.Connection, collection: str, record_id: str) -> None:
+        async with conn.execute(
+            "SELECT confirmed FROM records WHERE collection = ? AND id = ?",
+            (collection, record_id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise RecordNotFound(collection, record_id)
+        async with conn.execute(
+            "SELECT rowid, data FROM updates WHERE collection = ? AND id = ?"
+            " AND outbox_seq IS NULL ORDER BY rowid",
+            (collection, record_id),
+        ) as cursor:
+            rows = list(await cursor.fetchall())
+        if not rows:
+            return
+        doc: Doc[Any] = Doc()
+        apply_updates(doc, ([bytes(row[0])] if row[0] else []) + [bytes(r[1]) for r in rows])
+        await conn.execute(
+            "UPDATE records SET confirmed = ? WHERE collection = ? AND id = ?",
+            (doc.get_update(), collection, record_id),
+        )
+        await conn.executemany("DELETE FROM updates WHERE rowid = ?", [(r[0],) for r in rows])
+
+    async def disk_usage(self) -> int:
+        """Bytes used by the store's pages (after a checkpoint of the WAL)."""
+        await self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        async with self.conn.execute("PRAGMA page_count") as c1:
+            pages = (await c1.fetchone() or (0,))[0]
+        async with self.conn.execute("PRAGMA freelist_count") as c2:
+            free = (await c2.fetchone() or (0,))[0]
+        async with self.conn.execute("PRAGMA page_size") as c3:
+            size = (await c3.fetchone() or (0,))[0]
+        return int((pages - free) * size)
+
+    # ----------------------------------------------------------------- sync state
+
+    async def get_setting(self, key: str) -> str | None:
+        """A persisted setting of this replica (e.g. the relay's sync cursor)."""
+        return await _meta(self.conn, f"setting:{key}")
+
+    async def set_setting(self, key: str, value: str) -> None:
+        """Persist a setting of this replica."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (f"setting:{key}", value),
+            )
+
+    # ----------------------------------------------------------------- internals
+
+    async def _record_row(self, collection: str, record_id: str) -> Any:
+        async with self.conn.execute(
+            "SELECT client_id, state_vector, created_at, updated_at, accessed_at"
+            " FROM records WHERE collection = ? AND id = ?",
+            (collection, record_id),
+        ) as cursor:
+            return await cursor.fetchone()
+
+    async def _read(self, collection: str, record_id: str) -> Record:
+        row = await self._record_row(collection, record_id)
+        if row is None:
+            raise RecordNotFound(collection, record_id)
+        doc = await self._doc(collection, record_id)
+        return await self._snapshot(collection, record_id, doc, row, accessed_at=row[4])
+
+    async def _snapshot(
+        self, collection: str, record_id: str, doc: Doc[Any], row: Any, accessed_at: float
+    ) -> Record:
+        pending = await self.outbox.has_pending(collection, record_id)
+        return Record(
+            collection=collection,
+            id=record_id,
+            fields=read_fields(doc),
+            created_at=row[2],
+            updated_at=row[3],
+            accessed_at=accessed_at,
+            pending=pending,
+            state_vector=doc.get_state(),
+        )
+
+    def _remember(self, key: tuple[str, str], doc: Doc[Any]) -> None:
+        self._cache[key] = doc
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    async def _doc(
+        self, collection: str, record_id: str, *, conn: aiosqlite.Connection | None = None
+    ) -> Doc[Any]:
+        """The record's current document (cached). The record must exist."""
+        key = (collection, record_id)
+        doc = self._cache.get(key)
+        if doc is not None:
+            self._cache.move_to_end(key)
+            return doc
+        conn = conn or self.conn
+        async with conn.execute(
+            "SELECT confirmed, client_id FROM records WHERE collection = ? AND id = ?", key
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise RecordNotFound(collection, record_id)
+        async with conn.execute(
+            "SELECT data FROM updates WHERE collection = ? AND id = ? ORDER BY rowid", key
+        ) as cursor:
+            updates = [bytes(r[0]) for r in await cursor.fetchall()]
+        doc = Doc(client_id=row[1])
+        try:
+            apply_updates(doc, [bytes(row[0]), *updates] if row[0] else updates)
+        except Exception as exc:  # pycrdt raises bare exceptions on undecodable updates
+            raise CorruptStoreError(
+                self.path, f"record {collection}/{record_id} holds an undecodable update: {exc}"
+            ) from exc
+        # Cache only committed state: outside a write transaction, or inside it when asked to
+        # (``conn`` given), never while another coroutine's transaction is half done.
+        if self._editing != key and (conn is not self.conn or not self._write_lock.locked()):
+            self._remember(key, doc)
+        return doc
+
+    async def _confirmed_doc(
+        self,
+        collection: str,
+        record_id: str,
+        *,
+        before_seq: int | None = None,
+        include_seq: int | None = None,
+    ) -> Doc[Any]:
+        """A document of the confirmed state, optionally plus the pending updates with outbox
+        seq < ``before_seq`` and the one with seq ``include_seq``."""
+        async with self.conn.execute(
+            "SELECT confirmed FROM records WHERE collection = ? AND id = ?",
+            (collection, record_id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise RecordNotFound(collection, record_id)
+        async with self.conn.execute(
+            "SELECT data, outbox_seq FROM updates WHERE collection = ? AND id = ? ORDER BY rowid",
+            (collection, record_id),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        doc: Doc[Any] = Doc()
+        apply_updates(
+            doc,
+            ([bytes(row[0])] if row[0] else [])
+            + [
+                bytes(data)
+                for data, seq in rows
+                if seq is None
+                or (before_seq is not None and seq < before_seq)
+                or (include_seq is not None and seq == include_seq)
+            ],
+        )
+        return doc
+
+    # ----------------------------------------------------------------- outbox actions
+
+    async def _rework(
+        self, seq: int, change: Callable[[Doc[Any], RecordEditor, Doc[Any], Doc[Any]], None]
+    ) -> None:
+        """Apply ``change`` to the record of errored entry ``seq`` as a local transaction and
+        fold the resulting update into that entry, which is queued again."""
+        entry = await self.outbox.get(seq)
+        if entry.status is not OutboxStatus.ERROR:
+            raise OutboxError(f"outbox entry {seq} is {entry.status.value}, not in error")
+        collection, record_id = entry.collection, entry.record_id
+        async with self._edit_lock:
+            before = await self._confirmed_doc(collection, record_id, before_seq=seq)
+            after = await self._confirmed_doc(
+                collection, record_id, before_seq=seq, include_seq=seq
+            )
+            current = await self._doc(collection, record_id)
+            captured: list[bytes] = []
+            subscription = current.observe(lambda e: captured.append(e.update))
+            try:
+                with current.transaction(origin=LOCAL_ORIGIN):
+                    editor = RecordEditor(current, collection, self.lww_policy, self._stamp)
+                    change(current, editor, before, after)
+            except BaseException:
+                self._cache.pop((collection, record_id), None)
+                raise
+            finally:
+                current.unobserve(subscription)
+            merged = merge_updates(entry.update, *captured) if captured else entry.update
+            try:
+                async with self._transaction() as conn:
+                    await conn.execute(
+                        "UPDATE updates SET data = ? WHERE outbox_seq = ?", (merged, seq)
+                    )
+                    await conn.execute(
+                        "UPDATE outbox SET status = 'queued', error_code = NULL,"
+                        " error_reason = NULL WHERE seq = ?",
+                        (seq,),
+                    )
+                    await conn.execute(
+                        "UPDATE records SET updated_at = ?, state_vector = ?"
+                        " WHERE collection = ? AND id = ?",
+                        (self._time(), current.get_state(), collection, record_id),
+                    )
+                    await self._save_clock(conn)
+            except BaseException:
+                self._cache.pop((collection, record_id), None)
+                raise
+
+
+class Outbox:
+    """The outbox of a :class:`LocalStore`: local edits waiting for the relay, in order."""
+
+    def __init__(self, store: LocalStore) -> None:
+        self._store = store
+
+    async def _entries(self, where: str, params: Sequence[Any]) -> builtins.list[OutboxEntry]:
+        async with self._store.conn.execute(
+            "SELECT o.seq, o.collection, o.id, o.status, o.created_at, u.data, o.attempts,"
+            " o.error_code, o.error_reason FROM outbox o JOIN updates u ON u.outbox_seq = o.seq"
+            f" {where} ORDER BY o.seq",
+            params,
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [
+            OutboxEntry(r[0], r[1], r[2], OutboxStatus(r[3]), r[4], bytes(r[5]), r[6], r[7], r[8])
+            for r in rows
+        ]
+
+    async def list(self, status: OutboxStatus | None = None) -> builtins.list[OutboxEntry]:
+        """Entries in order, optionally only those with ``status``."""
+        if status is None:
+            return await self._entries("", ())
+        return await self._entries("WHERE o.status = ?", (status.value,))
+
+    async def pending(self) -> builtins.list[OutboxEntry]:
+        """Every entry not yet acknowledged, in order (same as :meth:`list`)."""
+        return await self.list()
+
+    async def get(self, seq: int) -> OutboxEntry:
+        """One entry. Raises :class:`OutboxError` if there is none with that seq."""
+        found = await self._entries("WHERE o.seq = ?", (seq,))
+        if not found:
+            raise OutboxError(f"no outbox entry {seq} (already acknowledged or discarded?)")
+        return found[0]
+
+    async def for_record(self, collection: str, record_id: str) -> builtins.list[OutboxEntry]:
+        """The entries of one record, in order."""
+        return await self._entries("WHERE o.collection = ? AND o.id = ?", (collection, record_id))
+
+    async def count(self, status: OutboxStatus | None = None) -> int:
+        """How many entries wait (optionally only those with ``status``)."""
+        query = "SELECT COUNT(*) FROM outbox"
+        params: tuple[Any, ...] = ()
+        if status is not None:
+            query += " WHERE status = ?"
+            params = (status.value,)
+        async with self._store.conn.execute(query, params) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def has_pending(self, collection: str, record_id: str) -> bool:
+        """Whether the record has local changes the relay has not acknowledged."""
+        async with self._store.conn.execute(
+            "SELECT 1 FROM outbox WHERE collection = ? AND id = ? LIMIT 1",
+            (collection, record_id),
+        ) as cursor:
+            return await cursor.fetchone() is not None
+
+    async def mark_uploading(self, seqs: Iterable[int]) -> None:
+        """Mark queued entries as sent (and count the attempt)."""
+        async with self._store._transaction() as conn:
+            await conn.executemany(
+                "UPDATE outbox SET status = 'uploading', attempts = attempts + 1"
+                " WHERE seq = ? AND status = 'queued'",
+                [(s,) for s in seqs],
+            )
+
+    async def requeue_uploading(self) -> None:
+        """Put entries whose upload was interrupted (connection lost) back in the queue."""
+        async with self._store._transaction() as conn:
+            await conn.execute("UPDATE outbox SET status = 'queued' WHERE status = 'uploading'")
+
+    async def acknowledge(self, seqs: Iterable[int]) -> int:
+        """The relay stored these entries: they leave the outbox and their updates become
+        confirmed. Unknown seqs (already acknowledged) are ignored. Returns how many left."""
+        pairs = [(s,) for s in seqs]
+        async with self._store._transaction() as conn:
+            await conn.executemany(
+                "UPDATE updates SET outbox_seq = NULL WHERE outbox_seq = ?", pairs
+            )
+            before = conn.total_changes
+            await conn.executemany("DELETE FROM outbox WHERE seq = ?", pairs)
+            return int(conn.total_changes - before)
+
+    async def acknowledge_upto(self, seq: int) -> int:
+        """Acknowledge every entry with seq <= ``seq`` that is not in error."""
+        async with self._store.conn.execute(
+            "SELECT seq FROM outbox WHERE seq <= ? AND status != 'error'", (seq,)
+        ) as cursor:
+            seqs = [r[0] async for r in cursor]
+        return await self.acknowledge(seqs)
+
+    async def mark_error(self, seq: int, code: str, reason: str) -> None:
+        """The relay refused entry ``seq``: it stays in the outbox, in error, until resolved
+        or discarded. Other entries are unaffected."""
+        async with self._store._transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE outbox SET status = 'error', error_code = ?, error_reason = ?"
+                " WHERE seq = ?",
+                (code, reason, seq),
+            )
+            if cursor.rowcount == 0:
+                raise OutboxError(f"no outbox entry {seq}")
+
+    async def discard(self, seq: int) -> None:
+        """Take back errored entry ``seq``: the record returns to its confirmed state plus its
+        other pending updates. A compensating update is folded into the entry, which is
+        queued again as a net no-op (see :mod:`crdt_sync.rollback`)."""
+
+        def undo(current: Doc[Any], _: RecordEditor, before: Doc[Any], after: Doc[Any]) -> None:
+            compensate(before, after, current)
+
+        await self._store._rework(seq, undo)
+
+    async def resolve(self, seq: int, fix: Callable[[RecordEditor], None]) -> None:
+        """Fix errored entry ``seq``: ``fix(editor)`` edits the record, and that edit is folded
+        into the entry, which is queued again (keeping its place in the order)."""
+        await self._store._rework(seq, lambda _c, editor, _b, _a: fix(editor))
+
+
+async def _prepare(conn: aiosqlite.Connection, path: Path) -> None:
+    """Check that the file is ours and healthy, set pragmas, run migrations."""
+    try:
+        async with conn.execute("PRAGMA quick_check") as cursor:
+            check = list(await cursor.fetchall())
+        if [r[0] for r in check] != ["ok"]:
+            raise CorruptStoreError(path, f"integrity check failed: {check[0][0]}")
+        async with conn.execute("PRAGMA application_id") as cursor:
+            app_id = (await cursor.fetchone() or (0,))[0]
+        async with conn.execute("PRAGMA user_version") as cursor:
+            version = (await cursor.fetchone() or (0,))[0]
+        async with conn.execute("SELECT COUNT(*) FROM sqlite_master") as cursor:
+            objects = (await cursor.fetchone() or (0,))[0]
+    except sqlite3.DatabaseError as exc:
+        raise CorruptStoreError(path, f"not a crdt-sync store or damaged ({exc})") from exc
+    if app_id != APPLICATION_ID and (objects or version):
+        raise CorruptStoreError(path, "not a crdt-sync store (another application's database)")
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(path, version, SCHEMA_VERSION)
+    await conn.execute("PRAGMA journal_mode = WAL")
+    await conn.execute("PRAGMA synchronous = NORMAL")
+    await conn.execute("PRAGMA busy_timeout = 5000")
+    while version < SCHEMA_VERSION:
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[version]:
+                await conn.execute(statement)
+            version += 1
+            await conn.execute(f"PRAGMA user_version = {version}")
+            await conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+
+
+async def _meta(conn: aiosqlite.Connection, key: str) -> str | None:
+    async with conn.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
+        row = await cursor.fetchone()
+    return str(row[0]) if row else None
+
+
+def _new_client_id() -> int:
+    # Yjs (JavaScript) draws 32-bit client ids; stay in that range for interop.
+    return random.getrandbits(32)
+
+
+def _json(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return json.dumps(repr(value))
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
