@@ -1,0 +1,581 @@
+"""Replica: a local store that syncs itself through a relay, online or offline.
+
+A :class:`Replica` wraps a :class:`~crdt_sync.store.sqlite.LocalStore` (reads and edits go
+straight to the local SQLite file and never wait for the network) and runs one background
+task that keeps it synced:
+
+- the connection lifecycle is the pure :class:`~crdt_sync.client.session.Session`; this module
+  reports what happened to it and acts on its state: connect, wait out a backoff delay
+  (exponential, full jitter: :func:`crdt_sync.backoff.backoff`, reset after every completed
+  sync), or wait for the user (``go_online()``) or the network (``network_changed("up")``);
+- each connection is a :class:`~crdt_sync.client.connection.Connection` (websocket, protocol
+  core, heartbeat) run by a :class:`~crdt_sync.client.sync_run.SyncRun` (upload, then
+  download, then live);
+- a connection refused or ended with ``token_expired`` asks the token provider for a fresh
+  token and reconnects at once (no backoff), keeping the outbox as it is.
+
+Status (:attr:`Replica.status`) and record changes (:meth:`Replica.changes`,
+:meth:`Replica.on_change`) are published as events. Online-only actions
+(:meth:`Replica.sync_now`) raise :class:`~crdt_sync.errors.OfflineError` when offline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import inspect
+import logging
+import os
+import time
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from websockets.exceptions import InvalidHandshake, InvalidURI
+
+from crdt_sync.backoff import DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY, backoff
+from crdt_sync.errors import InvalidState, OfflineError
+from crdt_sync.lww import LwwPolicy
+from crdt_sync.outbox import OutboxStatus
+from crdt_sync.protocol import Welcomed
+from crdt_sync.record import Record, RecordEditor
+from crdt_sync.store.sqlite import LocalStore, Outbox
+
+from .connection import Connection
+from .session import Session, SessionEvent, SessionState
+from .status import Progress, Status, StatusFeed
+from .sync_run import DEFAULT_WINDOW, SyncRun
+
+__all__ = ["RecordChange", "Replica", "TokenProvider"]
+
+log = logging.getLogger("crdt_sync.client")
+
+TokenProvider = str | Callable[[], str] | Callable[[], Awaitable[str]]
+"""A token, or a function (sync or async) returning a fresh one; called before each connect."""
+
+#: Default seconds between heartbeat pings.
+DEFAULT_HEARTBEAT_INTERVAL = 10.0
+
+#: Default seconds of silence after which the link is declared dead.
+DEFAULT_DEAD_AFTER = 30.0
+
+_AUTH_CODES = ("token_expired",)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordChange:
+    """A record changed in the store because of updates from the relay."""
+
+    collection: str
+    record_id: str
+
+
+class Replica:
+    """A synced local store. Open with ``async with Replica.open(...) as replica``.
+
+    Do not construct directly; use :meth:`open`.
+    """
+
+    def __init__(
+        self,
+        store: LocalStore,
+        *,
+        url: str,
+        token: TokenProvider,
+        collections: Sequence[str] | None,
+        offline: bool,
+        heartbeat_interval: float,
+        dead_after: float,
+        open_timeout: float,
+        backoff_initial: float,
+        backoff_max: float,
+        upload_window: int,
+    ) -> None:
+        if heartbeat_interval <= 0 or dead_after <= heartbeat_interval:
+            raise ValueError("need 0 < heartbeat_interval < dead_after")
+        self.store = store
+        self.url = url
+        self.collections = tuple(collections) if collections is not None else None
+        self.heartbeat_interval = heartbeat_interval
+        self.dead_after = dead_after
+        self.open_timeout = open_timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.upload_window = upload_window
+        self._token = token
+        self._session = Session(SessionState.FORCED_OFFLINE if offline else SessionState.OFFLINE)
+        self.status = StatusFeed(Status(session=self._session.state))
+        self._kick = asyncio.Event()
+        self._connection: Connection | None = None
+        self._connecting: asyncio.Task[Connection] | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._change_callbacks: list[Callable[[RecordChange], None]] = []
+        self._change_queues: list[asyncio.Queue[RecordChange]] = []
+        self._delays = self._new_backoff()
+        self._auth_retried = False
+        #: How many connections were opened (welcomed or not), for tests and metrics.
+        self.connections_opened = 0
+        #: The tenant and collections the relay granted on the last welcome.
+        self.grant: Welcomed | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        url: str,
+        token: TokenProvider,
+        collections: Sequence[str] | None = None,
+        lww: LwwPolicy | Mapping[str, Any] | None = None,
+        replica_id: str | None = None,
+        offline: bool = False,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+        dead_after: float = DEFAULT_DEAD_AFTER,
+        open_timeout: float = 10.0,
+        backoff_initial: float = DEFAULT_INITIAL_DELAY,
+        backoff_max: float = DEFAULT_MAX_DELAY,
+        upload_window: int = DEFAULT_WINDOW,
+        **store_options: Any,
+    ) -> _Opening:
+        """Open the store at ``path`` and start syncing it with the relay at ``url``.
+
+        Use as ``async with Replica.open(...) as replica`` (closes it at the end), or
+        ``replica = await Replica.open(...)`` then ``await replica.close()``. Opening never
+        waits for the network: the replica works offline and connects in the background.
+
+        Args:
+            path: the replica's SQLite file (one per account).
+            url: the relay's websocket URL (``ws://`` or ``wss://``).
+            token: the auth token, or a (sync or async) function returning a fresh one; it is
+                called before every connection attempt.
+            collections: the collections to sync; None: every collection the token grants.
+            lww: last-write-wins fields per collection (``{"jobs": ["status"]}``).
+            replica_id: this replica's id when the file is created (default: random).
+            offline: start with sync switched off (as after ``go_offline()``).
+            heartbeat_interval: seconds between pings.
+            dead_after: seconds without hearing from the relay after which the link is dead
+                (a dead link is noticed within ``dead_after`` + ``heartbeat_interval``).
+            open_timeout: seconds to open the websocket.
+            backoff_initial: the upper bound of the first reconnect delay (seconds).
+            backoff_max: the cap of the reconnect delays (seconds).
+            upload_window: the most outbox entries in flight.
+            store_options: passed to :meth:`LocalStore.open`.
+        """
+        return _Opening(
+            cls,
+            path,
+            dict(
+                url=url,
+                token=token,
+                collections=collections,
+                offline=offline,
+                heartbeat_interval=heartbeat_interval,
+                dead_after=dead_after,
+                open_timeout=open_timeout,
+                backoff_initial=backoff_initial,
+                backoff_max=backoff_max,
+                upload_window=upload_window,
+            ),
+            dict(store_options, lww=lww, replica_id=replica_id),
+        )
+
+    def _start(self) -> None:
+        if self._session.state is SessionState.OFFLINE:
+            self._transition(SessionEvent.CONNECT)
+        self._runner = asyncio.create_task(self._run(), name=f"replica {self.replica_id}")
+
+    async def close(self) -> None:
+        """Stop syncing (closing the connection gracefully) and close the store. Idempotent."""
+        if self._session.state is SessionState.CLOSED:
+            return
+        self._transition(SessionEvent.CLOSE)
+        await self._drop_connection()
+        if self._runner is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        await self.store.close()
+
+    async def __aenter__(self) -> Replica:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def replica_id(self) -> str:
+        """This replica's id (stable for the store file)."""
+        return self.store.replica_id
+
+    # -- local data (never waits for the network) -----------------------------------------
+
+    async def get(self, collection: str, record_id: str) -> Record:
+        """The record from the local store.
+
+        Raises:
+            RecordNotFound: the record is not in the local store.
+        """
+        return await self.store.get(collection, record_id)
+
+    async def exists(self, collection: str, record_id: str) -> bool:
+        """Whether the record is in the local store."""
+        return await self.store.exists(collection, record_id)
+
+    async def list(self, collection: str) -> builtins.list[Record]:
+        """Every record of ``collection`` in the local store, sorted by id."""
+        return await self.store.list(collection)
+
+    async def search(
+        self, collection: str, text: str | None = None, where: Mapping[str, Any] | None = None
+    ) -> builtins.list[Record]:
+        """Search the local store (see :meth:`LocalStore.search`)."""
+        return await self.store.search(collection, text, where)
+
+    @contextlib.asynccontextmanager
+    async def edit(
+        self, collection: str, record_id: str, *, create: bool = True
+    ) -> AsyncIterator[RecordEditor]:
+        """Edit one record in one local transaction (one outbox entry); never waits for the
+        network. Online, the edit is pushed to the relay at once.
+
+        Raises:
+            RecordNotFound: the record does not exist and ``create`` is false.
+        """
+        async with self.store.edit(collection, record_id, create=create) as editor:
+            yield editor
+        if self._connection is not None:
+            self._connection.wake()
+        await self._recount()
+
+    @property
+    def outbox(self) -> Outbox:
+        """The store's outbox (``list()``, ``count()``, ``resolve()``, ``discard()``...)."""
+        return self.store.outbox
+
+    async def retry(self) -> None:
+        """Push queued entries now (e.g. after ``outbox.resolve()``); no-op offline."""
+        await self._recount()
+        if self._connection is not None:
+            self._connection.wake()
+
+    # -- record-change events --------------------------------------------------------------
+
+    def on_change(self, callback: Callable[[RecordChange], None]) -> Callable[[], None]:
+        """Call ``callback(change)`` for each record changed by remote updates.
+
+        Returns a function that unsubscribes.
+        """
+        self._change_callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._change_callbacks.remove(callback)
+
+        return unsubscribe
+
+    async def changes(self) -> AsyncIterator[RecordChange]:
+        """Yield a :class:`RecordChange` for each record changed by remote updates, forever."""
+        queue: asyncio.Queue[RecordChange] = asyncio.Queue()
+        self._change_queues.append(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._change_queues.remove(queue)
+
+    # -- user and network control ---------------------------------------------------------
+
+    async def go_offline(self) -> None:
+        """Switch sync off (forced offline mode) until :meth:`go_online`.
+
+        Closes the connection gracefully; local reads and edits keep working.
+        """
+        self._transition(SessionEvent.GO_OFFLINE)
+        await self._drop_connection()
+
+    def go_online(self) -> None:
+        """Switch sync back on after :meth:`go_offline` (connects at once)."""
+        self._transition(SessionEvent.GO_ONLINE)
+
+    def network_changed(self, reachability: Literal["up", "down", "metered"]) -> None:
+        """Report the network's reachability, as the OS tells the app.
+
+        ``"up"`` (or ``"metered"``) while waiting to reconnect tries at once instead of
+        waiting out the backoff delay. ``"down"`` stops reconnect attempts until ``"up"``
+        (a live connection is kept: the heartbeat decides whether it still works).
+        """
+        if reachability not in ("up", "down", "metered"):
+            raise ValueError(f"reachability must be 'up', 'down' or 'metered': {reachability!r}")
+        self._session.metered = reachability == "metered"
+        if reachability == "down":
+            self._transition(SessionEvent.NETWORK_DOWN)
+        else:
+            self._delays = self._new_backoff()
+            self._transition(SessionEvent.NETWORK_UP)
+
+    # -- online-only actions --------------------------------------------------------------
+
+    @property
+    def online(self) -> bool:
+        """True while connected and caught up."""
+        return self._session.state is SessionState.ONLINE
+
+    async def sync_now(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+        """Push every queued entry now and wait until the relay acknowledged (or refused) it.
+
+        Raises:
+            OfflineError: not connected (offline, connecting, or forced offline), or the
+                connection was lost before the outbox was settled.
+            TimeoutError: not settled within ``timeout`` seconds.
+        """
+        if self._session.state not in (SessionState.SYNCING, SessionState.ONLINE):
+            raise OfflineError(f"cannot sync now: the replica is {self.status.current.state}")
+        if self._connection is not None:
+            self._connection.wake()
+        await self._recount()
+        async with asyncio.timeout(timeout):
+            status = await self.status.wait_for(
+                lambda s: (
+                    s.session not in (SessionState.SYNCING, SessionState.ONLINE)
+                    or (s.session is SessionState.ONLINE and s.pending == s.errors)
+                )
+            )
+        if status.session is not SessionState.ONLINE:
+            raise OfflineError(f"the connection was lost: the replica is {status.state}")
+
+    async def wait_synced(self, timeout: float = 30.0) -> Status:  # noqa: ASYNC109
+        """Wait until the replica is online with nothing queued or in flight.
+
+        Entries in error (refused by the relay) do not count. For tests and apps that want to
+        know their edits reached the relay.
+
+        Raises:
+            TimeoutError: not synced within ``timeout`` seconds.
+        """
+        await self._recount()
+        async with asyncio.timeout(timeout):
+            return await self.status.wait_for(
+                lambda s: s.session is SessionState.ONLINE and s.pending == s.errors
+            )
+
+    # -- the background task --------------------------------------------------------------
+
+    def _new_backoff(self) -> Iterator[float]:
+        return backoff(self.backoff_initial, max_delay=max(self.backoff_max, self.backoff_initial))
+
+    def _transition(self, event: SessionEvent) -> None:
+        before = self._session.state
+        after = self._session.handle(event)
+        if after is not before:
+            log.debug(
+                "replica %s: %s -(%s)-> %s",
+                self.store.replica_id,
+                before.name,
+                event.name,
+                after.name,
+            )
+            changes: dict[str, Any] = {"session": after}
+            if after is SessionState.SYNCING:
+                changes["progress"] = Progress()
+            self.status.update(**changes)
+            self._kick.set()
+            if self._connecting is not None and not self._session.wants_connection:
+                self._connecting.cancel()
+
+    async def _wait_kick(self, delay: float | None = None) -> None:
+        self._kick.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._kick.wait()
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                state = self._session.state
+                if state is SessionState.CLOSED:
+                    return
+                if state in (SessionState.OFFLINE, SessionState.FORCED_OFFLINE):
+                    await self._wait_kick()
+                elif state is SessionState.BACKOFF:
+                    delay = next(self._delays)
+                    log.debug("replica %s: reconnecting in %.2f s", self.replica_id, delay)
+                    await self._wait_kick(delay)
+                    if self._session.state is SessionState.BACKOFF:
+                        self._transition(SessionEvent.CONNECT)
+                else:
+                    await self._attempt()
+        except Exception:
+            log.exception("replica %s: the sync task failed", self.replica_id)
+            raise
+
+    async def _attempt(self) -> None:
+        """One connection attempt, run to its end; leaves the session in its next state."""
+        try:
+            token = await self._fresh_token()
+            self._connecting = asyncio.create_task(
+                Connection.open(
+                    self.url,
+                    self.store.replica_id,
+                    token,
+                    heartbeat_interval=self.heartbeat_interval,
+                    dead_after=self.dead_after,
+                    open_timeout=self.open_timeout,
+                )
+            )
+            try:
+                connection = await self._connecting
+            finally:
+                self._connecting = None
+        except asyncio.CancelledError:
+            if self._runner is not None and self._runner.cancelling():
+                raise
+            return  # gone offline or closed while connecting
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            log.info("replica %s: cannot connect to %s: %s", self.replica_id, self.url, exc)
+            self._lost("connection_failed")
+            return
+        except Exception as exc:  # the token provider failed
+            log.warning("replica %s: token provider failed: %r", self.replica_id, exc)
+            self._lost("token_unavailable")
+            return
+        self.connections_opened += 1
+        self._connection = connection
+        if not self._session.wants_connection:
+            await connection.close()
+        run = SyncRun(connection, self.store, self, self.collections, window=self.upload_window)
+        try:
+            code = await run.run()
+        finally:
+            self._connection = None
+            await connection.wait_ended()
+        await self._recount()
+        if not self._session.wants_connection:
+            return
+        if code in _AUTH_CODES and (run.phase != "handshake" or not self._auth_retried):
+            # The token expired: ask the provider for a fresh one and reconnect at once
+            # (once in a row if it is refused at the handshake, then back off).
+            self._auth_retried = run.phase == "handshake"
+            self.status.update(last_error=code)
+            self._transition(SessionEvent.AUTH_EXPIRED)
+            return
+        self._lost(code)
+
+    def _lost(self, code: str) -> None:
+        self.status.update(last_error=code)
+        if self._session.wants_connection:
+            self._transition(SessionEvent.LOST)
+
+    async def _fresh_token(self) -> str:
+        token = self._token
+        if isinstance(token, str):
+            return token
+        result = token()
+        if inspect.isawaitable(result):
+            result = await result
+        if not isinstance(result, str):
+            raise TypeError(f"the token provider returned {type(result).__name__}, not str")
+        return result
+
+    async def _drop_connection(self) -> None:
+        connection = self._connection
+        if connection is not None:
+            await connection.close()
+
+    async def _recount(self) -> None:
+        if self._session.state is SessionState.CLOSED:
+            return
+        pending = await self.store.outbox.count()
+        errors = await self.store.outbox.count(OutboxStatus.ERROR)
+        self.status.update(pending=pending, errors=errors)
+
+    # -- SyncOwner (called by SyncRun) ----------------------------------------------------
+
+    def sync_welcomed(self, event: Welcomed) -> None:
+        """The relay accepted the handshake."""
+        self.grant = event
+        self._auth_retried = False
+        if self._session.state is SessionState.CONNECTING:
+            self._transition(SessionEvent.WELCOMED)
+
+    def sync_completed(self) -> None:
+        """Upload then download finished."""
+        self._delays = self._new_backoff()
+        self.status.update(last_synced_at=time.time(), last_error=None)
+        if self._session.state is SessionState.SYNCING:
+            self._transition(SessionEvent.SYNCED)
+
+    def sync_progress(self, progress: Progress) -> None:
+        """Progress of the current sync."""
+        self.status.update(progress=progress)
+
+    async def outbox_changed(self) -> None:
+        """Entries were acknowledged, refused or sent."""
+        await self._recount()
+
+    def records_changed(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Remote updates changed these records."""
+        for collection, record_id in keys:
+            change = RecordChange(collection, record_id)
+            for queue in self._change_queues:
+                queue.put_nowait(change)
+            for callback in list(self._change_callbacks):
+                try:
+                    callback(change)
+                except Exception:
+                    log.exception("record-change callback %r failed", callback)
+
+    def sync_error(self, code: str, reason: str) -> None:
+        """The relay sent an error frame."""
+        log.info("replica %s: relay error %s: %s", self.replica_id, code, reason)
+        self.status.update(last_error=code)
+
+
+class _Opening:
+    """What :meth:`Replica.open` returns: awaitable, or an async context manager."""
+
+    def __init__(
+        self,
+        cls: type[Replica],
+        path: str | os.PathLike[str],
+        options: dict[str, Any],
+        store_options: dict[str, Any],
+    ) -> None:
+        self._cls = cls
+        self._path = path
+        self._options = options
+        self._store_options = store_options
+        self._replica: Replica | None = None
+
+    async def _open(self) -> Replica:
+        store = await LocalStore.open(self._path, **self._store_options)
+        try:
+            replica = self._cls(store, **self._options)
+        except BaseException:
+            await store.close()
+            raise
+        await replica._recount()
+        replica._start()
+        return replica
+
+    def __await__(self) -> Generator[Any, None, Replica]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> Replica:
+        if self._replica is not None:
+            raise InvalidState("this Replica.open() was already entered")
+        self._replica = await self._open()
+        return self._replica
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._replica is not None
+        await self._replica.close()

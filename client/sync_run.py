@@ -1,0 +1,254 @@
+"""One connection's exchange with the relay: upload the outbox, then download, then live.
+
+:class:`SyncRun` owns what happens between ``welcome`` and the end of one
+:class:`~crdt_sync.client.connection.Connection`, against the replica's
+:class:`~crdt_sync.store.sqlite.LocalStore`. It handles one item at a time (events from the
+relay, or a wake-up after a local edit), so store updates never race each other:
+
+1. **Upload first.** Entries left ``uploading`` by an earlier connection are queued again
+   (their acks may have been lost; the relay takes a re-sent update harmlessly). Queued entries
+   are marked ``uploading`` and pushed in seq order with at most ``window`` entries in flight;
+   each ``ack`` acknowledges entries in the store (they leave the outbox), each ``reject`` marks
+   an entry ``error`` (it stays until the app resolves or discards it). More entries are pushed
+   as acks free the window.
+2. **Then download**, once nothing is queued or in flight: ``sub`` with the cursor persisted by
+   the last completed sync; each ``changed`` is answered with the records' state vectors from
+   the store; ``updates`` are applied with ``store.apply_remote`` (one transaction per frame);
+   ``synced`` persists its cursor (setting :data:`CURSOR_SETTING`) and the replica is online.
+3. **Live**: updates from others are applied as they come (their cursor persisted too, since
+   the relay fans out in commit order); local edits wake the run, which pushes them at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from crdt_sync.errors import MessageTooBig, OutboxError
+from crdt_sync.messages import RejectItem
+from crdt_sync.outbox import OutboxEntry, OutboxStatus
+from crdt_sync.protocol import (
+    Acked,
+    Changed,
+    ErrorReceived,
+    Rejected,
+    State,
+    Synced,
+    UpdatesReceived,
+    Welcomed,
+)
+from crdt_sync.store.sqlite import LocalStore
+
+from .connection import CLOSED, WAKE, Connection
+from .status import Progress
+
+__all__ = ["CURSOR_SETTING", "DEFAULT_WINDOW", "SyncOwner", "SyncRun"]
+
+log = logging.getLogger("crdt_sync.client")
+
+#: Store setting holding the relay cursor of the last completed catch-up (or live update).
+CURSOR_SETTING = "sync.cursor"
+
+#: Outbox entries in flight at most (pushed, neither acked nor rejected).
+DEFAULT_WINDOW = 256
+
+# Empty Yjs state vector: "I have nothing of this record".
+_EMPTY_SV = b"\x00"
+
+
+class SyncOwner(Protocol):
+    """What a :class:`SyncRun` reports to (the :class:`~crdt_sync.client.replica.Replica`)."""
+
+    def sync_welcomed(self, event: Welcomed) -> None:
+        """The relay accepted the handshake: the session is syncing."""
+
+    def sync_completed(self) -> None:
+        """Upload and download are done: the session is online."""
+
+    def sync_progress(self, progress: Progress) -> None:
+        """Progress of the current sync changed."""
+
+    async def outbox_changed(self) -> None:
+        """Entries left the outbox or changed status: recount the pending entries."""
+
+    def records_changed(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Remote updates changed these records in the store."""
+
+    def sync_error(self, code: str, reason: str) -> None:
+        """The relay sent an ``error`` (fatal or not)."""
+
+
+class SyncRun:
+    """Runs one connection from ``hello`` to its end. Call :meth:`run` once.
+
+    Args:
+        connection: the open connection (``hello`` sent).
+        store: the replica's store.
+        owner: receives the run's reports.
+        collections: the collections to subscribe to; None: every collection granted.
+        window: the most outbox entries in flight.
+    """
+
+    def __init__(
+        self,
+        connection: Connection,
+        store: LocalStore,
+        owner: SyncOwner,
+        collections: Sequence[str] | None,
+        window: int = DEFAULT_WINDOW,
+    ) -> None:
+        self.connection = connection
+        self.protocol = connection.protocol
+        self.store = store
+        self.owner = owner
+        self.collections = tuple(collections) if collections is not None else None
+        self.window = window
+        self.phase = "handshake"  # -> upload -> download -> live
+        self.progress = Progress()
+        self._sizes: dict[int, int] = {}  # bytes of each outbox entry counted in progress
+
+    async def run(self) -> str:
+        """Handle everything until the connection ends; return why it ended (a close code)."""
+        while True:
+            item = await self.connection.next()
+            if item is CLOSED:
+                return self.connection.close_code
+            if self.protocol.state is not State.OPEN:
+                continue  # closing: ignore the rest, wait for the end
+            if item is WAKE:
+                if self.phase != "handshake":
+                    await self._pump()
+                    await self._maybe_download()
+                continue
+            await self._handle(item)
+
+    async def _handle(self, event: object) -> None:
+        match event:
+            case Welcomed():
+                self.phase = "upload"
+                self.owner.sync_welcomed(event)
+                await self.store.outbox.requeue_uploading()
+                await self._start_upload_progress()
+                await self._pump()
+                await self._maybe_download()
+            case Acked(seqs):
+                await self.store.outbox.acknowledge(seqs)
+                self._uploaded(seqs)
+                await self._settled()
+            case Rejected(items):
+                await self._mark_errors(items)
+                self._uploaded([i.seq for i in items])
+                await self._settled()
+            case Changed(items, _cursor, done):
+                vectors = []
+                for key in items:
+                    vector = await self.store.state_vector(key.collection, key.record_id)
+                    vectors.append((key.collection, key.record_id, vector or _EMPTY_SV))
+                self.protocol.send_state_vectors(vectors, done=done)
+                await self.connection.flush()
+                self._advance(records_total=len(items))
+            case UpdatesReceived(items, cursor):
+                keys = await self.store.apply_remote(items)
+                size = sum(len(i.update) for i in items)
+                if self.phase == "live":
+                    if cursor is not None:
+                        await self.store.set_setting(CURSOR_SETTING, str(cursor))
+                else:
+                    self._advance(records_done=len(keys), bytes_done=size)
+                self.owner.records_changed(keys)
+            case Synced(cursor):
+                await self.store.set_setting(CURSOR_SETTING, str(cursor))
+                self.phase = "live"
+                self.owner.sync_completed()
+            case ErrorReceived(code, reason, _fatal):
+                self.owner.sync_error(code, reason)
+            case _:
+                pass  # pongs: the heartbeat only needs something received
+
+    # -- upload ---------------------------------------------------------------------------
+
+    async def _start_upload_progress(self) -> None:
+        self._count(await self.store.outbox.list(OutboxStatus.QUEUED))
+
+    async def _pump(self) -> int:
+        """Push queued entries while the window has room; return how many were pushed."""
+        room = self.window - self.protocol.uploads_pending
+        if room <= 0:
+            return 0
+        queued = await self.store.outbox.list(OutboxStatus.QUEUED)
+        batch = queued[:room]
+        if not batch:
+            return 0
+        items = [(e.seq, e.collection, e.record_id, e.update) for e in batch]
+        await self.store.outbox.mark_uploading([e.seq for e in batch])
+        try:
+            self.protocol.push(items)
+        except MessageTooBig:
+            for item in items:  # find the entries that can never be sent; push the rest
+                try:
+                    self.protocol.push([item])
+                except MessageTooBig as exc:
+                    await self.store.outbox.mark_error(item[0], "too_big", str(exc))
+        await self.connection.flush()
+        self._count(batch)
+        await self.owner.outbox_changed()
+        return len(batch)
+
+    async def _mark_errors(self, items: Sequence[RejectItem]) -> None:
+        for seq, code, reason in items:
+            try:
+                await self.store.outbox.mark_error(seq, code, reason)
+            except OutboxError:
+                log.info("rejected entry %d is no longer in the outbox", seq)
+
+    async def _settled(self) -> None:
+        await self.owner.outbox_changed()
+        await self._pump()
+        await self._maybe_download()
+
+    async def _maybe_download(self) -> None:
+        if self.phase != "upload" or self.protocol.uploads_pending:
+            return
+        if await self.store.outbox.count(OutboxStatus.QUEUED):
+            return
+        self.phase = "download"
+        raw = await self.store.get_setting(CURSOR_SETTING)
+        cursor = int(raw) if raw is not None else None
+        collections = (
+            self.collections if self.collections is not None else (self.protocol.collections)
+        )
+        self.protocol.subscribe(collections, cursor)
+        await self.connection.flush()
+
+    # -- progress -------------------------------------------------------------------------
+
+    def _count(self, entries: Sequence[OutboxEntry]) -> None:
+        """Add entries not counted yet to the progress totals."""
+        fresh = [e for e in entries if e.seq not in self._sizes]
+        for entry in fresh:
+            self._sizes[entry.seq] = len(entry.update)
+        if fresh:
+            self._advance(records_total=len(fresh), bytes_total=sum(len(e.update) for e in fresh))
+
+    def _uploaded(self, seqs: Sequence[int]) -> None:
+        size = sum(self._sizes.get(s, 0) for s in seqs)
+        self._advance(records_done=len(seqs), bytes_done=size)
+
+    def _advance(
+        self,
+        *,
+        records_done: int = 0,
+        records_total: int = 0,
+        bytes_done: int = 0,
+        bytes_total: int = 0,
+    ) -> None:
+        p = self.progress
+        self.progress = Progress(
+            records_done=p.records_done + records_done,
+            records_total=max(p.records_total + records_total, p.records_done + records_done),
+            bytes_done=p.bytes_done + bytes_done,
+            bytes_total=max(p.bytes_total + bytes_total, p.bytes_done + bytes_done),
+        )
+        if self.phase in ("upload", "download"):
+            self.owner.sync_progress(self.progress)
