@@ -185,7 +185,7 @@ class TestHandshake:
         pair.client.receive_data(codec.encode(Welcome("a", (), Limits(1, 1))))
         assert_failed(pair.client, "bad_frame")
 
-    def test_server_accept_and_refuse_need_a_hello_in_connecting(self) -> None:
+    def test_server_sends_welcome_or_refusal_only_after_hello(self) -> None:
         server = ServerProtocol()
         with pytest.raises(InvalidState):
             server.accept("acme", ["jobs"])
@@ -195,7 +195,7 @@ class TestHandshake:
         with pytest.raises(InvalidState):
             pair.server.refuse("bad_token")
 
-    def test_client_commands_before_welcome_raise(self) -> None:
+    def test_client_sends_nothing_before_welcome(self) -> None:
         client = ClientProtocol("r1", "tok")
         with pytest.raises(InvalidState):
             client.push([(1, "jobs", "j", b"u")])
@@ -208,7 +208,7 @@ class TestHandshake:
         with pytest.raises(InvalidState):
             _ = client.limits
 
-    def test_server_commands_before_accept_raise(self) -> None:
+    def test_server_sends_nothing_before_accept(self) -> None:
         server = ServerProtocol()
         for command in (
             lambda: server.ack([1]),
@@ -259,14 +259,14 @@ class TestUpload:
         ]
         assert pushed == list(range(1, 8))
 
-    def test_client_refuses_to_push_an_entry_over_max_frame(self) -> None:
+    def test_client_sends_no_push_for_an_entry_over_max_frame(self) -> None:
         pair = ProtocolPair.open(max_frame=1000)
         with pytest.raises(MessageTooBig, match="outbox entry 2"):
             pair.client.push([(1, "jobs", "j", b"x"), (2, "jobs", "j", b"x" * 1000)])
         assert pair.client.data_to_send() == []
         assert pair.client.uploads_pending == 0
 
-    def test_client_tracks_pushed_seqs_until_acked_or_rejected(self) -> None:
+    def test_client_receives_ack_and_reject_of_pushed_seqs(self) -> None:
         pair = ProtocolPair.open()
         pair.client.push([(1, "jobs", "j", b"a"), (2, "jobs", "j", b"b"), (3, "jobs", "k", b"c")])
         pair.client_to_server()
@@ -307,7 +307,7 @@ class TestUpload:
         pair.server_to_client()
         assert pair.client_events() == [Acked((5,))]
 
-    def test_server_rejects_pushed_entries_outside_the_grant_by_itself(self) -> None:
+    def test_server_receives_push_outside_the_grant_and_rejects_it(self) -> None:
         pair = ProtocolPair.open(collections=("jobs",))
         pair.client.push(
             [(1, "jobs", "j", b"a"), (2, "payroll", "p", b"b"), (3, "jobs", "k", b"c")]
@@ -361,7 +361,7 @@ class TestCatchUp:
         assert pair.server_events() == []
         assert_failed(pair.server, "forbidden")
 
-    def test_full_catch_up_exchange(self) -> None:
+    def test_client_receives_catch_up_after_sending_sub(self) -> None:
         pair = ProtocolPair.open()
         pair.client.subscribe(["jobs"], 10)
         pair.client_to_server()
@@ -492,7 +492,7 @@ class TestLiveUpdates:
         pair.server.send_updates([], cursor=3)
         assert pair.server.data_to_send() == []
 
-    def test_client_pushes_while_receiving_live_updates(self) -> None:
+    def test_client_sends_push_while_receiving_live_updates(self) -> None:
         pair = ProtocolPair.open()
         pair.client.subscribe(["jobs"], None)
         pair.client_to_server()
@@ -529,11 +529,11 @@ class TestHeartbeat:
         assert pair.client_to_server() == [Pong(ping_id)]
         assert pair.server_events() == [PongReceived(ping_id, None)]
 
-    def test_ping_ids_increase(self) -> None:
+    def test_client_sends_pings_with_increasing_ids(self) -> None:
         pair = ProtocolPair.open()
         assert [pair.client.ping() for _ in range(3)] == [1, 2, 3]
 
-    def test_client_reports_how_long_nothing_was_received(self) -> None:
+    def test_client_receives_nothing_for_a_while_and_reports_idle_time(self) -> None:
         client = ClientProtocol("r1", "tok", now=10.0)
         assert client.idle_for(12.5) == 2.5
         client.receive_data(codec.encode(Welcome("a", (), Limits(100, 10))), now=20.0)
@@ -541,10 +541,10 @@ class TestHeartbeat:
         assert client.idle_for(26.0) == 6.0
         assert client.idle_for(19.0) == 0.0  # never negative
 
-    def test_idle_for_without_any_time_is_zero(self) -> None:
+    def test_client_receives_without_now_and_reports_no_idle_time(self) -> None:
         assert ClientProtocol("r1", "tok").idle_for(1000.0) == 0.0
 
-    def test_many_unanswered_pings_are_bounded(self) -> None:
+    def test_client_sends_many_unanswered_pings_in_bounded_memory(self) -> None:
         pair = ProtocolPair.open()
         for i in range(1000):
             pair.client.ping(now=float(i))
@@ -574,14 +574,14 @@ class TestLimits:
         assert pair.server_events() == []
         assert_failed(pair.server, "too_many_items")
 
-    def test_server_accepts_exactly_max_items(self) -> None:
+    def test_server_receives_exactly_max_items(self) -> None:
         pair = ProtocolPair.open(max_items=4)
         pair.server.receive_data(
             codec.encode(Push(tuple(PushItem(s, "jobs", "j", b"") for s in range(1, 5))))
         )
         assert len(pair.server_events()) == 1
 
-    def test_server_rate_limits_a_burst(self) -> None:
+    def test_server_receives_a_burst_over_the_limit(self) -> None:
         pair = ProtocolPair.open(rate=10.0, burst=5, now=0.0)
         ping = codec.encode(Ping(1))
         # The handshake's hello spent one token: four more fit in the burst at t=0.
@@ -591,7 +591,7 @@ class TestLimits:
         pair.server.receive_data(ping, now=0.0)
         assert_failed(pair.server, "rate_limited")
 
-    def test_server_refills_the_bucket_over_time(self) -> None:
+    def test_server_receives_a_sustained_rate_under_the_limit(self) -> None:
         pair = ProtocolPair.open(rate=10.0, burst=2, now=0.0)
         ping = codec.encode(Ping(1))
         # 10 messages per second, sustained for 5 seconds: never limited.
@@ -599,7 +599,7 @@ class TestLimits:
             pair.server.receive_data(ping, now=0.1 * (i + 1))
         assert pair.server.state is State.OPEN
 
-    def test_server_without_now_or_rate_does_not_rate_limit(self) -> None:
+    def test_server_receives_without_now_or_rate_and_does_not_limit(self) -> None:
         pair = ProtocolPair.open(rate=1.0, burst=1)
         for _ in range(100):
             pair.server.receive_data(codec.encode(Ping(1)))
@@ -609,7 +609,7 @@ class TestLimits:
             unlimited.server.receive_data(codec.encode(Ping(1)), now=0.0)
         assert unlimited.server.state is State.OPEN
 
-    def test_one_connection_over_its_limit_leaves_another_unaffected(self) -> None:
+    def test_server_receives_over_the_limit_on_one_connection_only(self) -> None:
         noisy = ProtocolPair.open(rate=1.0, burst=1, now=0.0)
         quiet = ProtocolPair.open(rate=1.0, burst=1, now=0.0)
         for _ in range(3):
@@ -663,7 +663,7 @@ class TestErrors:
         assert pair.client_events() == [ErrorReceived("internal", "try again", False)]
         assert pair.client.state is State.OPEN
 
-    def test_server_fails_the_connection(self) -> None:
+    def test_server_sends_fatal_error_on_fail(self) -> None:
         pair = ProtocolPair.open()
         pair.server.fail("going_away", "relay shutting down")
         assert pair.server_to_client() == [Error("going_away", "relay shutting down", True), EOF]
@@ -682,7 +682,7 @@ class TestErrors:
         pair.client.close()  # idempotent
         assert pair.client.data_to_send() == []
 
-    def test_data_after_failing_is_ignored(self) -> None:
+    def test_server_receives_data_after_failing_and_ignores_it(self) -> None:
         pair = ProtocolPair.open()
         pair.server.fail("internal")
         pair.server.data_to_send()
@@ -690,7 +690,7 @@ class TestErrors:
         assert pair.server_events() == []
         assert pair.server.data_to_send() == []
 
-    def test_commands_after_closing_raise(self) -> None:
+    def test_client_and_server_send_after_closing_raises(self) -> None:
         pair = ProtocolPair.open()
         pair.client.close()
         with pytest.raises(InvalidState):
@@ -699,7 +699,7 @@ class TestErrors:
         with pytest.raises(InvalidState):
             pair.server.ack([1])
 
-    def test_close_exc_before_closing_raises(self) -> None:
+    def test_client_reads_close_exc_before_closing_raises(self) -> None:
         pair = ProtocolPair.open()
         with pytest.raises(InvalidState):
             _ = pair.client.close_exc
@@ -712,7 +712,7 @@ class TestErrors:
         pair.client.receive_eof()  # idempotent
         assert pair.client.state is State.CLOSED
 
-    def test_peer_error_never_raises_out_of_receive_data(self) -> None:
+    def test_client_receives_garbage_without_raising(self) -> None:
         for data in (b"", b"\xff" * 10, frame({"t": "hello"}), frame({"t": "ack", "seqs": [-1]})):
             client = ClientProtocol("r1", "tok")
             client.receive_data(data)
