@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +151,9 @@ class SQLiteRelayStorage:
             (commits survive a killed process).
         compact_every: log length at which a record's log is merged into its snapshot.
         max_batch: most updates the writer puts in one transaction.
+        checkpoint_every: commits between WAL checkpoints. Automatic checkpoints are off on
+            the writer connection; a third connection checkpoints (PASSIVE) in the background
+            so that no commit (and no ack) waits for one.
     """
 
     def __init__(
@@ -159,11 +163,16 @@ class SQLiteRelayStorage:
         durable: bool = False,
         compact_every: int = 64,
         max_batch: int = 4096,
+        checkpoint_every: int = 256,
     ) -> None:
         self.path = Path(directory) / DB_FILENAME
         self.durable = durable
         self.compact_every = compact_every
         self.max_batch = max_batch
+        self.checkpoint_every = checkpoint_every
+        self._checkpoint_db: aiosqlite.Connection | None = None
+        self._checkpoint_task: asyncio.Task[None] | None = None
+        self._commits_since_checkpoint = 0
         self.stats = StorageStats()
         self._writer_db: aiosqlite.Connection | None = None
         self._reader_db: aiosqlite.Connection | None = None
@@ -184,6 +193,7 @@ class SQLiteRelayStorage:
             db = self._writer_db
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
+            await db.execute("PRAGMA wal_autocheckpoint=0")
             await db.executescript(_SCHEMA)
             async with db.execute("SELECT value FROM meta WHERE key='schema'") as cursor:
                 row = await cursor.fetchone()
@@ -197,6 +207,7 @@ class SQLiteRelayStorage:
                 self._heads = {str(t): int(s) async for t, s in cursor}
             self._reader_db = await aiosqlite.connect(self.path, isolation_level=None)
             await self._reader_db.execute("PRAGMA query_only=1")
+            self._checkpoint_db = await aiosqlite.connect(self.path, isolation_level=None)
         except aiosqlite.DatabaseError as exc:
             await self._close_connections()
             raise StoreError(self.path, f"cannot open relay storage: {exc}") from exc
@@ -216,10 +227,13 @@ class SQLiteRelayStorage:
         await self._close_connections()
 
     async def _close_connections(self) -> None:
-        for db in (self._reader_db, self._writer_db):
+        if self._checkpoint_task is not None:
+            with contextlib.suppress(Exception):
+                await self._checkpoint_task
+        for db in (self._reader_db, self._checkpoint_db, self._writer_db):
             if db is not None:
-                await db.close()
-        self._reader_db = self._writer_db = None
+                await db.close()  # the last connection to close checkpoints the WAL
+        self._reader_db = self._writer_db = self._checkpoint_db = None
 
     async def write(
         self, tenant: str, origin: str, items: Sequence[tuple[str, str, bytes]]
@@ -274,9 +288,10 @@ class SQLiteRelayStorage:
                 "JOIN k ON l.collection = k.c AND l.record_id = k.r WHERE l.tenant = ? "
                 "ORDER BY 1, 2, 3, 4"
             )
-            async with db.execute(sql, [*flat, tenant, tenant]) as cursor:
-                async for collection, record_id, _kind, _seq, data in cursor:
-                    parts.setdefault((collection, record_id), []).append(bytes(data))
+            for collection, record_id, _kind, _seq, data in await db.execute_fetchall(
+                sql, [*flat, tenant, tenant]
+            ):
+                parts.setdefault((collection, record_id), []).append(bytes(data))
         return {
             key: updates[0] if len(updates) == 1 else merge_updates(*updates)
             for key, updates in parts.items()
@@ -308,8 +323,8 @@ class SQLiteRelayStorage:
                 "ORDER BY collection, record_id"
             )
             params = [tenant, cursor, exclude_origin, *names]
-        async with db.execute(sql, params) as rows:
-            return [(str(c), str(r)) async for c, r in rows]
+        rows = await db.execute_fetchall(sql, params)
+        return [(str(c), str(r)) for c, r in rows]
 
     async def forget_origins(self, tenant: str, before_seq: int) -> int:
         """Collapse change rows older than ``before_seq`` into one origin-less row per record.
@@ -398,36 +413,26 @@ class SQLiteRelayStorage:
             heads[request.tenant] = head
             results.append(seqs)
         new_tenants = [(t, s) for t, s in heads.items() if self._heads.get(t) != s]
-        try:
-            await db.execute("BEGIN IMMEDIATE")
-            await db.executemany(
-                "INSERT INTO log (tenant, collection, record_id, seq, data) VALUES (?,?,?,?,?)",
-                log_rows,
-            )
-            await db.executemany(
-                "INSERT INTO changes (tenant, collection, record_id, origin, seq) "
-                "VALUES (?,?,?,?,?) ON CONFLICT (tenant, collection, record_id, origin) "
-                "DO UPDATE SET seq = excluded.seq",
-                [(*key, seq) for key, seq in change_rows.items()],
-            )
-            await db.executemany(
-                "INSERT INTO tenants (tenant, seq) VALUES (?, ?) "
-                "ON CONFLICT (tenant) DO UPDATE SET seq = excluded.seq",
-                new_tenants,
-            )
-            lengths = dict(self._log_lengths)
-            due = []
-            for key, added in touched.items():
-                lengths[key] = lengths.get(key, 0) + added
-                if lengths[key] >= self.compact_every:
-                    due.append(key)
-            for key in due:
-                await self._compact(db, key)
+        lengths = dict(self._log_lengths)
+        due = []
+        for key, added in touched.items():
+            lengths[key] = lengths.get(key, 0) + added
+            if lengths[key] >= self.compact_every:
+                due.append(key)
                 lengths[key] = 0
-            await db.execute("COMMIT")
+        try:
+            # One hop to aiosqlite's thread for the whole transaction (each awaited statement
+            # would be a thread round trip of its own): Connection._execute runs a callable
+            # there, as aiosqlite's own execute_fetchall/execute_insert do.
+            await db._execute(  # type: ignore[no-untyped-call]
+                _commit_in_thread,
+                db._conn,
+                log_rows,
+                [(*key, seq) for key, seq in change_rows.items()],
+                new_tenants,
+                due,
+            )
         except Exception as exc:
-            with contextlib.suppress(Exception):
-                await db.execute("ROLLBACK")
             log.exception("relay storage commit failed (%d writes)", len(batch))
             error = StoreError(self.path, f"commit failed: {exc}")
             for request in batch:
@@ -442,31 +447,78 @@ class SQLiteRelayStorage:
         for request, seqs in zip(batch, results, strict=True):
             if not request.future.done():
                 request.future.set_result(seqs)
+        self._commits_since_checkpoint += 1
+        if self._commits_since_checkpoint >= self.checkpoint_every and (
+            self._checkpoint_task is None or self._checkpoint_task.done()
+        ):
+            self._commits_since_checkpoint = 0
+            self._checkpoint_task = asyncio.create_task(self._checkpoint())
 
-    async def _compact(self, db: aiosqlite.Connection, key: tuple[str, str, str]) -> None:
-        async with db.execute(
-            "SELECT state, upto FROM snapshots WHERE tenant=? AND collection=? AND record_id=?",
-            key,
-        ) as cursor:
-            row = await cursor.fetchone()
-        async with db.execute(
-            "SELECT seq, data FROM log WHERE tenant=? AND collection=? AND record_id=? "
-            "ORDER BY seq",
-            key,
-        ) as cursor:
-            entries = [(int(seq), bytes(data)) async for seq, data in cursor]
-        if not entries:
+    async def _checkpoint(self) -> None:
+        """Copy the WAL into the database off the commit path (PASSIVE: never blocks writers)."""
+        db = self._checkpoint_db
+        if db is None:
             return
-        updates = ([bytes(row[0])] if row is not None else []) + [data for _, data in entries]
-        state = updates[0] if len(updates) == 1 else merge_updates(*updates)
-        upto = entries[-1][0]
-        await db.execute(
-            "INSERT INTO snapshots (tenant, collection, record_id, state, upto) "
-            "VALUES (?,?,?,?,?) ON CONFLICT (tenant, collection, record_id) "
-            "DO UPDATE SET state = excluded.state, upto = excluded.upto",
-            (*key, state, upto),
+        try:
+            await db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except aiosqlite.Error:
+            log.exception("WAL checkpoint failed")
+
+
+def _commit_in_thread(
+    conn: sqlite3.Connection,
+    log_rows: list[tuple[str, str, str, int, bytes]],
+    change_rows: list[tuple[str, str, str, str, int]],
+    tenant_rows: list[tuple[str, int]],
+    due: list[tuple[str, str, str]],
+) -> None:
+    """One group-commit transaction (runs on the writer connection's thread)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany(
+            "INSERT INTO log (tenant, collection, record_id, seq, data) VALUES (?,?,?,?,?)",
+            log_rows,
         )
-        await db.execute(
-            "DELETE FROM log WHERE tenant=? AND collection=? AND record_id=? AND seq <= ?",
-            (*key, upto),
+        conn.executemany(
+            "INSERT INTO changes (tenant, collection, record_id, origin, seq) "
+            "VALUES (?,?,?,?,?) ON CONFLICT (tenant, collection, record_id, origin) "
+            "DO UPDATE SET seq = excluded.seq",
+            change_rows,
         )
+        conn.executemany(
+            "INSERT INTO tenants (tenant, seq) VALUES (?, ?) "
+            "ON CONFLICT (tenant) DO UPDATE SET seq = excluded.seq",
+            tenant_rows,
+        )
+        for key in due:
+            _compact(conn, key)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _compact(conn: sqlite3.Connection, key: tuple[str, str, str]) -> None:
+    """Merge a record's snapshot and log into a new snapshot (a bounded merge)."""
+    row = conn.execute(
+        "SELECT state FROM snapshots WHERE tenant=? AND collection=? AND record_id=?", key
+    ).fetchone()
+    entries = conn.execute(
+        "SELECT seq, data FROM log WHERE tenant=? AND collection=? AND record_id=? ORDER BY seq",
+        key,
+    ).fetchall()
+    if not entries:
+        return
+    updates = ([bytes(row[0])] if row is not None else []) + [bytes(d) for _, d in entries]
+    state = updates[0] if len(updates) == 1 else merge_updates(*updates)
+    upto = int(entries[-1][0])
+    conn.execute(
+        "INSERT INTO snapshots (tenant, collection, record_id, state, upto) "
+        "VALUES (?,?,?,?,?) ON CONFLICT (tenant, collection, record_id) "
+        "DO UPDATE SET state = excluded.state, upto = excluded.upto",
+        (*key, state, upto),
+    )
+    conn.execute(
+        "DELETE FROM log WHERE tenant=? AND collection=? AND record_id=? AND seq <= ?",
+        (*key, upto),
+    )
