@@ -16,6 +16,8 @@ Exposed at ``/metrics`` (see :mod:`crdt_sync.server.relay`). Names:
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (
@@ -53,6 +55,34 @@ class RelayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+
+        # Labelled children resolved once: .labels() costs more than the increment itself.
+        self._frames_in: dict[str, Any] = {}
+        self._frames_out: dict[str, Any] = {}
+        self._latency: dict[str, Any] = {}
+
+    def frame_in(self, kind: str, size: int) -> None:
+        """Count one received frame of message type ``kind`` and ``size`` bytes."""
+        child = self._frames_in.get(kind)
+        if child is None:
+            child = self._frames_in[kind] = self.frames_in.labels(kind)
+        child.inc()
+        self.bytes_in.inc(size)
+
+    def frame_out(self, kind: str, size: int) -> None:
+        """Count one sent frame of message type ``kind`` and ``size`` bytes."""
+        child = self._frames_out.get(kind)
+        if child is None:
+            child = self._frames_out[kind] = self.frames_out.labels(kind)
+        child.inc()
+        self.bytes_out.inc(size)
+
+    def observe_latency(self, kind: str, seconds: float) -> None:
+        """Record the time the relay took to answer a ``kind`` message."""
+        child = self._latency.get(kind)
+        if child is None:
+            child = self._latency[kind] = self.latency.labels(kind)
+        child.observe(seconds)
 
     def render(self) -> bytes:
         """The exposition text (``text/plain; version=0.0.4``)."""

@@ -323,8 +323,7 @@ class Relay:
                 conn.queue.append(_CLOSE)
                 conn.wakeup.set()
                 continue
-            self.metrics.frames_out.labels(_frame_type(data)).inc()
-            self.metrics.bytes_out.inc(len(data))
+            self.metrics.frame_out(_frame_type(data), len(data))
             conn.queue.append(data)
             conn.queued_bytes += len(data)
             if (
@@ -350,8 +349,7 @@ class Relay:
         loop = asyncio.get_running_loop()
         started = loop.time()
         size = len(message)
-        self.metrics.bytes_in.inc(size)
-        self.metrics.frames_in.labels(_frame_type(message)).inc()
+        self.metrics.frame_in(_frame_type(message), size)
         self._enter()
         try:
             conn.protocol.receive_data(message, now=started)
@@ -407,7 +405,7 @@ class Relay:
         if remaining < 1e9:
             loop = asyncio.get_running_loop()
             conn.expiry = loop.call_later(max(0.0, remaining), self._expire, conn)
-        self.metrics.latency.labels("hello").observe(loop_time() - started)
+        self.metrics.observe_latency("hello", loop_time() - started)
 
     def _expire(self, conn: _Connection) -> None:
         if conn.protocol.state is State.OPEN:
@@ -497,7 +495,7 @@ class Relay:
                 conn.protocol.ack([i.seq for i in items])
                 self.metrics.acks.inc(len(items))
                 self._flush(conn)
-                self.metrics.latency.labels("push").observe(loop_time() - started)
+                self.metrics.observe_latency("push", loop_time() - started)
             self._fan_out(tenant, conn, items, seqs)
         finally:
             self._leave()
@@ -544,7 +542,7 @@ class Relay:
             conn.protocol.send_changed(changed, head, done=True)
         else:
             conn.protocol.send_synced(head)
-        self.metrics.latency.labels("sub").observe(loop_time() - started)
+        self.metrics.observe_latency("sub", loop_time() - started)
 
     async def _on_state_vectors(
         self,
@@ -575,7 +573,7 @@ class Relay:
             cursor = conn.catchups.popleft() if conn.catchups else await self.storage.head(tenant)
             if conn.protocol.state is State.OPEN:
                 conn.protocol.send_synced(cursor)
-        self.metrics.latency.labels("sv").observe(loop_time() - started)
+        self.metrics.observe_latency("sv", loop_time() - started)
 
     def _unsubscribe(self, conn: _Connection) -> None:
         if conn.grant is None or not conn.subscribed:
