@@ -125,6 +125,9 @@ CONNECTION_LOST = "connection_lost"
 _FRAME_OVERHEAD = 64
 _ITEM_OVERHEAD = 32
 
+# The smallest max_frame a relay may announce (room for one small entry per frame).
+_MIN_MAX_FRAME = 256
+
 # Pings whose send time is remembered for round-trip times (older ones are forgotten).
 _MAX_PINGS_TRACKED = 64
 
@@ -713,6 +716,10 @@ class ClientProtocol(_Protocol[ClientEvent]):
                         "unsupported_version",
                         f"relay speaks v{msg.version}, this client v{PROTOCOL_VERSION}",
                     )
+                    return
+                if msg.limits.max_items < 1 or msg.limits.max_frame < _MIN_MAX_FRAME:
+                    # Nothing could be pushed under such limits (docs/protocol.md, "Limits").
+                    self.fail("bad_frame", f"unusable limits in welcome: {msg.limits}")
                     return
                 self._welcome = msg
                 self._set_state(State.OPEN)

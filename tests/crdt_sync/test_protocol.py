@@ -180,6 +180,14 @@ class TestHandshake:
         client.receive_data(codec.encode(Ack((1,))))
         assert_failed(client, "bad_frame")
 
+    @pytest.mark.parametrize("limits", [Limits(100, 10), Limits(4096, 0)])
+    def test_client_receives_welcome_with_unusable_limits(self, limits: Limits) -> None:
+        client = ClientProtocol("r1", "tok")
+        client.data_to_send()
+        client.receive_data(codec.encode(Welcome("a", ("c",), limits)))
+        assert client.events_received() == []
+        assert_failed(client, "bad_frame")
+
     def test_client_receives_welcome_twice(self) -> None:
         pair = ProtocolPair.open()
         pair.client.receive_data(codec.encode(Welcome("a", (), Limits(1, 1))))
@@ -536,7 +544,7 @@ class TestHeartbeat:
     def test_client_receives_nothing_for_a_while_and_reports_idle_time(self) -> None:
         client = ClientProtocol("r1", "tok", now=10.0)
         assert client.idle_for(12.5) == 2.5
-        client.receive_data(codec.encode(Welcome("a", (), Limits(100, 10))), now=20.0)
+        client.receive_data(codec.encode(Welcome("a", (), Limits(4096, 10))), now=20.0)
         assert client.last_received_at == 20.0
         assert client.idle_for(26.0) == 6.0
         assert client.idle_for(19.0) == 0.0  # never negative
