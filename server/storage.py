@@ -75,6 +75,25 @@ CREATE INDEX IF NOT EXISTS changes_by_seq ON changes (tenant, seq);
 _KEYS_PER_QUERY = 400  # (collection, record_id) pairs per IN (VALUES ...) query
 
 
+def states_query(count: int) -> str:
+    """SQL reading snapshot and log rows of ``count`` records of one tenant, in order.
+
+    Parameters: ``count`` (collection, record_id) pairs, then the tenant twice. ``k CROSS
+    JOIN`` makes SQLite look each wanted key up in the indexes (left to itself, it scans the
+    tenant's whole log once per key: 30x slower for 1,000 records).
+    """
+    values = ",".join("(?,?)" for _ in range(count))
+    return (
+        f"WITH k(c, r) AS (VALUES {values}) "
+        "SELECT s.collection, s.record_id, 0, 0, s.state FROM k CROSS JOIN snapshots s "
+        "ON s.tenant = ? AND s.collection = k.c AND s.record_id = k.r "
+        "UNION ALL "
+        "SELECT l.collection, l.record_id, 1, l.seq, l.data FROM k CROSS JOIN log l "
+        "ON l.tenant = ? AND l.collection = k.c AND l.record_id = k.r "
+        "ORDER BY 1, 2, 3, 4"
+    )
+
+
 class RelayStorage(Protocol):
     """What the relay needs from its storage. All methods are coroutines on the relay's loop."""
 
@@ -277,17 +296,8 @@ class SQLiteRelayStorage:
         parts: dict[RecordKey, list[bytes]] = {}
         for start in range(0, len(wanted), _KEYS_PER_QUERY):
             chunk = wanted[start : start + _KEYS_PER_QUERY]
-            values = ",".join("(?,?)" for _ in chunk)
             flat = [v for key in chunk for v in key]
-            sql = (
-                f"WITH k(c, r) AS (VALUES {values}) "
-                "SELECT s.collection, s.record_id, 0, 0, s.state FROM snapshots s "
-                "JOIN k ON s.collection = k.c AND s.record_id = k.r WHERE s.tenant = ? "
-                "UNION ALL "
-                "SELECT l.collection, l.record_id, 1, l.seq, l.data FROM log l "
-                "JOIN k ON l.collection = k.c AND l.record_id = k.r WHERE l.tenant = ? "
-                "ORDER BY 1, 2, 3, 4"
-            )
+            sql = states_query(len(chunk))
             for collection, record_id, _kind, _seq, data in await db.execute_fetchall(
                 sql, [*flat, tenant, tenant]
             ):

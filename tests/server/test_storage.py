@@ -167,3 +167,25 @@ async def test_close_commits_queued_writes_then_refuses_new_ones(tmp_path: Path)
     await reopened.open()
     assert await reopened.head("acme") == 50
     await reopened.close()
+
+
+@pytest.mark.asyncio
+async def test_state_reads_look_keys_up_in_the_indexes(tmp_path: Path) -> None:
+    import sqlite3
+
+    from crdt_sync.server.storage import states_query
+
+    storage = SQLiteRelayStorage(tmp_path)
+    await storage.open()
+    await storage.write("acme", "r", [("jobs", "j", _edits(1)[0])])
+    await storage.close()
+    conn = sqlite3.connect(tmp_path / "relay.sqlite3")
+    plan = " | ".join(
+        row[3]
+        for row in conn.execute(
+            "EXPLAIN QUERY PLAN " + states_query(2), ["jobs", "a", "jobs", "b", "acme", "acme"]
+        )
+    )
+    conn.close()
+    assert "SEARCH s USING PRIMARY KEY (tenant=? AND collection=? AND record_id=?)" in plan
+    assert "SEARCH l USING INDEX log_by_record (tenant=? AND collection=? AND record_id=?)" in plan
