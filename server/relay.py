@@ -53,6 +53,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed as WebSocketClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State as WebSocketState
 
 from crdt_sync.errors import AuthError, InvalidState
 from crdt_sync.messages import PushItem, StateVectorItem
@@ -81,6 +82,13 @@ EMPTY_STATE_VECTOR = b"\x00"
 _CLOSE_CODES = {"going_away": 1001, "too_big": 1009, "internal": 1011}
 _POLICY_VIOLATION = 1008
 _TRY_AGAIN_LATER = 1013
+_SLOW_ABORT_AFTER = 1.0  # seconds a cut-off slow peer gets for the closing handshake
+
+
+def _abort(ws: ServerConnection) -> None:
+    """Drop the TCP connection at once (no closing handshake)."""
+    if ws.state is not WebSocketState.CLOSED:
+        ws.transport.abort()
 
 
 @dataclass(slots=True)
@@ -344,6 +352,8 @@ class Relay:
         conn.close_code = _TRY_AGAIN_LATER
         conn.queue.append(_CLOSE)
         conn.wakeup.set()
+        # The sender may be stuck in a send the peer never reads: then drop the TCP link.
+        asyncio.get_running_loop().call_later(_SLOW_ABORT_AFTER, _abort, conn.ws)
 
     async def _receive(self, conn: _Connection, message: bytes | str) -> None:
         loop = asyncio.get_running_loop()
