@@ -6,6 +6,8 @@ frames between the two cores; assertions look at the decoded frames and at the e
 
 from __future__ import annotations
 
+import logging
+
 import msgpack
 import pytest
 from helpers.protocol_pair import EOF, ProtocolPair, decoded
@@ -99,8 +101,21 @@ class TestHandshake:
         assert pair.client_events() == [Welcomed("acme", ("jobs", "contacts"), Limits(5000, 7))]
         assert pair.client.state is State.OPEN and pair.server.state is State.OPEN
         assert pair.client.limits == Limits(5000, 7)
-        assert pair.client.tenant == "acme"
+        assert pair.client.tenant == pair.server.tenant == "acme"
+        assert pair.client.collections == ("jobs", "contacts")
         assert pair.server.collections == {"jobs", "contacts"}
+
+    def test_client_and_server_log_their_state_transitions(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        with caplog.at_level(logging.DEBUG, logger="crdt_sync.protocol"):
+            pair = ProtocolPair.open()
+            pair.client.close()
+        assert caplog.messages == [
+            "ServerProtocol: CONNECTING -> OPEN",
+            "ClientProtocol: CONNECTING -> OPEN",
+            "ClientProtocol: OPEN -> CLOSING",
+        ]
 
     def test_server_sends_fatal_error_on_refuse(self) -> None:
         pair = ProtocolPair.make()
