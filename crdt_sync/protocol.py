@@ -58,7 +58,7 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -289,16 +289,16 @@ _T = TypeVar("_T")
 
 
 def _batches(
-    items: Sequence[_T], size_of: Callable[[_T], int], max_items: int, max_bytes: int
+    items: Sequence[_T], sizes: Sequence[int], max_items: int, max_bytes: int
 ) -> Iterator[list[_T]]:
     """Split ``items`` in order into lists of at most ``max_items`` whose sizes fit ``max_bytes``.
 
-    An item too big to share a frame goes alone in its own list.
+    ``sizes[i]`` is the encoded size bound of ``items[i]``. An item too big to share a frame
+    goes alone in its own list.
     """
     batch: list[_T] = []
     used = _FRAME_OVERHEAD
-    for item in items:
-        size = size_of(item)
+    for item, size in zip(items, sizes, strict=True):
         if batch and (len(batch) >= max_items or used + size > max_bytes):
             yield batch
             batch, used = [], _FRAME_OVERHEAD
@@ -450,15 +450,14 @@ class _Protocol(Generic[_E]):
             return
         # Messages both sides handle the same way once the connection is open.
         if self._state is State.OPEN:
-            match msg:
-                case m.Ping(ping_id):
-                    self._send(m.Pong(ping_id))
-                    return
-                case m.Pong(ping_id):
-                    sent_at = self._pings.pop(ping_id, None)
-                    rtt = None if sent_at is None or now is None else now - sent_at
-                    self._emit(PongReceived(ping_id, rtt))
-                    return
+            if type(msg) is m.Ping:
+                self._send(m.Pong(msg.id))
+                return
+            if type(msg) is m.Pong:
+                sent_at = self._pings.pop(msg.id, None)
+                rtt = None if sent_at is None or now is None else now - sent_at
+                self._emit(PongReceived(msg.id, rtt))
+                return
         if isinstance(msg, m.Error):
             self._emit(ErrorReceived(msg.code, msg.reason, msg.fatal))
             if msg.fatal:
@@ -645,15 +644,16 @@ class ClientProtocol(_Protocol[ClientEvent]):
                 (nothing is queued then).
         """
         self._require_open("push")
-        entries = [PushItem(*item) for item in items]
+        entries = [item if type(item) is PushItem else PushItem(*item) for item in items]
         limits = self.limits
-        for entry in entries:
-            if _push_size(entry) + _FRAME_OVERHEAD > limits.max_frame:
+        sizes = [_push_size(entry) for entry in entries]
+        for entry, size in zip(entries, sizes, strict=True):
+            if size + _FRAME_OVERHEAD > limits.max_frame:
                 raise MessageTooBig(
                     f"outbox entry {entry.seq} ({len(entry.update)} bytes of update) does not"
                     f" fit the relay's {limits.max_frame} bytes frame limit"
                 )
-        for batch in _batches(entries, _push_size, limits.max_items, limits.max_frame):
+        for batch in _batches(entries, sizes, limits.max_items, limits.max_frame):
             self._send(m.Push(tuple(batch)))
         for entry in entries:
             self._in_flight[entry.seq] = None
@@ -691,7 +691,8 @@ class ClientProtocol(_Protocol[ClientEvent]):
         self._require_open("send state vectors")
         vectors = [StateVectorItem(*item) for item in items]
         limits = self.limits
-        batches = list(_batches(vectors, _sv_size, limits.max_items, limits.max_frame))
+        sizes = [_sv_size(vector) for vector in vectors]
+        batches = list(_batches(vectors, sizes, limits.max_items, limits.max_frame))
         if not batches and done:
             batches = [[]]
         for i, batch in enumerate(batches):
@@ -872,7 +873,8 @@ class ServerProtocol(_Protocol[ServerEvent]):
         """
         self._require_open("send changed")
         keys = [RecordKey(*item) for item in items]
-        batches = list(_batches(keys, _record_size, self.max_items, self.max_frame)) or [[]]
+        sizes = [_record_size(key) for key in keys]
+        batches = list(_batches(keys, sizes, self.max_items, self.max_frame)) or [[]]
         for i, batch in enumerate(batches):
             self._send(m.Changed(tuple(batch), cursor, done and i == len(batches) - 1))
 
@@ -891,7 +893,8 @@ class ServerProtocol(_Protocol[ServerEvent]):
         """
         self._require_open("send updates")
         updates = [UpdateItem(*item) for item in items]
-        batches = list(_batches(updates, _update_size, self.max_items, self.max_frame))
+        sizes = [_update_size(update) for update in updates]
+        batches = list(_batches(updates, sizes, self.max_items, self.max_frame))
         for i, batch in enumerate(batches):
             self._send(m.Updates(tuple(batch), cursor if i == len(batches) - 1 else None))
 
