@@ -8,7 +8,7 @@ import pytest
 from pycrdt import Doc, Map
 
 from crdt_sync import lww
-from crdt_sync.clock import Timestamp
+from crdt_sync.clock import MAX_MS, Timestamp
 from crdt_sync.errors import InvalidEdit
 
 T0 = 1_763_890_500_000  # 2025-11-23T09:35:00Z
@@ -273,3 +273,9 @@ def test_describe_names_deletions() -> None:
     assert "value 3 from replica a was overwritten by a deletion from replica b" in text
     text = lww.Conflict("status", won, lost).describe()
     assert text.startswith("status: value a deletion from replica b")
+
+
+def test_describe_of_a_time_beyond_the_calendar_falls_back_to_ms() -> None:
+    won = lww.LwwEntry("s", Timestamp(MAX_MS, 0, "b"), 2, False, None)
+    lost = lww.LwwEntry("s", Timestamp(T0, 0, "a"), 1, False, None)
+    assert lww.Conflict("s", lost, won).describe().endswith(f"at {MAX_MS} ms")
