@@ -677,6 +677,11 @@ def run_step(network: Network, step: tuple[Any, ...]) -> None:
                 link.deliver_to_client()
         case ("cut", r, lose_in_flight):
             network.cut(network.replicas[r], lose_in_flight)
+        case ("reconnect", r):
+            # Cut, keeping what was in flight, and connect again at once: the old
+            # connection's frames reach the relay interleaved with the new one's.
+            network.cut(network.replicas[r], lose_in_flight=False)
+            network.connect(network.replicas[r])
         case ("run", count):
             network.deliver(count)
 
@@ -692,10 +697,18 @@ STEP_ARGUMENTS: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
     "to_server": st.tuples(st.integers(0, 20), st.booleans()),
     "to_client": st.tuples(st.integers(0, 20), st.booleans()),
     "cut": st.tuples(st.integers(0, 2), st.booleans()),
+    "reconnect": st.tuples(st.integers(0, 2)),
     "run": st.tuples(st.integers(1, 12)),
 }
 # Weighted so that sessions get far (welcome, upload, catch-up, live) between cuts.
-STEP_KINDS = ["edit"] * 4 + ["connect"] * 3 + ["run"] * 4 + ["to_server", "to_client"] * 2 + ["cut"]
+STEP_KINDS = [
+    *["edit"] * 4,
+    *["connect"] * 3,
+    *["run"] * 4,
+    *["to_server", "to_client"] * 2,
+    "cut",
+    "reconnect",
+]
 
 steps = st.lists(
     st.sampled_from(STEP_KINDS).flatmap(
