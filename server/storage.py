@@ -501,7 +501,15 @@ def _commit_in_thread(
             tenant_rows,
         )
         for key in due:
-            _compact(conn, key)
+            # A compaction that fails (a pycrdt error on stored data) must not cost the
+            # batch's writes: undo just it, keep the log, and retry at the next threshold.
+            conn.execute("SAVEPOINT compaction")
+            try:
+                _compact(conn, key)
+            except Exception:
+                log.exception("compaction of %s failed; the log is kept", key)
+                conn.execute("ROLLBACK TO compaction")
+            conn.execute("RELEASE compaction")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -189,3 +189,20 @@ async def test_state_reads_look_keys_up_in_the_indexes(tmp_path: Path) -> None:
     conn.close()
     assert "SEARCH s USING PRIMARY KEY (tenant=? AND collection=? AND record_id=?)" in plan
     assert "SEARCH l USING INDEX log_by_record (tenant=? AND collection=? AND record_id=?)" in plan
+
+
+@pytest.mark.asyncio
+async def test_a_failing_compaction_does_not_cost_the_writes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = SQLiteRelayStorage(tmp_path, compact_every=3)
+    await storage.open()
+    good = _edits(4)
+    # Not a Yjs update at all: stored only because this test bypasses the relay's check.
+    seqs = await storage.write("acme", "r", [("jobs", "j", good[0]), ("jobs", "j", b"\xff\xff")])
+    assert seqs == [1, 2]
+    assert await storage.write("acme", "r", [("jobs", "j", good[1])]) == [3]  # compaction due
+    assert storage.stats.compactions == 1  # attempted, rolled back, the write committed
+    assert "compaction of ('acme', 'jobs', 'j') failed" in caplog.text
+    assert await storage.head("acme") == 3
+    await storage.close()
