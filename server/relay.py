@@ -244,6 +244,8 @@ class Relay:
         if path == "/healthz":
             if self._stopping:
                 return connection.respond(503, "shutting down\n")
+            if not getattr(self.storage, "healthy", True):
+                return connection.respond(503, "storage unavailable\n")
             return connection.respond(200, "ok\n")
         if path == "/metrics":
             if isinstance(self.storage, SQLiteRelayStorage):

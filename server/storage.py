@@ -281,6 +281,12 @@ class SQLiteRelayStorage:
             self._queue.put_nowait(_WriteRequest(tenant, origin, list(items), future))
         return future
 
+    @property
+    def healthy(self) -> bool:
+        """True while the storage is open and its writer task is running."""
+        task = self._writer_task
+        return task is not None and not task.done() and not self._closing
+
     async def head(self, tenant: str) -> int:
         """See :meth:`RelayStorage.head`."""
         return self._heads.get(tenant, 0)
@@ -396,7 +402,13 @@ class SQLiteRelayStorage:
                 batch.append(request)
                 count += len(request.items)
             async with self._lock:
-                await self._commit(batch)
+                try:
+                    await self._commit(batch)
+                except Exception as exc:  # a bug: never leave a writer waiting forever
+                    log.exception("relay storage writer failed on a batch")
+                    for request in batch:
+                        if not request.future.done():
+                            request.future.set_exception(StoreError(self.path, str(exc)))
         # Anything queued after the stop marker is refused, never silently dropped.
         while not self._queue.empty():
             request = self._queue.get_nowait()
