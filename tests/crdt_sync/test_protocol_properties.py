@@ -256,11 +256,14 @@ CLIENT_EVENTS = (
 
 
 def check_outcome(
-    proto: ClientProtocol | ServerProtocol, before: State, allowed_events: tuple[type, ...]
+    proto: ClientProtocol | ServerProtocol,
+    before: State,
+    events: list[Any],
+    allowed_events: tuple[type, ...],
 ) -> None:
     """What receive_data() may do: events and automatic answers, or a clean failure."""
     out = proto.data_to_send()
-    for event in proto.events_received():
+    for event in events:
         assert isinstance(event, allowed_events)
     if before >= State.CLOSING:
         assert out == [] and proto.state is before
@@ -275,6 +278,24 @@ def check_outcome(
     assert proto.state in (State.CONNECTING, State.OPEN)
     for frame in out:
         assert isinstance(codec.decode(frame), Pong | Reject | Welcome)
+
+
+def check_server_event(server: ServerProtocol, event: Any) -> None:
+    """What the relay is told is within the grant and the limits."""
+    match event:
+        case PushReceived(items):
+            assert 0 < len(items) <= server.max_items
+            assert all(i.collection in server.collections for i in items)
+            assert [i.seq for i in items] == sorted({i.seq for i in items})
+        case Subscribed(collections, _):
+            assert len(collections) <= server.max_items
+            assert set(collections) <= server.collections
+        case StateVectorsReceived(items, _):
+            assert len(items) <= server.max_items
+            assert all(i.collection in server.collections for i in items)
+            assert all(i.state_vector for i in items)
+        case HelloReceived():
+            assert server.state is State.CONNECTING
 
 
 class TestFuzzProtocols:
@@ -293,12 +314,12 @@ class TestFuzzProtocols:
             before = server.state
             server.receive_data(data, now)
             # A driver accepting every hello, as the relay does for a good token.
-            pending = server.events_received()
-            if any(isinstance(e, HelloReceived) for e in pending):
-                assert server.state is State.CONNECTING
+            events = server.events_received()
+            for event in events:
+                check_server_event(server, event)
+            if any(isinstance(e, HelloReceived) for e in events):
                 server.accept("acme", ["jobs"])
-            server._events = pending  # put them back for check_outcome
-            check_outcome(server, before, SERVER_EVENTS)
+            check_outcome(server, before, events, SERVER_EVENTS)
         server.receive_eof()
         assert server.state is State.CLOSED and server.close_exc.code
 
@@ -315,7 +336,7 @@ class TestFuzzProtocols:
         for data in frames:
             before = client.state
             client.receive_data(data)
-            check_outcome(client, before, CLIENT_EVENTS)
+            check_outcome(client, before, client.events_received(), CLIENT_EVENTS)
         client.receive_eof()
         assert client.state is State.CLOSED
 
