@@ -76,6 +76,7 @@ from .messages import (
 )
 
 __all__ = [
+    "CONNECTION_LOST",
     "DEFAULT_BURST",
     "DEFAULT_CLIENT_MAX_FRAME",
     "DEFAULT_MAX_FRAME",
