@@ -80,6 +80,7 @@ class Connection:
         self._dead = False
         self._ended = False
         self._wake_pending = False
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         #: Bytes of websocket messages received and sent (payloads only).
         self.bytes_received = 0
@@ -115,7 +116,7 @@ class Connection:
         protocol = ClientProtocol(replica_id, token, now=loop.time())
         connection = cls(ws, protocol, heartbeat_interval=heartbeat_interval, dead_after=dead_after)
         connection._spawn(connection._read())
-        connection._spawn(connection._heartbeat())
+        connection._heartbeat_task = connection._spawn(connection._heartbeat())
         await connection.flush()
         return connection
 
@@ -197,10 +198,11 @@ class Connection:
 
     # -- background tasks ----------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _close_ws(self) -> None:
         try:
@@ -230,6 +232,8 @@ class Connection:
         finally:
             self.protocol.receive_eof()
             self._queue.put_nowait(CLOSED)
+            if self._heartbeat_task is not None:
+                self._heartbeat_task.cancel()
 
     async def _heartbeat(self) -> None:
         loop = asyncio.get_running_loop()

@@ -413,7 +413,13 @@ class Replica:
                     if self._session.state is SessionState.BACKOFF:
                         self._transition(SessionEvent.CONNECT)
                 else:
-                    await self._attempt()
+                    try:
+                        await self._attempt()
+                    except Exception:
+                        if self._session.state is SessionState.CLOSED:
+                            return
+                        log.exception("replica %s: sync failed; reconnecting", self.replica_id)
+                        self._lost("internal")
         except Exception:
             log.exception("replica %s: the sync task failed", self.replica_id)
             raise

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-from crdt_sync.errors import MessageTooBig, OutboxError
+from crdt_sync.errors import InvalidState, MessageTooBig, OutboxError
 from crdt_sync.messages import RejectItem
 from crdt_sync.outbox import OutboxEntry, OutboxStatus
 from crdt_sync.protocol import (
@@ -116,12 +116,17 @@ class SyncRun:
                 return self.connection.close_code
             if self.protocol.state is not State.OPEN:
                 continue  # closing: ignore the rest, wait for the end
-            if item is WAKE:
-                if self.phase != "handshake":
-                    await self._pump()
-                    await self._maybe_download()
-                continue
-            await self._handle(item)
+            try:
+                if item is WAKE:
+                    if self.phase != "handshake":
+                        await self._pump()
+                        await self._maybe_download()
+                else:
+                    await self._handle(item)
+            except InvalidState:
+                if self.protocol.state is State.OPEN:
+                    raise
+                # The connection closed while the store was busy: the rest is moot.
 
     async def _handle(self, event: object) -> None:
         match event:
