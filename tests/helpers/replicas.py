@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from helpers.relay import RelayProcess
-
 from crdt_sync.client import Replica
+
+from helpers.relay import RelayProcess
 
 WAIT = 30.0
 
@@ -63,13 +63,13 @@ def open_replica(
 async def until(
     condition: Callable[[], Awaitable[bool]],
     replicas: Iterable[Replica],
-    timeout: float = WAIT,
+    within: float = WAIT,
     what: str = "condition",
 ) -> None:
     """Wait until ``await condition()`` is true; re-check on every change of ``replicas``.
 
     Raises:
-        AssertionError: not true within ``timeout`` seconds.
+        AssertionError: not true in time.
     """
     changed = asyncio.Event()
     unsubscribe = []
@@ -77,14 +77,14 @@ async def until(
         unsubscribe.append(replica.on_change(lambda _c: changed.set()))
         unsubscribe.append(replica.status.subscribe(lambda _s: changed.set()))
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while True:
                 changed.clear()
                 if await condition():
                     return
                 await changed.wait()
     except TimeoutError:
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
+        raise AssertionError(f"timed out after {within} s waiting for {what}") from None
     finally:
         for stop in unsubscribe:
             stop()
