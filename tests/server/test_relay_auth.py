@@ -58,7 +58,7 @@ async def test_expired_token_is_token_expired(relay: RelayProcess) -> None:
 
 @pytest.mark.asyncio
 async def test_connection_is_failed_when_its_token_expires(relay: RelayProcess) -> None:
-    async with RelayClient.open(relay.url, relay.token("acme", ["jobs"], ttl=1.5), "r1") as c:
+    async with RelayClient.open(relay.url, relay.token("acme", ["jobs"], ttl=3), "r1") as c:
         events, _ = await c.closed_with(within=10)
     assert [(e.code, e.fatal) for e in events if isinstance(e, ErrorReceived)] == [
         ("token_expired", True)
