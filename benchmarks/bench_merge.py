@@ -721,6 +721,11 @@ async def run(options: Options, out: Callable[[str], None] = print) -> Results:
         f"{human_bytes(small_run.disk_bytes)}; raw updates {human_bytes(small.update_bytes)}; "
         f"encoded full states ~{human_bytes(small_state)}"
     )
+    read_all = small_read.median / small_read.updates * options.records
+    say(
+        f"reading back all {options.records:,} small records at that rate: ~{read_all:.1f} s; "
+        f"apply + read all ~{(small_store.median + read_all) / small_raw.median:.1f}x raw time"
+    )
     best = max(cold_total.values(), key=lambda r: r.rate)
     best_warm = max(warm.values(), key=lambda r: r.rate)
     met = (best.slowdown or 0) <= 2 and (best_warm.slowdown or 0) <= 2
