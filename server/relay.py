@@ -172,6 +172,7 @@ class Relay:
         self._connections: set[_Connection] = set()
         # tenant -> collection -> connections subscribed to it
         self._subscriptions: dict[str, dict[str, set[_Connection]]] = {}
+        self._fan_out_pending: list[tuple[str, _Connection, list[PushItem], list[int]]] = []
         self._stopping = False
         self._busy = 0  # frames being handled + writes waiting for their commit callback
         self._idle = asyncio.Event()
@@ -508,24 +509,40 @@ class Relay:
                 self.metrics.acks.inc(len(items))
                 self._flush(conn)
                 self.metrics.observe_latency("push", loop_time() - started)
-            self._fan_out(tenant, conn, items, seqs)
+            self._fan_out_soon(tenant, conn, items, seqs)
         finally:
             self._leave()
 
-    def _fan_out(
+    def _fan_out_soon(
         self, tenant: str, origin: _Connection, items: list[PushItem], seqs: list[int]
     ) -> None:
-        by_collection = self._subscriptions.get(tenant)
-        if not by_collection:
+        """Queue a commit's updates for fan-out; one flush per loop iteration.
+
+        The commit callbacks of one group commit run in the same loop iteration, so each
+        subscriber gets one ``updates`` frame per group commit, not one per pusher.
+        """
+        if tenant not in self._subscriptions:
             return
+        self._fan_out_pending.append((tenant, origin, items, seqs))
+        if len(self._fan_out_pending) == 1:
+            asyncio.get_running_loop().call_soon(self._fan_out)
+
+    def _fan_out(self) -> None:
+        pending, self._fan_out_pending = self._fan_out_pending, []
         outgoing: dict[_Connection, list[tuple[str, str, bytes]]] = {}
         newest: dict[_Connection, int] = {}
-        for item, seq in zip(items, seqs, strict=True):
-            for peer in by_collection.get(item.collection, ()):
-                if peer is origin:
-                    continue
-                outgoing.setdefault(peer, []).append((item.collection, item.record_id, item.update))
-                newest[peer] = seq
+        for tenant, origin, items, seqs in pending:  # in commit (seq) order
+            by_collection = self._subscriptions.get(tenant)
+            if not by_collection:
+                continue
+            for item, seq in zip(items, seqs, strict=True):
+                for peer in by_collection.get(item.collection, ()):
+                    if peer is origin:
+                        continue
+                    outgoing.setdefault(peer, []).append(
+                        (item.collection, item.record_id, item.update)
+                    )
+                    newest[peer] = seq
         for peer, updates in outgoing.items():
             if peer.protocol.state is State.OPEN and not peer.too_slow:
                 peer.protocol.send_updates(updates, newest[peer])
