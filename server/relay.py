@@ -284,7 +284,7 @@ class Relay:
         sender = asyncio.create_task(self._sender(conn))
         try:
             async for message in ws:
-                if self._stopping or conn.protocol.state >= State.CLOSING:
+                if self._stopping or conn.too_slow or conn.protocol.state >= State.CLOSING:
                     # Drained, not handled (so never acked: the client re-sends it). Reading
                     # on lets the closing handshake through behind a flooding client.
                     continue
