@@ -206,3 +206,21 @@ async def test_a_failing_compaction_does_not_cost_the_writes(
     assert "compaction of ('acme', 'jobs', 'j') failed" in caplog.text
     assert await storage.head("acme") == 3
     await storage.close()
+
+
+@pytest.mark.parametrize(("durable", "level"), [(False, 1), (True, 2)])
+@pytest.mark.asyncio
+async def test_durable_commits_use_synchronous_full(
+    tmp_path: Path, durable: bool, level: int
+) -> None:
+    storage = SQLiteRelayStorage(tmp_path, durable=durable)
+    await storage.open()
+    try:
+        db = storage._writer_db
+        assert db is not None
+        rows = list(await db.execute_fetchall("PRAGMA synchronous"))
+        assert rows[0][0] == level  # 1 = NORMAL, 2 = FULL
+        rows = list(await db.execute_fetchall("PRAGMA journal_mode"))
+        assert rows[0][0] == "wal"
+    finally:
+        await storage.close()
