@@ -109,6 +109,9 @@ class HybridClock:
         self.max_skew_ms = max_skew_ms
         self._ms = last.ms if last else 0
         self._counter = last.counter if last else 0
+        # The greatest timestamp :meth:`after` stepped to past a skewed winner (not adopted by
+        # the clock itself); later steps go beyond it, so no two writes share a timestamp.
+        self._stepped: Timestamp | None = None
 
     def state(self) -> Timestamp:
         """The clock's current position, to persist and pass back as ``last`` after a restart."""
@@ -131,7 +134,9 @@ class HybridClock:
 
         Used when overwriting a field whose current winner is ``other``: the new write must win
         over what its author saw, even if ``other`` came from a clock running ahead. The clock
-        itself only adopts ``other`` within the skew bound.
+        itself only adopts ``other`` within the skew bound; past it, the result is the timestamp
+        just after ``other`` (and after any earlier such result of this clock, so results are
+        never repeated), while :meth:`tick` and :meth:`state` keep following our own time.
         """
         self.observe(other, now_ms)
         ts = self.tick(now_ms)
@@ -139,7 +144,11 @@ class HybridClock:
             return ts
         # ``other`` is beyond the skew bound: step just past it without moving our clock there
         # (the clock keeps the tick it just issued, below ``other``).
-        return other.successor(self.replica)
+        stepped = other.successor(self.replica)
+        if self._stepped is not None and stepped <= self._stepped:
+            stepped = self._stepped.successor(self.replica)
+        self._stepped = stepped
+        return stepped
 
     def observe(self, remote: Timestamp, now_ms: int) -> bool:
         """Advance past a remote timestamp. Returns ``False`` (and ignores it) if it is skewed.

@@ -256,6 +256,20 @@ def test_after_a_skewed_winner_beats_it_without_moving_the_clock() -> None:
     assert clock.tick(NOW + 1).ms == NOW + 1
 
 
+def test_steps_past_skewed_winners_never_repeat() -> None:
+    # Two fields whose winners are skewed entries with the same (ms, counter) from two replicas:
+    # stepping past each must still give two different timestamps.
+    clock = HybridClock("me", max_skew_ms=1000)
+    far = NOW + 3_600_000
+    first = clock.after(Timestamp(far, 0, "f1"), NOW)
+    second = clock.after(Timestamp(far, 0, "f2"), NOW)
+    third = clock.after(Timestamp(far - 50, 7, "f3"), NOW)
+    assert first == Timestamp(far, 1, "me")
+    assert first < second < third
+    assert third > Timestamp(far - 50, 7, "f3")
+    assert clock.state().ms == NOW
+
+
 def test_after_a_skewed_winner_with_a_full_counter() -> None:
     clock = HybridClock("a", max_skew_ms=0)
     skewed = Timestamp(NOW + 10, MAX_COUNTER, "fast")

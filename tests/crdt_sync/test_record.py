@@ -416,3 +416,26 @@ def test_record_is_a_read_only_mapping_of_its_fields() -> None:
     assert "state_vector" not in repr(record)
     with pytest.raises(AttributeError):
         record.id = "other"  # type: ignore[misc]
+
+
+def test_an_entry_key_already_present_is_never_reused_after_a_restart() -> None:
+    # Before a restart, `me` stepped past a skewed winner to (far, 1, me). After the restart its
+    # clock no longer remembers that step; stepping past another skewed (far, 0) entry would
+    # give the same key again. The editor must pick a free one.
+    far = NOW + 3_600_000
+    f1, f2, me = Replica("f1", now=far), Replica("f2", now=far), Replica("me")
+    with f1.edit() as rec:
+        rec["status"] = "skewed 1"
+    with f2.edit() as rec:
+        rec["assignee"] = "skewed 2"
+    me.receive(f1)
+    me.receive(f2)
+    with me.edit() as rec:
+        rec["status"] = "mine 1"
+    me.clock = HybridClock("me", me.clock.state())  # restart
+    with me.edit() as rec:
+        rec["assignee"] = "mine 2"
+        [entry] = rec.lww_written
+    assert entry.ts > Timestamp(far, 1, "me")
+    assert me.read() == {"status": "mine 1", "assignee": "mine 2"}
+    assert len(lww_of(me.doc)) == 2
