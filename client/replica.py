@@ -70,6 +70,8 @@ DEFAULT_DEAD_AFTER = 30.0
 
 _AUTH_CODES = ("token_expired",)
 
+_ACTIVE = (SessionState.CONNECTING, SessionState.SYNCING, SessionState.ONLINE)
+
 
 @dataclass(frozen=True, slots=True)
 class RecordChange:
@@ -333,12 +335,14 @@ class Replica:
     async def sync_now(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
         """Push every queued entry now and wait until the relay acknowledged (or refused) it.
 
+        Fails fast when offline; while a connection attempt is under way it waits for it.
+
         Raises:
-            OfflineError: not connected (offline, connecting, or forced offline), or the
+            OfflineError: offline (forced, network down, or waiting to retry), or the
                 connection was lost before the outbox was settled.
             TimeoutError: not settled within ``timeout`` seconds.
         """
-        if self._session.state not in (SessionState.SYNCING, SessionState.ONLINE):
+        if not self._session.wants_connection:
             raise OfflineError(f"cannot sync now: the replica is {self.status.current.state}")
         if self._connection is not None:
             self._connection.wake()
@@ -346,7 +350,7 @@ class Replica:
         async with asyncio.timeout(timeout):
             status = await self.status.wait_for(
                 lambda s: (
-                    s.session not in (SessionState.SYNCING, SessionState.ONLINE)
+                    s.session not in _ACTIVE
                     or (s.session is SessionState.ONLINE and s.pending == s.errors)
                 )
             )

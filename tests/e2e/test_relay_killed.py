@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from crdt_sync.client import SessionState, Status
 from helpers.relay import RelayClient, RelayProcess
 from helpers.replicas import open_replica, snapshot
 from pycrdt import Doc
 
-from crdt_sync.client import SessionState, Status
 from crdt_sync.record import read_fields
 
 ENTRIES = 2000
@@ -56,9 +56,9 @@ async def test_sigkill_mid_upload_loses_no_acknowledged_entry(
             restarted = relay.restart(same_port=True)
             token = restarted.token("acme", ["jobs", "contacts"])
             async with RelayClient.open(restarted.url, token, "auditor") as auditor:
-                changed, updates, _cursor = await auditor.catch_up(["jobs"], None, within=30)
+                _changed, updates, _cursor = await auditor.catch_up(["jobs"], None, within=30)
             on_relay = {}
-            for (collection, record_id), parts in updates.items():
+            for (_collection, record_id), parts in updates.items():
                 doc: Doc[Any] = Doc()
                 for part in parts:
                     doc.apply_update(part)
@@ -78,4 +78,3 @@ async def test_sigkill_mid_upload_loses_no_acknowledged_entry(
     finally:
         if restarted is not None:
             restarted.kill()
-
