@@ -1,0 +1,233 @@
+"""The Hocuspocus codec and server session: provider 4.x frames, per-document auth, fuzzing."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crdt_sync.errors import InvalidMessage, InvalidState
+from crdt_sync.hocuspocus import (
+    CLOSE_RESET,
+    PING,
+    PONG,
+    AwarenessQueried,
+    AwarenessReceived,
+    DocumentClosed,
+    DocumentUpdateReceived,
+    HocuspocusServerSession,
+    MessageType,
+    PongReceived,
+    StatelessReceived,
+    SyncStepOneReceived,
+    TokenReceived,
+    decode_frame,
+    encode_frame,
+)
+from crdt_sync.lib0 import write_var_string
+from crdt_sync.yjs_sync import CLOSE_PROTOCOL_ERROR
+
+
+def _name(name: str) -> bytes:
+    return write_var_string(name)
+
+
+# Frames exactly as @hocuspocus/provider 4.8.0 writes them (src/OutgoingMessages/*.ts).
+AUTH = _name("jobs/j1") + bytes([2, 0]) + _name("tok") + _name("4.8.0")
+STEP1 = _name("jobs/j1") + bytes([0, 0, 1, 0])
+UPDATE = _name("jobs/j1") + bytes([0, 2, 2, 0, 0])
+AWARENESS = _name("jobs/j1") + bytes([1, 1, 0])
+
+
+def test_decode_provider_frames() -> None:
+    assert decode_frame(AUTH) == TokenReceived("jobs/j1", "tok", "4.8.0")
+    assert decode_frame(_name("d") + bytes([2, 0]) + _name("t")) == TokenReceived("d", "t", None)
+    assert decode_frame(STEP1) == SyncStepOneReceived("jobs/j1", b"\x00")
+    assert decode_frame(_name("d") + bytes([4, 0, 0])) == SyncStepOneReceived("d", b"", True)
+    assert decode_frame(UPDATE) == DocumentUpdateReceived("jobs/j1", b"\x00\x00", False)
+    assert decode_frame(_name("d") + bytes([0, 1, 0])) == DocumentUpdateReceived("d", b"", True)
+    assert decode_frame(AWARENESS) == AwarenessReceived("jobs/j1", b"\x00")
+    assert decode_frame(_name("d") + bytes([3])) == AwarenessQueried("d")
+    assert decode_frame(_name("d") + bytes([5]) + _name("hi")) == StatelessReceived("d", "hi")
+    assert decode_frame(_name("d") + bytes([7])) == DocumentClosed("d")
+    assert decode_frame(PONG) == PongReceived()
+    assert decode_frame(_name("d") + bytes([8, 1])) is None  # server-only type: ignored
+
+
+def test_session_awareness_names_keep_the_document() -> None:
+    event = decode_frame(_name("jobs/j1\0abc") + bytes([3]))
+    assert isinstance(event, AwarenessQueried)
+    assert event.name == "jobs/j1\0abc" and event.document == "jobs/j1"
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"",
+        b"\x05ab",
+        _name("d"),
+        _name("d") + bytes([0, 9, 0]),
+        _name("d") + bytes([2, 1]),
+        _name("d") + bytes([2, 0, 4]),
+        b"\x02\xff\xfe\x00",
+        _name("d") + bytes([1, 3, 0]),
+    ],
+)
+def test_decode_malformed_raises_invalid_message(frame: bytes) -> None:
+    with pytest.raises(InvalidMessage):
+        decode_frame(frame)
+
+
+def _open(session: HocuspocusServerSession, name: str = "jobs/j1") -> None:
+    token = _name(name) + bytes([2, 0]) + _name("tok")
+    assert session.receive_data(token) == [TokenReceived(name, "tok", None)]
+    session.authenticate(name)
+    session.data_to_send()
+
+
+def test_authenticate_replies_and_releases_held_messages_in_order() -> None:
+    session = HocuspocusServerSession()
+    assert session.receive_data(AUTH) == [TokenReceived("jobs/j1", "tok", "4.8.0")]
+    assert session.receive_data(STEP1) == []
+    assert session.receive_data(AWARENESS) == []
+    held = session.authenticate("jobs/j1")
+    assert held == [SyncStepOneReceived("jobs/j1", b"\x00"), AwarenessReceived("jobs/j1", b"\x00")]
+    assert session.data_to_send() == [_name("jobs/j1") + bytes([2, 2]) + _name("read-write")]
+    assert session.receive_data(UPDATE) == [DocumentUpdateReceived("jobs/j1", b"\x00\x00", False)]
+
+
+def test_messages_before_the_token_wait_for_it() -> None:
+    session = HocuspocusServerSession()
+    assert session.receive_data(STEP1) == []
+    assert session.receive_data(AUTH) == [TokenReceived("jobs/j1", "tok", "4.8.0")]
+    assert session.authenticate("jobs/j1") == [SyncStepOneReceived("jobs/j1", b"\x00")]
+
+
+def test_deny_refuses_one_document_and_keeps_the_socket() -> None:
+    session = HocuspocusServerSession()
+    _open(session, "jobs/ok")
+    session.receive_data(_name("jobs/no") + bytes([2, 0]) + _name("bad"))
+    session.receive_data(_name("jobs/no") + bytes([0, 2, 0]))
+    session.deny("jobs/no", "forbidden")
+    assert session.data_to_send() == [_name("jobs/no") + bytes([2, 1]) + _name("forbidden")]
+    assert not session.closing
+    assert session.open_documents == ["jobs/ok"]
+    with pytest.raises(InvalidState):
+        session.authenticate("jobs/no")
+    with pytest.raises(InvalidState):
+        session.send_update("jobs/no", b"\x00\x00")
+
+
+def test_sync_answer_order_and_status_acks() -> None:
+    session = HocuspocusServerSession()
+    _open(session)
+    session.answer_sync_step1("jobs/j1", b"\x00\x00", b"\x00")
+    session.acknowledge("jobs/j1")
+    session.acknowledge("jobs/j1", stored=False)
+    assert session.data_to_send() == [
+        _name("jobs/j1") + bytes([0, 1, 2, 0, 0]),
+        _name("jobs/j1") + bytes([0, 0, 1, 0]),
+        _name("jobs/j1") + bytes([8, 1]),
+        _name("jobs/j1") + bytes([8, 0]),
+    ]
+
+
+def test_outgoing_frames() -> None:
+    session = HocuspocusServerSession()
+    _open(session, "d")
+    session.send_update("d", b"\x00\x00")
+    session.send_awareness("d", b"\x00")
+    session.send_stateless("d", "x")
+    session.ping()
+    session.close_document("d", "bye")
+    assert session.data_to_send() == [
+        encode_frame("d", MessageType.SYNC, bytes([2, 2, 0, 0])),
+        _name("d") + bytes([1, 1, 0]),
+        _name("d") + bytes([5]) + _name("x"),
+        PING,
+        _name("d") + bytes([7]) + _name("bye"),
+    ]
+    assert session.open_documents == []
+    session.acknowledge("d")  # closed meanwhile: nothing
+    assert session.data_to_send() == []
+
+
+def test_provider_close_forgets_the_document() -> None:
+    session = HocuspocusServerSession()
+    _open(session)
+    assert session.receive_data(_name("jobs/j1") + bytes([7])) == [DocumentClosed("jobs/j1")]
+    assert not session.is_open("jobs/j1")
+    assert session.receive_data(STEP1) == []  # held until a new token
+
+
+def test_limits_close_the_socket() -> None:
+    session = HocuspocusServerSession(max_pending_documents=2, max_held_messages=3)
+    session.receive_data(_name("a") + bytes([3]))
+    session.receive_data(_name("b") + bytes([3]))
+    assert not session.closing
+    session.receive_data(_name("c") + bytes([3]))
+    assert session.close_code == CLOSE_RESET
+    session = HocuspocusServerSession(max_held_messages=2)
+    for _ in range(3):
+        session.receive_data(_name("a") + bytes([3]))
+    assert session.close_code == CLOSE_RESET
+
+
+def test_malformed_frame_fails_the_session() -> None:
+    session = HocuspocusServerSession()
+    _open(session)
+    assert session.receive_data(_name("jobs/j1") + bytes([0, 5, 0])) == []
+    assert session.close_code == CLOSE_PROTOCOL_ERROR
+    assert isinstance(session.close_exc, InvalidMessage)
+    assert session.receive_data(UPDATE) == []
+    with pytest.raises(InvalidState):
+        session.ping()
+
+
+_frames = st.one_of(
+    st.binary(max_size=48),
+    st.builds(
+        lambda name, kind, rest: write_var_string(name) + bytes([kind]) + rest,
+        st.sampled_from(["d", "e", "d\0s"]),
+        st.integers(0, 11),
+        st.binary(max_size=24),
+    ),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_frames)
+def test_fuzz_decoder_raises_only_invalid_message(frame: bytes) -> None:
+    try:
+        event = decode_frame(frame)
+    except InvalidMessage:
+        return
+    assert event is None or event.__class__.__module__ == "crdt_sync.hocuspocus"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_frames, st.sampled_from(["none", "auth", "deny"])), max_size=10))
+def test_fuzz_session_never_raises(steps: list[tuple[bytes, str]]) -> None:
+    session = HocuspocusServerSession(max_pending_documents=2, max_held_messages=4)
+    for frame, action in steps:
+        events = session.receive_data(frame)
+        for event in events:
+            if isinstance(event, TokenReceived) and not session.closing:
+                if action == "auth":
+                    for held in session.authenticate(event.name):
+                        assert not isinstance(held, TokenReceived | PongReceived)
+                elif action == "deny":
+                    session.deny(event.name, "no")
+        session.data_to_send()
+        if session.closing:
+            assert session.close_code in (CLOSE_PROTOCOL_ERROR, CLOSE_RESET)
+
+
+def test_token_refresh_on_an_open_document() -> None:
+    session = HocuspocusServerSession()
+    _open(session)
+    assert session.receive_data(AUTH) == [TokenReceived("jobs/j1", "tok", "4.8.0")]
+    assert session.authenticate("jobs/j1") == []
+    assert session.data_to_send() == []
+    session.deny("jobs/j1", "expired")
+    assert not session.is_open("jobs/j1")
