@@ -142,8 +142,9 @@ class StatusFeed:
     async def changes(self, *, current: bool = True) -> AsyncIterator[Status]:
         """Yield the status (first the current one, if ``current``), then every change.
 
-        Runs until the consumer stops iterating (``break``), never ends by itself; no change
-        is skipped (each subscriber has its own unbounded queue).
+        Runs until the consumer stops iterating, never ends by itself; no change is skipped
+        (each subscriber has its own unbounded queue). The subscription ends when the
+        generator is closed: wrap it in ``contextlib.aclosing()`` to end it promptly.
         """
         queue: asyncio.Queue[Status] = asyncio.Queue()
         self._queues.append(queue)
