@@ -12,31 +12,38 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from pycrdt import Doc, get_state
+from pycrdt import Doc, get_update
 
-from .yjs_encoding import decode_state_vector
+from .yjs_encoding import decode_state_vector, delete_set_only, encode_state_vector
 
 
 def covers(doc_state: dict[int, int], update: bytes) -> bool:
-    """Whether a document with state vector ``doc_state`` holds every struct of ``update``.
+    """Whether a document with state vector ``doc_state`` has integrated all of ``update``.
 
-    Delete-set-only updates carry no structs and are never reported as covered.
+    An update with structs is covered when the document holds every struct it carries; a
+    delete-set-only update when the document holds every item it deletes (otherwise Yrs keeps
+    the deletion pending, and encoding the document would drop it).
     """
-    wanted = decode_state_vector(get_state(update))
-    if not wanted:
-        return False
-    return all(doc_state.get(client, 0) >= clock for client, clock in wanted.items())
+    ranges = delete_set_only(update)
+    if ranges is not None:
+        return all(doc_state.get(client, 0) >= clock + length for client, clock, length in ranges)
+    # What of the update lies beyond the state vector (byte level, no document involved):
+    # nothing but a delete set means every struct is already there.
+    missing = get_update(update, encode_state_vector(doc_state))
+    return delete_set_only(missing) is not None
 
 
-def apply_updates(doc: Doc[Any], updates: Iterable[bytes]) -> None:
+def apply_updates(doc: Doc[Any], updates: Iterable[bytes]) -> bool:
     """Apply ``updates`` to ``doc`` in any order; out-of-order ones are retried until they
-    integrate (or until no further progress is possible: their dependencies are missing)."""
+    integrate or no further progress is possible (their dependencies are missing).
+
+    Returns whether every update is integrated. If not, the document holds some of them only
+    as pending: rebuild it with all of its updates once the missing ones arrive.
+    """
     waiting: list[bytes] = []
     for update in updates:
         doc.apply_update(update)
         waiting.append(update)
-    if len(waiting) < 2:
-        return
     state = decode_state_vector(doc.get_state())
     waiting = [u for u in waiting if not covers(state, u)]
     while waiting:
@@ -44,6 +51,7 @@ def apply_updates(doc: Doc[Any], updates: Iterable[bytes]) -> None:
             doc.apply_update(update)
         new_state = decode_state_vector(doc.get_state())
         if new_state == state:
-            return
+            return False  # the rest waits for dependencies we do not have
         state = new_state
         waiting = [u for u in waiting if not covers(state, u)]
+    return True

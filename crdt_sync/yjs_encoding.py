@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .errors import InvalidMessage
 from .lib0 import Reader, write_var_uint
 
 #: The encoding of an empty Yjs update (no structs, empty delete set).
@@ -46,3 +47,21 @@ def delete_set_update(ranges: Iterable[tuple[int, int, int]]) -> bytes:
         for clock, length in sorted(spans):
             out += write_var_uint(clock) + write_var_uint(length)
     return bytes(out)
+
+
+def delete_set_only(update: bytes) -> list[tuple[int, int, int]] | None:
+    """The ``(client, clock, length)`` ranges of an update that carries only a delete set, or
+    ``None`` if the update carries structs (or cannot be read as a v1 update)."""
+    reader = Reader(update)
+    try:
+        if reader.var_uint() != 0:
+            return None
+        ranges = []
+        for _ in range(reader.var_uint()):
+            client = reader.var_uint()
+            for _ in range(reader.var_uint()):
+                clock = reader.var_uint()
+                ranges.append((client, clock, reader.var_uint()))
+    except InvalidMessage:
+        return None
+    return ranges

@@ -41,12 +41,12 @@ from ..errors import (
     SchemaVersionError,
     StoreError,
 )
-from ..integrate import apply_updates
+from ..integrate import apply_updates, covers
 from ..lww import LwwPolicy
 from ..outbox import OutboxEntry, OutboxStatus
 from ..record import Record, RecordEditor, lww_of, read_fields
 from ..rollback import compensate
-from ..yjs_encoding import EMPTY_UPDATE
+from ..yjs_encoding import EMPTY_UPDATE, decode_state_vector
 from .schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 #: Compact a record when it has more update rows than this and they outweigh the snapshot.
@@ -471,9 +471,11 @@ class LocalStore:
             for key in keys:
                 doc = self._cache.get(key)
                 if doc is not None and key not in lww_keys:
-                    apply_updates(
-                        doc, [u.update for u in items if (u.collection, u.record_id) == key]
-                    )
+                    mine = [u.update for u in items if (u.collection, u.record_id) == key]
+                    if not apply_updates(doc, mine):
+                        # Some update waits for a dependency: Yrs may lose it from this doc
+                        # when more arrive; reload from disk (all rows) when next needed.
+                        del self._cache[key]
             if lww_keys:
                 for key in lww_keys:
                     self._cache.pop(key, None)
@@ -559,11 +561,17 @@ class LocalStore:
             return
         doc: Doc[Any] = Doc()
         apply_updates(doc, ([bytes(row[0])] if row[0] else []) + [bytes(r[1]) for r in rows])
+        # Encoding a document drops what Yrs still holds pending (updates whose dependencies
+        # have not arrived): such rows stay in the log, only integrated ones are merged.
+        state = decode_state_vector(doc.get_state())
+        merged = [r[0] for r in rows if covers(state, bytes(r[1]))]
+        if not merged:
+            return
         await conn.execute(
             "UPDATE records SET confirmed = ? WHERE collection = ? AND id = ?",
             (doc.get_update(), collection, record_id),
         )
-        await conn.executemany("DELETE FROM updates WHERE rowid = ?", [(r[0],) for r in rows])
+        await conn.executemany("DELETE FROM updates WHERE rowid = ?", [(r,) for r in merged])
 
     async def disk_usage(self) -> int:
         """Bytes used by the store's pages (after a checkpoint of the WAL)."""

@@ -22,7 +22,7 @@ from crdt_sync.errors import (
 from crdt_sync.outbox import OutboxStatus
 from crdt_sync.record import read_fields
 from crdt_sync.store.schema import APPLICATION_ID, SCHEMA_VERSION
-from crdt_sync.store.sqlite import LocalStore
+from crdt_sync.store.sqlite import COMPACT_MIN_ROWS, LocalStore
 
 NOTE = "Kundin: Zoë Müller, Straße 5 — café ☕, 東京 🚐👩‍🔧"
 
@@ -331,6 +331,26 @@ class TestCompaction:
         async with await LocalStore.open(path) as s:
             assert dict(await s.get("jobs", "j")) == before
 
+    @pytest.mark.asyncio
+    async def test_compaction_keeps_updates_waiting_for_dependencies(self, tmp_path: Path) -> None:
+        async with await LocalStore.open(tmp_path / "a.db") as a:
+            async with a.edit("jobs", "j") as job:
+                job.text("notes").append("hello wörld")
+            async with a.edit("jobs", "j") as job:
+                job.text("notes").insert(5, ",")  # needs the first update
+            async with a.edit("jobs", "j") as job:
+                job.text("notes").delete(0, 2)  # a delete-set-only update
+            first, *later = [e.update for e in await a.outbox.list()]
+            async with await LocalStore.open(tmp_path / "b.db") as b:
+                for update in later:
+                    await b.apply_remote([("jobs", "j", update)])
+                for _ in range(COMPACT_MIN_ROWS):
+                    await b.apply_remote([("jobs", "k", first)])  # a long log elsewhere
+                await b.compact_all()
+                await b.compact("jobs", "j")
+                await b.apply_remote([("jobs", "j", first)])
+                assert (await b.get("jobs", "j"))["notes"] == "llo, wörld"
+
 
 class TestOutbox:
     @pytest.mark.asyncio
@@ -524,3 +544,20 @@ class TestLastWriteWins:
 
 def _fields(doc: pycrdt.Doc[Any], store: LocalStore) -> dict[str, Any]:
     return read_fields(doc)
+
+
+@pytest.mark.asyncio
+async def test_cached_records_heal_updates_applied_out_of_order(tmp_path: Path) -> None:
+    """pycrdt can drop an update applied before its dependency; the store must not."""
+    async with await LocalStore.open(tmp_path / "a.db") as a:
+        for step in range(4):
+            async with a.edit("jobs", "j") as job:
+                job[f"f{step}"] = step
+                job.text("notes").insert(0, f"{step}é")
+        updates = [e.update for e in await a.outbox.list()]
+        async with await LocalStore.open(tmp_path / "b.db") as b:
+            await b.apply_remote([("jobs", "j", updates[0])])
+            await b.get("jobs", "j")  # now cached
+            for i in (2, 3, 1):
+                await b.apply_remote([("jobs", "j", updates[i])])
+            assert dict(await b.get("jobs", "j")) == dict(await a.get("jobs", "j"))
