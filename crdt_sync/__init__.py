@@ -21,8 +21,16 @@ from .errors import StoreError as StoreError
 from .errors import UnsupportedVersion as UnsupportedVersion
 from .lww import Conflict as Conflict
 from .lww import LwwPolicy as LwwPolicy
+from .outbox import OutboxEntry as OutboxEntry
+from .outbox import OutboxStatus as OutboxStatus
+from .record import ArrayEditor as ArrayEditor
+from .record import MapEditor as MapEditor
 from .record import Record as Record
 from .record import RecordEditor as RecordEditor
+from .store.sqlite import ConflictLogEntry as ConflictLogEntry
+from .store.sqlite import LocalStore as LocalStore
+from .store.sqlite import Outbox as Outbox
+from .store.sqlite import RemoteUpdate as RemoteUpdate
 from .text import TextField as TextField
 
 __version__ = "0.1.0"
