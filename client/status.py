@@ -161,7 +161,8 @@ class StatusFeed:
 
         Use with ``asyncio.timeout()``; it never times out by itself.
         """
-        async for status in self.changes():
-            if predicate(status):
-                return status
+        async with contextlib.aclosing(self.changes()) as changes:
+            async for status in changes:
+                if predicate(status):
+                    return status
         raise AssertionError("unreachable")  # pragma: no cover
