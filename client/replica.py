@@ -29,6 +29,7 @@ import logging
 import os
 import time
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterator,
     Awaitable,
     Callable,
@@ -285,7 +286,7 @@ class Replica:
 
         return unsubscribe
 
-    async def changes(self) -> AsyncIterator[RecordChange]:
+    async def changes(self) -> AsyncGenerator[RecordChange, None]:
         """Yield a :class:`RecordChange` for each record changed by remote updates, forever."""
         queue: asyncio.Queue[RecordChange] = asyncio.Queue()
         self._change_queues.append(queue)

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,7 +139,7 @@ class StatusFeed:
 
         return unsubscribe
 
-    async def changes(self, *, current: bool = True) -> AsyncIterator[Status]:
+    async def changes(self, *, current: bool = True) -> AsyncGenerator[Status, None]:
         """Yield the status (first the current one, if ``current``), then every change.
 
         Runs until the consumer stops iterating, never ends by itself; no change is skipped
