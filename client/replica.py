@@ -466,6 +466,9 @@ class Replica:
         run = SyncRun(connection, self.store, self, self.collections, window=self.upload_window)
         try:
             code = await run.run()
+        except BaseException:
+            connection.abort()  # e.g. a store error: drop the link, the caller backs off
+            raise
         finally:
             self._connection = None
             await connection.wait_ended()
