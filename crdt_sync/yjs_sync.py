@@ -260,6 +260,12 @@ class YjsServerSession:
         """Queue an awareness message carrying ``update``."""
         self._queue(encode_awareness(update))
 
+    def fail(self, code: int, reason: str) -> None:
+        """Decide to close with ``code`` and ``reason`` without an auth message (idempotent)."""
+        if not self.closing:
+            self.close_code = code
+            self.close_reason = close_reason(reason)
+
     def deny(self, reason: str, code: int = CLOSE_PERMISSION_DENIED) -> None:
         """Queue ``permissionDenied(reason)`` and decide to close with ``code`` (default 4403).
 

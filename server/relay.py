@@ -32,6 +32,15 @@ going_away`` and close with 1001, then close the storage.
 
 HTTP on the same port: ``GET /healthz`` (200 ``ok``, 503 while shutting down) and ``GET
 /metrics`` (Prometheus text format, :mod:`crdt_sync.server.metrics`).
+
+Yjs clients on the same port (``docs/yjs.md``): ``/yjs/<collection>/<record id>?token=...``
+speaks y-websocket (:mod:`crdt_sync.server.yjs_endpoint`) and ``/hocuspocus`` speaks Hocuspocus
+(:mod:`crdt_sync.server.hocuspocus_endpoint`). Their drivers go through the same gateway as
+native replicas: :meth:`Relay.verify_token`, :meth:`Relay.record_state` and
+:meth:`Relay.submit_record_update` (validation hook, group commit, then fan-out to native
+subscribers). Every committed update, from any endpoint, is also delivered to the Yjs
+connections that have the record open (:class:`~crdt_sync.server.yjs_rooms.YjsRooms`), the
+sender included.
 """
 
 from __future__ import annotations
@@ -70,10 +79,13 @@ from crdt_sync.protocol import (
     Subscribed,
 )
 
+from .hocuspocus_endpoint import HocuspocusConnection, is_hocuspocus_path
 from .metrics import RelayMetrics
 from .storage import RelayStorage, SQLiteRelayStorage
 from .tokens import Grant, Verifier
 from .validation import UpdateRejected, Validator
+from .yjs_endpoint import AWARENESS_CHECK_INTERVAL, PING_INTERVAL, Link, YjsConnection, is_yjs_path
+from .yjs_rooms import YjsRooms
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +184,11 @@ class Relay:
         self._connections: set[_Connection] = set()
         # tenant -> collection -> connections subscribed to it
         self._subscriptions: dict[str, dict[str, set[_Connection]]] = {}
-        self._fan_out_pending: list[tuple[str, _Connection, list[PushItem], list[int]]] = []
+        self._fan_out_pending: list[tuple[str, object, list[PushItem], list[int]]] = []
+        #: Records open on Yjs connections (y-websocket, Hocuspocus) and their awareness.
+        self.yjs_rooms = YjsRooms()
+        self._yjs_links: set[Link] = set()
+        self._awareness_timer: asyncio.TimerHandle | None = None
         self._stopping = False
         self._busy = 0  # frames being handled + writes waiting for their commit callback
         self._idle = asyncio.Event()
@@ -194,6 +210,13 @@ class Relay:
             ping_timeout=self.config.ping_timeout,
             close_timeout=5,
         )
+        self._expire_awareness()
+
+    def _expire_awareness(self) -> None:
+        """Every few seconds: drop Yjs awareness states not renewed in time (as peers do)."""
+        loop = asyncio.get_running_loop()
+        self.yjs_rooms.expire_awareness(loop.time())
+        self._awareness_timer = loop.call_later(AWARENESS_CHECK_INTERVAL, self._expire_awareness)
 
     @property
     def port(self) -> int:
@@ -218,6 +241,8 @@ class Relay:
         if self._stopping:
             return
         self._stopping = True
+        if self._awareness_timer is not None:
+            self._awareness_timer.cancel()
         server = self._server
         if server is not None:
             server.server.close()  # stop accepting new TCP connections
@@ -229,6 +254,8 @@ class Relay:
             if conn.protocol.state is State.OPEN or conn.protocol.state is State.CONNECTING:
                 conn.protocol.fail("going_away", "the relay is shutting down")
                 self._flush(conn)
+        for link in list(self._yjs_links):
+            link.close(1001, "the relay is shutting down")
         if server is not None:
             server.close(close_connections=False)
             try:
@@ -262,11 +289,22 @@ class Relay:
             return Response(200, "OK", headers, body)
         if self._stopping:
             return connection.respond(503, "shutting down\n")
+        yjs = is_yjs_path(path) or is_hocuspocus_path(path)
+        if yjs and self.config.ping_interval is not None:
+            # The reference servers ping every 30 s (websockets reads this at handshake end).
+            connection.ping_interval = PING_INTERVAL
         return None
 
     # -- one connection -------------------------------------------------------------------
 
     async def _handle_connection(self, ws: ServerConnection) -> None:
+        path = ws.request.path if ws.request is not None else "/"
+        if is_yjs_path(path.split("?", 1)[0]):
+            await self._serve_yjs(YjsConnection(self, ws))
+            return
+        if is_hocuspocus_path(path.split("?", 1)[0]):
+            await self._serve_yjs(HocuspocusConnection(self, ws))
+            return
         loop = asyncio.get_running_loop()
         rate = self.config.rate_limit or None
         conn = _Connection(
@@ -304,6 +342,16 @@ class Relay:
                 await sender
             conn.protocol.receive_eof()
             self._connections.discard(conn)
+            self.metrics.connections.dec()
+
+    async def _serve_yjs(self, link: Link) -> None:
+        self._yjs_links.add(link)
+        self.metrics.connections.inc()
+        self.metrics.connections_total.inc()
+        try:
+            await link.run()
+        finally:
+            self._yjs_links.discard(link)
             self.metrics.connections.dec()
 
     async def _sender(self, conn: _Connection) -> None:
@@ -395,19 +443,31 @@ class Relay:
 
     # -- handshake ------------------------------------------------------------------------
 
-    async def _on_hello(self, conn: _Connection, event: HelloReceived, started: float) -> None:
+    async def verify_token(self, token: str) -> Grant:
+        """Run the verifier on ``token`` (any endpoint).
+
+        Raises:
+            AuthError: code ``bad_token`` or ``token_expired``; a verifier failing with any
+                other exception counts as ``bad_token`` (logged).
+        """
         try:
-            result: Grant | Awaitable[Grant] = self.verifier(event.token)
+            result: Grant | Awaitable[Grant] = self.verifier(token)
             grant = await result if inspect.isawaitable(result) else result
             if not isinstance(grant, Grant):
                 raise TypeError(f"verifier returned {type(grant).__name__}, not Grant")
         except AuthError as exc:
             code = exc.code if exc.code in ("bad_token", "token_expired") else "bad_token"
-            conn.protocol.refuse(code, exc.reason or code)
-            return
-        except Exception:
+            raise AuthError(code, exc.reason or code) from exc
+        except Exception as exc:
             log.exception("token verifier failed")
-            conn.protocol.refuse("bad_token", "token could not be verified")
+            raise AuthError("bad_token", "token could not be verified") from exc
+        return grant
+
+    async def _on_hello(self, conn: _Connection, event: HelloReceived, started: float) -> None:
+        try:
+            grant = await self.verify_token(event.token)
+        except AuthError as exc:
+            conn.protocol.refuse(exc.code, exc.reason)
             return
         if conn.protocol.state is not State.CONNECTING:
             return
@@ -477,6 +537,76 @@ class Relay:
             lambda done: self._committed(conn, grant.tenant, accepted, done, started)
         )
 
+    async def record_state(self, tenant: str, collection: str, record_id: str) -> bytes | None:
+        """The record's committed state (a Yjs v1 update), or ``None`` if it has none."""
+        states = await self.storage.get_states(tenant, [(collection, record_id)])
+        return states.get((collection, record_id))
+
+    async def submit_record_update(
+        self,
+        grant: Grant,
+        replica: str,
+        origin: object,
+        collection: str,
+        record_id: str,
+        update: bytes,
+    ) -> asyncio.Future[int]:
+        """Validate one update from a Yjs endpoint and submit it to the group commit.
+
+        The caller checked ``grant.allows(collection)``. Returns a future that completes with
+        the commit's sequence number once the update is durable (the fan-out to native
+        subscribers and Yjs rooms is then scheduled), or fails if the commit failed.
+
+        Raises:
+            UpdateRejected: not a Yjs v1 update, or refused by the validation hook.
+            InvalidState: the relay is shutting down (nothing stored).
+        """
+        if self._stopping:
+            raise InvalidState("the relay is shutting down")
+        try:
+            get_state(update)
+        except ValueError:
+            self.metrics.rejects.labels("invalid_update").inc()
+            raise UpdateRejected("not a Yjs v1 update") from None
+        validator = self.config.validator
+        if validator is not None:
+            state = await self.record_state(grant.tenant, collection, record_id)
+            try:
+                outcome = validator(collection, record_id, update, state, grant)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except UpdateRejected:
+                self.metrics.rejects.labels("rejected").inc()
+                raise
+            except Exception:
+                log.exception("validator failed on %s/%s", collection, record_id)
+                self.metrics.rejects.labels("rejected").inc()
+                raise UpdateRejected("validation failed") from None
+        item = PushItem(0, collection, record_id, update)
+        stored = self._submit(grant.tenant, replica, [item])
+        result: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._enter()
+
+        def committed(done: asyncio.Future[list[int]]) -> None:
+            try:
+                if done.cancelled():
+                    result.cancel()
+                    return
+                exc = done.exception()
+                if exc is not None:
+                    log.error("commit failed for %s: %s", replica, exc)
+                    result.set_exception(exc)
+                    return
+                seqs = done.result()
+                self.metrics.updates_applied.inc()
+                self._fan_out_soon(grant.tenant, origin, [item], seqs)
+                result.set_result(seqs[0])
+            finally:
+                self._leave()
+
+        stored.add_done_callback(committed)
+        return result
+
     def _submit(
         self, tenant: str, replica: str, items: Sequence[PushItem]
     ) -> asyncio.Future[list[int]]:
@@ -514,14 +644,14 @@ class Relay:
             self._leave()
 
     def _fan_out_soon(
-        self, tenant: str, origin: _Connection, items: list[PushItem], seqs: list[int]
+        self, tenant: str, origin: object, items: list[PushItem], seqs: list[int]
     ) -> None:
         """Queue a commit's updates for fan-out; one flush per loop iteration.
 
         The commit callbacks of one group commit run in the same loop iteration, so each
         subscriber gets one ``updates`` frame per group commit, not one per pusher.
         """
-        if tenant not in self._subscriptions:
+        if tenant not in self._subscriptions and not self.yjs_rooms.has_tenant(tenant):
             return
         self._fan_out_pending.append((tenant, origin, items, seqs))
         if len(self._fan_out_pending) == 1:
@@ -532,6 +662,11 @@ class Relay:
         outgoing: dict[_Connection, list[tuple[str, str, bytes]]] = {}
         newest: dict[_Connection, int] = {}
         for tenant, origin, items, seqs in pending:  # in commit (seq) order
+            if self.yjs_rooms.has_tenant(tenant):
+                for item in items:  # to every Yjs connection of the record, sender included
+                    self.yjs_rooms.deliver_update(
+                        (tenant, item.collection, item.record_id), item.update
+                    )
             by_collection = self._subscriptions.get(tenant)
             if not by_collection:
                 continue

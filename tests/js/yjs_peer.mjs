@@ -1,0 +1,227 @@
+// A Yjs peer driven by the Python tests over stdin/stdout (one JSON object per line).
+//
+//   node yjs_peer.mjs '{"provider": "websocket"|"hocuspocus", "url": "ws://127.0.0.1:PORT",
+//                       "token": "...", "docs": ["jobs/j1", ...], "connect": true}'
+//
+// y-websocket: one WebsocketProvider per doc at URL/yjs/<doc>?token=...;
+// hocuspocus: one HocuspocusProviderWebsocket at URL/hocuspocus, one provider per doc.
+// Record layout as crdt-sync's: the root map "fields" (Y.Text / Y.Map / plain values).
+//
+// Commands (stdin): {"id": n, "op": ..., ...}; each gets one reply {"id": n, "ok": true, ...}
+// or {"id": n, "ok": false, "error": "..."}. Events are lines {"event": name, "doc": ..., ...}:
+// status, synced, denied (permissionDenied / authenticationFailed), closed, unsynced.
+import * as readline from "node:readline";
+import WebSocket from "ws";
+import * as Y from "yjs";
+import { WebsocketProvider } from "y-websocket";
+import { HocuspocusProvider, HocuspocusProviderWebsocket } from "@hocuspocus/provider";
+
+const config = JSON.parse(process.argv[2]);
+const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+const docs = new Map(); // name -> {doc, provider}
+let socket = null;
+
+const fields = (name) => docs.get(name).doc.getMap("fields");
+
+function open(name) {
+  const doc = new Y.Doc();
+  let provider;
+  if (config.provider === "websocket") {
+    provider = new WebsocketProvider(`${config.url}/yjs`, name, doc, {
+      WebSocketPolyfill: WebSocket,
+      params: { token: config.token },
+      connect: config.connect !== false,
+      disableBc: true,
+    });
+    provider.on("status", ({ status }) => emit({ event: "status", doc: name, status }));
+    provider.on("sync", (synced) => emit({ event: "synced", doc: name, synced }));
+    provider.on("connection-close", (ev) =>
+      emit({ event: "closed", doc: name, code: ev?.code ?? null, reason: ev?.reason ?? "" }));
+    // y-websocket logs permissionDenied with console.warn; capture it as an event.
+  } else {
+    if (socket === null) {
+      socket = new HocuspocusProviderWebsocket({
+        url: `${config.url}/hocuspocus`,
+        WebSocketPolyfill: WebSocket,
+        autoConnect: config.connect !== false,
+      });
+      socket.on("status", ({ status }) => emit({ event: "status", status }));
+      socket.on("close", ({ event }) =>
+        emit({ event: "closed", code: event?.code ?? null, reason: event?.reason ?? "" }));
+    }
+    provider = new HocuspocusProvider({
+      websocketProvider: socket,
+      name,
+      document: doc,
+      token: config.token,
+      onSynced: ({ state }) => emit({ event: "synced", doc: name, synced: state }),
+      onAuthenticationFailed: ({ reason }) => emit({ event: "denied", doc: name, reason }),
+      onAuthenticated: ({ scope }) => emit({ event: "authenticated", doc: name, scope }),
+      onUnsyncedChanges: ({ number }) => emit({ event: "unsynced", doc: name, number }),
+    });
+    provider.attach();
+  }
+  docs.set(name, { doc, provider });
+}
+
+const origWarn = console.warn;
+console.warn = (...args) => {
+  const text = args.join(" ");
+  const m = /^Permission denied to access (\S+)\.\n([\s\S]*)$/.exec(text);
+  if (m) emit({ event: "denied", url: m[1], reason: m[2] });
+  else origWarn(...args);
+};
+
+for (const name of config.docs) open(name);
+
+const plain = (value) => (value instanceof Y.AbstractType ? value.toJSON() : value);
+
+const canonical = (value) => JSON.stringify(value, (_k, v) =>
+  v !== null && typeof v === "object" && !Array.isArray(v)
+    ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+    : v);
+
+function subset(actual, expected) {
+  return Object.entries(expected).every(
+    ([k, v]) => canonical(plain(actual[k])) === canonical(v));
+}
+
+function waitFor(name, predicate, timeoutMs) {
+  const { doc } = docs.get(name);
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      if (predicate()) {
+        doc.off("update", check);
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    const timer = setTimeout(() => {
+      doc.off("update", check);
+      reject(new Error(`timeout; fields are ${JSON.stringify(fields(name).toJSON())}`));
+    }, timeoutMs);
+    doc.on("update", check);
+    check();
+  });
+}
+
+const ops = {
+  read: ({ doc }) => ({ fields: fields(doc).toJSON() }),
+  text: ({ doc, field, index, insert, delete: del = 0 }) => {
+    const map = fields(doc);
+    docs.get(doc).doc.transact(() => {
+      if (!(map.get(field) instanceof Y.Text)) map.set(field, new Y.Text());
+      const text = map.get(field);
+      if (del) text.delete(index, del);
+      if (insert) text.insert(index ?? text.length, insert);
+    });
+    return {};
+  },
+  append: ({ doc, field, insert }) => {
+    const text = fields(doc).get(field);
+    text.insert(text.length, insert);
+    return {};
+  },
+  set: ({ doc, key, value }) => { fields(doc).set(key, value); return {}; },
+  setIn: ({ doc, map: mapName, key, value }) => {
+    const map = fields(doc);
+    docs.get(doc).doc.transact(() => {
+      if (!(map.get(mapName) instanceof Y.Map)) map.set(mapName, new Y.Map());
+      map.get(mapName).set(key, value);
+    });
+    return {};
+  },
+  waitFields: async ({ doc, expect, timeout = 10000 }) => {
+    await waitFor(doc, () => subset(fields(doc).toJSON(), expect), timeout);
+    return { fields: fields(doc).toJSON() };
+  },
+  waitSynced: async ({ doc, timeout = 10000 }) => {
+    const { provider } = docs.get(doc);
+    if (config.provider === "websocket") {
+      if (!provider.synced) {
+        await new Promise((resolve, reject) => {
+          const t = setTimeout(() => reject(new Error("not synced")), timeout);
+          provider.once("sync", () => { clearTimeout(t); resolve(); });
+        });
+      }
+    } else if (!provider.isSynced || provider.hasUnsyncedChanges) {
+      await new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(
+          `not synced (unsynced=${provider.unsyncedChanges})`)), timeout);
+        const check = () => {
+          if (provider.isSynced && !provider.hasUnsyncedChanges) {
+            clearTimeout(t);
+            provider.off("unsyncedChanges", check);
+            provider.off("synced", check);
+            resolve();
+          }
+        };
+        provider.on("unsyncedChanges", check);
+        provider.on("synced", check);
+        check();
+      });
+    }
+    return {};
+  },
+  unsynced: ({ doc }) => ({ unsynced: docs.get(doc).provider.unsyncedChanges }),
+  disconnect: () => {
+    if (config.provider === "websocket") for (const { provider } of docs.values()) provider.disconnect();
+    else socket.disconnect();
+    return {};
+  },
+  connect: async () => {
+    if (config.provider === "websocket") for (const { provider } of docs.values()) provider.connect();
+    else await socket.connect();
+    return {};
+  },
+  setAwareness: ({ doc, state }) => {
+    docs.get(doc).provider.awareness.setLocalState(state);
+    return { clientId: docs.get(doc).doc.clientID };
+  },
+  awareness: ({ doc }) => {
+    const { provider, doc: ydoc } = docs.get(doc);
+    const states = {};
+    provider.awareness.getStates().forEach((s, id) => { if (id !== ydoc.clientID) states[id] = s; });
+    return { states, clientId: ydoc.clientID };
+  },
+  waitAwareness: async ({ doc, count, timeout = 10000 }) => {
+    const { provider, doc: ydoc } = docs.get(doc);
+    const others = () => [...provider.awareness.getStates().keys()].filter((id) => id !== ydoc.clientID);
+    if (others().length !== count) {
+      await new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`awareness: ${others().length} others`)), timeout);
+        const check = () => {
+          if (others().length === count) {
+            clearTimeout(t);
+            provider.awareness.off("change", check);
+            resolve();
+          }
+        };
+        provider.awareness.on("change", check);
+      });
+    }
+    const states = {};
+    provider.awareness.getStates().forEach((s, id) => { if (id !== ydoc.clientID) states[id] = s; });
+    return { states };
+  },
+  quit: () => {
+    for (const { provider } of docs.values()) provider.destroy();
+    if (socket) socket.destroy();
+    setTimeout(() => process.exit(0), 10);
+    return {};
+  },
+};
+
+const lines = readline.createInterface({ input: process.stdin });
+lines.on("line", async (line) => {
+  if (!line.trim()) return;
+  const command = JSON.parse(line);
+  try {
+    const result = await ops[command.op](command);
+    emit({ id: command.id, ok: true, ...result });
+  } catch (error) {
+    emit({ id: command.id, ok: false, error: String(error?.stack ?? error) });
+  }
+});
+lines.on("close", () => process.exit(0));
+emit({ event: "ready" });
