@@ -22,6 +22,7 @@ relay, or a wake-up after a local edit), so store updates never race each other:
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -107,6 +108,9 @@ class SyncRun:
         self.phase = "handshake"  # -> upload -> download -> live
         self.progress = Progress()
         self._sizes: dict[int, int] = {}  # bytes of each outbox entry counted in progress
+        # Queued entries listed but not pushed yet, in seq order. Only errored entries change
+        # under us (resolve/discard), and those are not queued, so the listing stays valid.
+        self._backlog: deque[OutboxEntry] = deque()
 
     async def run(self) -> str:
         """Handle everything until the connection ends; return why it ended (a close code)."""
@@ -174,15 +178,18 @@ class SyncRun:
     # -- upload ---------------------------------------------------------------------------
 
     async def _start_upload_progress(self) -> None:
-        self._count(await self.store.outbox.list(OutboxStatus.QUEUED))
+        queued = await self.store.outbox.list(OutboxStatus.QUEUED)
+        self._backlog.extend(queued)
+        self._count(queued)
 
     async def _pump(self) -> int:
         """Push queued entries while the window has room; return how many were pushed."""
         room = self.window - self.protocol.uploads_pending
         if room <= 0:
             return 0
-        queued = await self.store.outbox.list(OutboxStatus.QUEUED)
-        batch = queued[:room]
+        if not self._backlog:  # one listing per pass over the queue, not one per push
+            self._backlog.extend(await self.store.outbox.list(OutboxStatus.QUEUED))
+        batch = [self._backlog.popleft() for _ in range(min(room, len(self._backlog)))]
         if not batch:
             return 0
         items = [(e.seq, e.collection, e.record_id, e.update) for e in batch]
