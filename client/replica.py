@@ -205,7 +205,7 @@ class Replica:
         self._transition(SessionEvent.CLOSE)
         await self._drop_connection()
         if self._runner is not None:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(Exception, asyncio.CancelledError):  # already logged
                 await self._runner
         await self.store.close()
 

@@ -227,9 +227,13 @@ class SyncRun:
         self.phase = "download"
         raw = await self.store.get_setting(CURSOR_SETTING)
         cursor = int(raw) if raw is not None else None
-        collections = (
-            self.collections if self.collections is not None else (self.protocol.collections)
-        )
+        granted = self.protocol.collections
+        collections = granted
+        if self.collections is not None:
+            collections = tuple(c for c in self.collections if c in granted)
+            missing = sorted(set(self.collections) - set(granted))
+            if missing:  # subscribing to them would fail the connection (forbidden)
+                log.warning("the token does not grant collections %s: not syncing them", missing)
         self.protocol.subscribe(collections, cursor)
         await self.connection.flush()
 

@@ -64,7 +64,7 @@ async def test_stalled_link_is_detected_by_heartbeat_and_recovered(
         async with asyncio.timeout(heartbeat_bound(HEARTBEAT, DEAD_AFTER) + 2.0):
             await left_online.wait()
         detected_after = loop.time() - stalled_at
-        assert detected_after <= heartbeat_bound(HEARTBEAT, DEAD_AFTER) + 0.5
+        assert detected_after <= heartbeat_bound(HEARTBEAT, DEAD_AFTER) + 1.0  # loop lag
         assert a.status.current.last_error == "heartbeat_timeout"
 
         await a.wait_synced()
