@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+from crdt_sync.client import RecordChange
 from helpers.relay import RelayProcess
 from helpers.replicas import converged, open_replica, snapshot, until
 
@@ -19,15 +21,15 @@ async def test_online_edit_reaches_other_replica(tmp_path: Path, relay: RelayPro
     ):
         await a.wait_synced()
         await b.wait_synced()
+        changes = b.changes()
+        first_change = asyncio.ensure_future(anext(changes))
         async with a.edit("jobs", "job-1") as job:
             job["status"] = "open"
             job["notes"] = "Café ☕"
         await a.wait_synced()
-
-        async def b_has_it() -> bool:
-            return await b.exists("jobs", "job-1")
-
-        await until(b_has_it, [b], what="b to receive job-1")
+        async with asyncio.timeout(10):
+            assert await first_change == RecordChange("jobs", "job-1")
+        await changes.aclose()
         record = await b.get("jobs", "job-1")
         assert record["status"] == "open"
         assert record["notes"] == "Café ☕"
