@@ -125,6 +125,7 @@ class Replica:
         self._change_queues: list[asyncio.Queue[RecordChange]] = []
         self._delays = self._new_backoff()
         self._auth_retried = False
+        self._epoch = 0  # bumped by go_offline()/go_online(): outdated attempts report nothing
         #: How many connections were opened (welcomed or not), for tests and metrics.
         self.connections_opened = 0
         #: The tenant and collections the relay granted on the last welcome.
@@ -303,11 +304,13 @@ class Replica:
 
         Closes the connection gracefully; local reads and edits keep working.
         """
+        self._epoch += 1
         self._transition(SessionEvent.GO_OFFLINE)
         await self._drop_connection()
 
     def go_online(self) -> None:
         """Switch sync back on after :meth:`go_offline` (connects at once)."""
+        self._epoch += 1
         self._transition(SessionEvent.GO_ONLINE)
 
     def network_changed(self, reachability: Literal["up", "down", "metered"]) -> None:
@@ -431,6 +434,7 @@ class Replica:
 
     async def _attempt(self) -> None:
         """One connection attempt, run to its end; leaves the session in its next state."""
+        epoch = self._epoch
         try:
             token = await self._fresh_token()
             self._connecting = asyncio.create_task(
@@ -473,8 +477,8 @@ class Replica:
             self._connection = None
             await connection.wait_ended()
         await self._recount()
-        if not self._session.wants_connection:
-            return
+        if not self._session.wants_connection or self._epoch != epoch:
+            return  # the user switched sync off (and maybe on again): not a failure
         if code in _AUTH_CODES and (run.phase != "handshake" or not self._auth_retried):
             # The token expired: ask the provider for a fresh one and reconnect at once
             # (once in a row if it is refused at the handshake, then back off).

@@ -72,6 +72,8 @@ async def test_forced_offline_queues_edits_and_fails_online_only_actions(
         open_replica(tmp_path, "b", relay) as b,
     ):
         await a.wait_synced()
+        sessions: list[SessionState] = []
+        a.status.subscribe(lambda s: sessions.append(s.session))
         await a.go_offline()
         assert a.status.current.state == "offline"
         assert a.status.current.forced_offline
@@ -87,6 +89,14 @@ async def test_forced_offline_queues_edits_and_fails_online_only_actions(
         a.go_online()
         await a.sync_now()
         assert a.status.current.pending == 0
+        # Switching sync off and on is not a failure: no backoff delay on the way back.
+        assert SessionState.BACKOFF not in sessions
+        assert a.status.current.last_error is None
+        await a.go_offline()
+        a.go_online()  # at once, while the old connection may still be winding down
+        await a.wait_synced()
+        assert SessionState.BACKOFF not in sessions
+        assert a.connections_opened == 3
         await until(lambda: b.exists("jobs", "job-9"), [b], what="b to get job-9")
 
 
