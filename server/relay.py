@@ -57,7 +57,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pycrdt import get_state, get_update
+from pycrdt import get_state, get_update, merge_updates
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed as WebSocketClosed
@@ -95,6 +95,7 @@ _CLOSE_CODES = {"going_away": 1001, "too_big": 1009, "internal": 1011}
 _POLICY_VIOLATION = 1008
 _TRY_AGAIN_LATER = 1013
 _SLOW_ABORT_AFTER = 1.0  # seconds a cut-off slow peer gets for the closing handshake
+_MERGE_CHUNK = 64  # updates merged into one Yjs Update message (merge_updates is quadratic)
 
 
 def _abort(ws: ServerConnection) -> None:
@@ -661,12 +662,12 @@ class Relay:
         pending, self._fan_out_pending = self._fan_out_pending, []
         outgoing: dict[_Connection, list[tuple[str, str, bytes]]] = {}
         newest: dict[_Connection, int] = {}
+        to_rooms: dict[tuple[str, str, str], list[bytes]] = {}
         for tenant, origin, items, seqs in pending:  # in commit (seq) order
             if self.yjs_rooms.has_tenant(tenant):
-                for item in items:  # to every Yjs connection of the record, sender included
-                    self.yjs_rooms.deliver_update(
-                        (tenant, item.collection, item.record_id), item.update
-                    )
+                for item in items:
+                    key = (tenant, item.collection, item.record_id)
+                    to_rooms.setdefault(key, []).append(item.update)
             by_collection = self._subscriptions.get(tenant)
             if not by_collection:
                 continue
@@ -682,6 +683,13 @@ class Relay:
             if peer.protocol.state is State.OPEN and not peer.too_slow:
                 peer.protocol.send_updates(updates, newest[peer])
                 self._flush(peer)
+        for key, room_updates in to_rooms.items():
+            # To every Yjs connection of the record, the sender included: the updates of one
+            # group commit as one Update message (merged in bounded chunks).
+            for start in range(0, len(room_updates), _MERGE_CHUNK):
+                chunk = room_updates[start : start + _MERGE_CHUNK]
+                merged = chunk[0] if len(chunk) == 1 else merge_updates(*chunk)
+                self.yjs_rooms.deliver_update(key, merged)
 
     # -- download -------------------------------------------------------------------------
 
