@@ -17,19 +17,22 @@ from pycrdt import Doc, get_update
 from .yjs_encoding import decode_state_vector, delete_set_only, encode_state_vector
 
 
-def covers(doc_state: dict[int, int], update: bytes) -> bool:
+def covers(doc_state: dict[int, int], update: bytes, *, encoded_state: bytes | None = None) -> bool:
     """Whether a document with state vector ``doc_state`` has integrated all of ``update``.
 
     An update with structs is covered when the document holds every struct it carries; a
     delete-set-only update when the document holds every item it deletes (otherwise Yrs keeps
-    the deletion pending, and encoding the document would drop it).
+    the deletion pending, and encoding the document would drop it). ``encoded_state``, if given,
+    must be ``doc_state`` encoded (e.g. ``doc.get_state()``): it saves re-encoding it per call.
     """
     ranges = delete_set_only(update)
     if ranges is not None:
         return all(doc_state.get(client, 0) >= clock + length for client, clock, length in ranges)
     # What of the update lies beyond the state vector (byte level, no document involved):
     # nothing but a delete set means every struct is already there.
-    missing = get_update(update, encode_state_vector(doc_state))
+    if encoded_state is None:
+        encoded_state = encode_state_vector(doc_state)
+    missing = get_update(update, encoded_state)
     return delete_set_only(missing) is not None
 
 
@@ -44,14 +47,16 @@ def apply_updates(doc: Doc[Any], updates: Iterable[bytes]) -> bool:
     for update in updates:
         doc.apply_update(update)
         waiting.append(update)
-    state = decode_state_vector(doc.get_state())
-    waiting = [u for u in waiting if not covers(state, u)]
+    encoded = doc.get_state()
+    state = decode_state_vector(encoded)
+    waiting = [u for u in waiting if not covers(state, u, encoded_state=encoded)]
     while waiting:
         for update in waiting:
             doc.apply_update(update)
-        new_state = decode_state_vector(doc.get_state())
+        encoded = doc.get_state()
+        new_state = decode_state_vector(encoded)
         if new_state == state:
             return False  # the rest waits for dependencies we do not have
         state = new_state
-        waiting = [u for u in waiting if not covers(state, u)]
+        waiting = [u for u in waiting if not covers(state, u, encoded_state=encoded)]
     return True

@@ -37,12 +37,14 @@ MIGRATIONS: dict[int, list[str]] = {
         ) WITHOUT ROWID""",
         # Updates since the snapshot, in arrival order. ``outbox_seq`` is NULL for confirmed
         # updates (received from, or acknowledged by, the relay) and names the outbox entry of
-        # a pending local update.
+        # a pending local update. ``bundle`` = 1: ``data`` holds several confirmed updates of
+        # one remote batch, each as lib0 varUint length + bytes.
         """CREATE TABLE updates (
             rowid      INTEGER PRIMARY KEY,
             collection TEXT NOT NULL,
             id         TEXT NOT NULL,
             data       BLOB NOT NULL,
+            bundle     INTEGER NOT NULL DEFAULT 0,
             outbox_seq INTEGER UNIQUE
         )""",
         "CREATE INDEX updates_by_record ON updates (collection, id)",

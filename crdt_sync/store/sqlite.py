@@ -42,6 +42,7 @@ from ..errors import (
     StoreError,
 )
 from ..integrate import apply_updates, covers
+from ..lib0 import Reader, write_var_bytes
 from ..lww import LwwPolicy
 from ..outbox import OutboxEntry, OutboxStatus
 from ..record import Record, RecordEditor, lww_of, read_fields
@@ -121,6 +122,7 @@ class LocalStore:
         self._edit_lock = asyncio.Lock()
         self._editing: tuple[str, str] | None = None
         self._editing_task: asyncio.Task[Any] | None = None
+        self._accessed: dict[tuple[str, str], float] = {}
         self.outbox = Outbox(self)
         #: Remote timestamps refused by the HLC because they were too far ahead.
         self.skewed_timestamps = 0
@@ -186,6 +188,9 @@ class LocalStore:
     async def close(self) -> None:
         """Close the file. The store cannot be used afterwards."""
         if self._conn is not None:
+            if self._accessed:
+                async with self._transaction():
+                    pass  # flushes the deferred accessed_at times
             conn, self._conn = self._conn, None
             self._cache.clear()
             await conn.close()
@@ -216,6 +221,13 @@ class LocalStore:
         async with self._write_lock:
             await conn.execute("BEGIN IMMEDIATE")
             try:
+                if self._accessed:
+                    accessed, self._accessed = self._accessed, {}
+                    await conn.executemany(
+                        "UPDATE records SET accessed_at = max(accessed_at, ?)"
+                        " WHERE collection = ? AND id = ?",
+                        [(t, c, r) for (c, r), t in accessed.items()],
+                    )
                 yield conn
             except BaseException:
                 await conn.execute("ROLLBACK")
@@ -235,12 +247,9 @@ class LocalStore:
             raise RecordNotFound(collection, record_id)
         doc = await self._doc(collection, record_id)
         now = self._time()
-        async with self._transaction() as conn:
-            await conn.execute(
-                "UPDATE records SET accessed_at = ? WHERE collection = ? AND id = ?",
-                (now, collection, record_id),
-            )
-        return await self._snapshot(collection, record_id, doc, row, accessed_at=now)
+        # Written with the next write transaction (or at close): a read costs no write.
+        self._accessed[(collection, record_id)] = now
+        return self._snapshot(collection, record_id, doc, row, accessed_at=now)
 
     async def exists(self, collection: str, record_id: str) -> bool:
         """Whether the record is in this store."""
@@ -459,9 +468,16 @@ class LocalStore:
                 " updated_at, accessed_at) VALUES (?, ?, ?, ?, ?, ?)",
                 [(c, r, _new_client_id(), now, now, now) for c, r in keys],
             )
+            # One row per record per batch: several updates go in one length-prefixed bundle.
+            by_key: dict[tuple[str, str], builtins.list[bytes]] = {k: [] for k in keys}
+            for u in items:
+                by_key[(u.collection, u.record_id)].append(u.update)
             await conn.executemany(
-                "INSERT INTO updates (collection, id, data) VALUES (?, ?, ?)",
-                [(u.collection, u.record_id, u.update) for u in items],
+                "INSERT INTO updates (collection, id, data, bundle) VALUES (?, ?, ?, ?)",
+                [
+                    (c, r, ups[0], 0) if len(ups) == 1 else (c, r, _bundle(ups), 1)
+                    for (c, r), ups in by_key.items()
+                ],
             )
             await conn.executemany(
                 "UPDATE records SET updated_at = ?, state_vector = NULL"
@@ -470,12 +486,10 @@ class LocalStore:
             )
             for key in keys:
                 doc = self._cache.get(key)
-                if doc is not None and key not in lww_keys:
-                    mine = [u.update for u in items if (u.collection, u.record_id) == key]
-                    if not apply_updates(doc, mine):
-                        # Some update waits for a dependency: Yrs may lose it from this doc
-                        # when more arrive; reload from disk (all rows) when next needed.
-                        del self._cache[key]
+                if doc is not None and key not in lww_keys and not apply_updates(doc, by_key[key]):
+                    # Some update waits for a dependency: Yrs may lose it from this doc
+                    # when more arrive; reload from disk (all rows) when next needed.
+                    del self._cache[key]
             if lww_keys:
                 for key in lww_keys:
                     self._cache.pop(key, None)
@@ -551,20 +565,27 @@ class LocalStore:
             row = await cursor.fetchone()
         if row is None:
             raise RecordNotFound(collection, record_id)
-        async with conn.execute(
-            "SELECT rowid, data FROM updates WHERE collection = ? AND id = ?"
-            " AND outbox_seq IS NULL ORDER BY rowid",
-            (collection, record_id),
-        ) as cursor:
-            rows = list(await cursor.fetchall())
+        rows = [
+            (rowid, _unpack(data, bundle))
+            for rowid, data, bundle in await conn.execute_fetchall(
+                "SELECT rowid, data, bundle FROM updates WHERE collection = ? AND id = ?"
+                " AND outbox_seq IS NULL ORDER BY rowid",
+                (collection, record_id),
+            )
+        ]
         if not rows:
             return
         doc: Doc[Any] = Doc()
-        apply_updates(doc, ([bytes(row[0])] if row[0] else []) + [bytes(r[1]) for r in rows])
+        apply_updates(doc, ([bytes(row[0])] if row[0] else []) + [u for r in rows for u in r[1]])
         # Encoding a document drops what Yrs still holds pending (updates whose dependencies
         # have not arrived): such rows stay in the log, only integrated ones are merged.
-        state = decode_state_vector(doc.get_state())
-        merged = [r[0] for r in rows if covers(state, bytes(r[1]))]
+        encoded = doc.get_state()
+        state = decode_state_vector(encoded)
+        merged = [
+            rowid
+            for rowid, parts in rows
+            if all(covers(state, u, encoded_state=encoded) for u in parts)
+        ]
         if not merged:
             return
         await conn.execute(
@@ -602,24 +623,26 @@ class LocalStore:
     # ----------------------------------------------------------------- internals
 
     async def _record_row(self, collection: str, record_id: str) -> Any:
-        async with self.conn.execute(
-            "SELECT client_id, state_vector, created_at, updated_at, accessed_at"
-            " FROM records WHERE collection = ? AND id = ?",
+        """(client_id, state_vector, created_at, updated_at, accessed_at, pending) or None."""
+        rows = await self.conn.execute_fetchall(
+            "SELECT client_id, state_vector, created_at, updated_at, accessed_at,"
+            " EXISTS (SELECT 1 FROM outbox o WHERE o.collection = r.collection AND o.id = r.id)"
+            " FROM records r WHERE collection = ? AND id = ?",
             (collection, record_id),
-        ) as cursor:
-            return await cursor.fetchone()
+        )
+        return _first(rows)
 
     async def _read(self, collection: str, record_id: str) -> Record:
         row = await self._record_row(collection, record_id)
         if row is None:
             raise RecordNotFound(collection, record_id)
         doc = await self._doc(collection, record_id)
-        return await self._snapshot(collection, record_id, doc, row, accessed_at=row[4])
+        accessed = max(row[4], self._accessed.get((collection, record_id), row[4]))
+        return self._snapshot(collection, record_id, doc, row, accessed_at=accessed)
 
-    async def _snapshot(
+    def _snapshot(
         self, collection: str, record_id: str, doc: Doc[Any], row: Any, accessed_at: float
     ) -> Record:
-        pending = await self.outbox.has_pending(collection, record_id)
         return Record(
             collection=collection,
             id=record_id,
@@ -627,7 +650,7 @@ class LocalStore:
             created_at=row[2],
             updated_at=row[3],
             accessed_at=accessed_at,
-            pending=pending,
+            pending=bool(row[5]),
             state_vector=doc.get_state(),
         )
 
@@ -647,16 +670,17 @@ class LocalStore:
             self._cache.move_to_end(key)
             return doc
         conn = conn or self.conn
-        async with conn.execute(
-            "SELECT confirmed, client_id FROM records WHERE collection = ? AND id = ?", key
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = _first(
+            await conn.execute_fetchall(
+                "SELECT confirmed, client_id FROM records WHERE collection = ? AND id = ?", key
+            )
+        )
         if row is None:
             raise RecordNotFound(collection, record_id)
-        async with conn.execute(
-            "SELECT data FROM updates WHERE collection = ? AND id = ? ORDER BY rowid", key
-        ) as cursor:
-            updates = [bytes(r[0]) for r in await cursor.fetchall()]
+        rows = await conn.execute_fetchall(
+            "SELECT data, bundle FROM updates WHERE collection = ? AND id = ? ORDER BY rowid", key
+        )
+        updates = [u for data, bundle in rows for u in _unpack(data, bundle)]
         doc = Doc(client_id=row[1])
         try:
             apply_updates(doc, [bytes(row[0]), *updates] if row[0] else updates)
@@ -687,21 +711,22 @@ class LocalStore:
             row = await cursor.fetchone()
         if row is None:
             raise RecordNotFound(collection, record_id)
-        async with self.conn.execute(
-            "SELECT data, outbox_seq FROM updates WHERE collection = ? AND id = ? ORDER BY rowid",
+        rows = await self.conn.execute_fetchall(
+            "SELECT data, bundle, outbox_seq FROM updates WHERE collection = ? AND id = ?"
+            " ORDER BY rowid",
             (collection, record_id),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         doc: Doc[Any] = Doc()
         apply_updates(
             doc,
             ([bytes(row[0])] if row[0] else [])
             + [
-                bytes(data)
-                for data, seq in rows
+                update
+                for data, bundle, seq in rows
                 if seq is None
                 or (before_seq is not None and seq < before_seq)
                 or (include_seq is not None and seq == include_seq)
+                for update in _unpack(data, bundle)
             ],
         )
         return doc
@@ -917,6 +942,27 @@ async def _meta(conn: aiosqlite.Connection, key: str) -> str | None:
     async with conn.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
         row = await cursor.fetchone()
     return str(row[0]) if row else None
+
+
+def _bundle(updates: Sequence[bytes]) -> bytes:
+    return b"".join(write_var_bytes(u) for u in updates)
+
+
+def _unpack(data: bytes, bundle: int) -> builtins.list[bytes]:
+    """The updates of one ``updates`` row (a bundle holds several, length-prefixed)."""
+    if not bundle:
+        return [bytes(data)]
+    reader = Reader(bytes(data))
+    parts = []
+    while not reader.done:
+        parts.append(reader.var_bytes())
+    return parts
+
+
+def _first(rows: Iterable[Any]) -> Any:
+    for row in rows:
+        return row
+    return None
 
 
 def _new_client_id() -> int:
