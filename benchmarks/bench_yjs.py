@@ -90,6 +90,8 @@ def stop(process: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
 
 
 def run_load(config: dict[str, Any]) -> dict[str, Any]:
