@@ -140,6 +140,11 @@ class Connection:
             self._queue.put_nowait(WAKE)
 
     @property
+    def idle(self) -> bool:
+        """Whether nothing is waiting to be returned by :meth:`next`."""
+        return self._queue.empty()
+
+    @property
     def close_code(self) -> str:
         """Why the connection ended (only meaningful after :data:`CLOSED`)."""
         if self._dead:

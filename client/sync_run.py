@@ -16,7 +16,9 @@ relay, or a wake-up after a local edit), so store updates never race each other:
    the store; ``updates`` are applied with ``store.apply_remote`` (one transaction per frame);
    ``synced`` persists its cursor (setting :data:`CURSOR_SETTING`) and the replica is online.
 3. **Live**: updates from others are applied as they come (their cursor persisted too, since
-   the relay fans out in commit order); local edits wake the run, which pushes them at once.
+   the relay fans out in commit order; while more frames are waiting the write is deferred to
+   the last of them, or to the end of the connection); local edits wake the run, which pushes
+   them at once.
 """
 
 from __future__ import annotations
@@ -111,12 +113,14 @@ class SyncRun:
         # Queued entries listed but not pushed yet, in seq order. Only errored entries change
         # under us (resolve/discard), and those are not queued, so the listing stays valid.
         self._backlog: deque[OutboxEntry] = deque()
+        self._live_cursor: int | None = None  # of live updates applied, not yet persisted
 
     async def run(self) -> str:
         """Handle everything until the connection ends; return why it ended (a close code)."""
         while True:
             item = await self.connection.next()
             if item is CLOSED:
+                await self._save_live_cursor()
                 return self.connection.close_code
             if self.protocol.state is not State.OPEN:
                 continue  # closing: ignore the rest, wait for the end
@@ -162,7 +166,9 @@ class SyncRun:
                 size = sum(len(i.update) for i in items)
                 if self.phase == "live":
                     if cursor is not None:
-                        await self.store.set_setting(CURSOR_SETTING, str(cursor))
+                        self._live_cursor = cursor
+                        if self.connection.idle:  # batch the writes while updates stream in
+                            await self._save_live_cursor()
                 else:
                     self._advance(records_done=len(keys), bytes_done=size)
                 self.owner.records_changed(keys)
@@ -174,6 +180,12 @@ class SyncRun:
                 self.owner.sync_error(code, reason)
             case _:
                 pass  # pongs: the heartbeat only needs something received
+
+    async def _save_live_cursor(self) -> None:
+        """Persist the cursor of the live updates applied so far (if not yet saved)."""
+        cursor, self._live_cursor = self._live_cursor, None
+        if cursor is not None:
+            await self.store.set_setting(CURSOR_SETTING, str(cursor))
 
     # -- upload ---------------------------------------------------------------------------
 
