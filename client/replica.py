@@ -257,9 +257,11 @@ class Replica:
         """
         async with self.store.edit(collection, record_id, create=create) as editor:
             yield editor
-        if self._connection is not None:
-            self._connection.wake()
-        await self._recount()
+        connection = self._connection
+        if connection is not None:
+            connection.wake()  # the sync run pushes the entry, then recounts pending
+        else:
+            await self._recount()
 
     @property
     def outbox(self) -> Outbox:

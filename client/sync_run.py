@@ -126,9 +126,9 @@ class SyncRun:
                 continue  # closing: ignore the rest, wait for the end
             try:
                 if item is WAKE:
-                    if self.phase != "handshake":
-                        await self._pump()
-                        await self._maybe_download()
+                    if self.phase == "handshake" or not await self._pump():
+                        await self.owner.outbox_changed()  # the edit counts as pending now
+                    await self._maybe_download()
                 else:
                     await self._handle(item)
             except InvalidState:
@@ -205,7 +205,7 @@ class SyncRun:
         if not batch:
             return 0
         items = [(e.seq, e.collection, e.record_id, e.update) for e in batch]
-        await self.store.outbox.mark_uploading([e.seq for e in batch])
+        too_big: list[tuple[int, str]] = []
         try:
             self.protocol.push(items)
         except MessageTooBig:
@@ -213,8 +213,13 @@ class SyncRun:
                 try:
                     self.protocol.push([item])
                 except MessageTooBig as exc:
-                    await self.store.outbox.mark_error(item[0], "too_big", str(exc))
+                    too_big.append((item[0], str(exc)))
         await self.connection.flush()
+        # Marked after sending, off the latency path: a crash in between leaves them queued,
+        # and they are sent again (harmless); their acks are handled after this returns.
+        await self.store.outbox.mark_uploading([e.seq for e in batch])
+        for seq, reason in too_big:
+            await self.store.outbox.mark_error(seq, "too_big", reason)
         self._count(batch)
         await self.owner.outbox_changed()
         return len(batch)
