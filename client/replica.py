@@ -74,6 +74,10 @@ _AUTH_CODES = ("token_expired",)
 _ACTIVE = (SessionState.CONNECTING, SessionState.SYNCING, SessionState.ONLINE)
 
 
+class _TokenUnavailable(Exception):
+    """The token provider raised (the cause); the attempt backs off."""
+
+
 @dataclass(frozen=True, slots=True)
 class RecordChange:
     """A record changed in the store because of updates from the relay."""
@@ -383,10 +387,14 @@ class Replica:
     def _new_backoff(self) -> Iterator[float]:
         return backoff(self.backoff_initial, max_delay=max(self.backoff_max, self.backoff_initial))
 
-    def _transition(self, event: SessionEvent) -> None:
+    def _transition(self, event: SessionEvent, **status_changes: Any) -> None:
+        """Apply ``event`` to the session; publish the new state with ``status_changes``."""
         before = self._session.state
         after = self._session.handle(event)
-        if after is not before:
+        if after is before:
+            if status_changes:
+                self.status.update(**status_changes)
+        else:
             log.debug(
                 "replica %s: %s -(%s)-> %s",
                 self.store.replica_id,
@@ -394,7 +402,7 @@ class Replica:
                 event.name,
                 after.name,
             )
-            changes: dict[str, Any] = {"session": after}
+            changes: dict[str, Any] = {**status_changes, "session": after}
             if after is SessionState.SYNCING:
                 changes["progress"] = Progress()
             self.status.update(**changes)
@@ -438,17 +446,8 @@ class Replica:
         """One connection attempt, run to its end; leaves the session in its next state."""
         epoch = self._epoch
         try:
-            token = await self._fresh_token()
-            self._connecting = asyncio.create_task(
-                Connection.open(
-                    self.url,
-                    self.store.replica_id,
-                    token,
-                    heartbeat_interval=self.heartbeat_interval,
-                    dead_after=self.dead_after,
-                    open_timeout=self.open_timeout,
-                )
-            )
+            # A task, so that going offline or closing cancels a slow provider or connect.
+            self._connecting = asyncio.create_task(self._open_connection())
             try:
                 connection = await self._connecting
             finally:
@@ -457,13 +456,13 @@ class Replica:
             if self._runner is not None and self._runner.cancelling():
                 raise
             return  # gone offline or closed while connecting
+        except _TokenUnavailable as exc:
+            log.warning("replica %s: token provider failed: %r", self.replica_id, exc.__cause__)
+            self._lost("token_unavailable")
+            return
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             log.info("replica %s: cannot connect to %s: %s", self.replica_id, self.url, exc)
             self._lost("connection_failed")
-            return
-        except Exception as exc:  # the token provider failed
-            log.warning("replica %s: token provider failed: %r", self.replica_id, exc)
-            self._lost("token_unavailable")
             return
         self.connections_opened += 1
         self._connection = connection
@@ -485,15 +484,29 @@ class Replica:
             # The token expired: ask the provider for a fresh one and reconnect at once
             # (once in a row if it is refused at the handshake, then back off).
             self._auth_retried = run.phase == "handshake"
-            self.status.update(last_error=code)
-            self._transition(SessionEvent.AUTH_EXPIRED)
+            self._transition(SessionEvent.AUTH_EXPIRED, last_error=code)
             return
         self._lost(code)
 
     def _lost(self, code: str) -> None:
-        self.status.update(last_error=code)
         if self._session.wants_connection:
-            self._transition(SessionEvent.LOST)
+            self._transition(SessionEvent.LOST, last_error=code)
+        else:
+            self.status.update(last_error=code)
+
+    async def _open_connection(self) -> Connection:
+        try:
+            token = await self._fresh_token()
+        except Exception as exc:
+            raise _TokenUnavailable() from exc
+        return await Connection.open(
+            self.url,
+            self.store.replica_id,
+            token,
+            heartbeat_interval=self.heartbeat_interval,
+            dead_after=self.dead_after,
+            open_timeout=self.open_timeout,
+        )
 
     async def _fresh_token(self) -> str:
         token = self._token
@@ -530,9 +543,11 @@ class Replica:
     def sync_completed(self) -> None:
         """Upload then download finished."""
         self._delays = self._new_backoff()
-        self.status.update(last_synced_at=time.time(), last_error=None)
+        done = {"last_synced_at": time.time(), "last_error": None}
         if self._session.state is SessionState.SYNCING:
-            self._transition(SessionEvent.SYNCED)
+            self._transition(SessionEvent.SYNCED, **done)
+        else:
+            self.status.update(**done)
 
     def sync_progress(self, progress: Progress) -> None:
         """Progress of the current sync."""

@@ -171,3 +171,30 @@ async def test_status_events_offline_connecting_syncing_online(
     assert pending[-1] == 0 and max(pending) == 3
     assert next(s.state for s in iterated) == "offline"  # the iterator starts with the current
     assert iterated[-1].state == "online"
+
+
+@pytest.mark.asyncio
+async def test_refused_token_and_failing_provider_back_off_and_say_why(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    async with open_replica(tmp_path, "a", relay, token="not-a-token") as a:
+        async with asyncio.timeout(10):
+            status = await a.status.wait_for(
+                lambda s: s.session is SessionState.BACKOFF and s.last_error is not None
+            )
+        assert status.last_error == "bad_token"
+        assert a.grant is None
+
+    calls = 0
+
+    def broken_provider() -> str:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("identity provider unreachable")
+
+    async with open_replica(tmp_path, "b", relay, token=broken_provider) as b:
+        async with asyncio.timeout(10):
+            status = await b.status.wait_for(lambda s: s.last_error is not None)
+        assert status.last_error == "token_unavailable"
+        assert status.state == "offline"
+        assert calls >= 1
