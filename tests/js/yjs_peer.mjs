@@ -164,9 +164,21 @@ const ops = {
     return {};
   },
   unsynced: ({ doc }) => ({ unsynced: docs.get(doc).provider.unsyncedChanges }),
-  disconnect: () => {
-    if (config.provider === "websocket") for (const { provider } of docs.values()) provider.disconnect();
-    else socket.disconnect();
+  disconnect: async () => {
+    if (config.provider === "websocket") {
+      for (const { provider } of docs.values()) provider.disconnect();
+    } else if (socket.status !== "disconnected") {
+      // Wait for the close: HocuspocusProviderWebsocket.connect() is a no-op while the status
+      // is still "connected" (a connect() right after disconnect() would never reconnect).
+      const closed = new Promise((resolve) => {
+        const onStatus = ({ status }) => {
+          if (status === "disconnected") { socket.off("status", onStatus); resolve(); }
+        };
+        socket.on("status", onStatus);
+      });
+      socket.disconnect();
+      await closed;
+    }
     return {};
   },
   connect: async () => {
