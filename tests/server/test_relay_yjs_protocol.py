@@ -1,0 +1,150 @@
+"""The relay's Yjs endpoints at the byte level, with raw websockets clients (real relay process):
+the reference server behaviours clients depend on (docs/yjs.md)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from helpers.relay import RelayProcess
+from pycrdt import Doc, Map
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from crdt_sync.hocuspocus import MessageType as HP
+from crdt_sync.hocuspocus import encode_frame
+from crdt_sync.lib0 import Reader, write_var_string, write_var_uint
+from crdt_sync.yjs_sync import (
+    AwarenessReceived,
+    PermissionDenied,
+    StateVectorReceived,
+    SyncType,
+    UpdateReceived,
+    decode_message,
+    encode_query_awareness,
+    encode_sync,
+)
+
+WAIT = 10.0
+
+
+def _update(key: str, value: object, client_id: int = 7) -> bytes:
+    doc: Doc = Doc(client_id=client_id)
+    doc.get("fields", type=Map)[key] = value
+    return doc.get_update()
+
+
+def _sync(kind: SyncType, data: bytes) -> bytes:
+    return write_var_uint(0) + encode_sync(kind, data)
+
+
+async def _recv(ws: ClientConnection) -> bytes:
+    message = await asyncio.wait_for(ws.recv(), WAIT)
+    assert isinstance(message, bytes)
+    return message
+
+
+async def _open_yjs(relay: RelayProcess, path: str = "jobs/job-1") -> ClientConnection:
+    token = relay.token("acme", ["jobs"])
+    ws = await connect(f"{relay.url}/yjs/{path}?token={token}")
+    first = decode_message(await _recv(ws))
+    assert isinstance(first, StateVectorReceived)  # the relay's SyncStep1 comes first
+    return ws
+
+
+@pytest.mark.asyncio
+async def test_y_websocket_handshake_echo_and_query_awareness(relay: RelayProcess) -> None:
+    async with await _open_yjs(relay) as a, await _open_yjs(relay) as b:
+        update = _update("status", "open")
+        await a.send(_sync(SyncType.UPDATE, update))
+        # Echoed to every connection, the sender included.
+        assert decode_message(await _recv(a)) == UpdateReceived(update, step2=False)
+        assert decode_message(await _recv(b)) == UpdateReceived(update, step2=False)
+        # SyncStep1 is answered with SyncStep2 and then the relay's own SyncStep1.
+        await b.send(_sync(SyncType.STEP1, b"\x00"))
+        step2 = decode_message(await _recv(b))
+        assert isinstance(step2, UpdateReceived) and step2.step2
+        check: Doc = Doc()
+        check.apply_update(step2.update)
+        assert check.get("fields", type=Map)["status"] == "open"
+        assert isinstance(decode_message(await _recv(b)), StateVectorReceived)
+        # query-awareness with nobody present: an empty awareness update.
+        await b.send(encode_query_awareness())
+        assert decode_message(await _recv(b)) == AwarenessReceived(b"\x00")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("frame", "code"), [(bytes([0, 9, 0]), 1002), ("text", 1003), (bytes([1, 3, 1, 1]), 1002)]
+)
+async def test_y_websocket_malformed_messages_close(
+    relay: RelayProcess, frame: bytes | str, code: int
+) -> None:
+    async with await _open_yjs(relay) as ws:
+        await ws.send(frame)
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await _recv(ws)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == code
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/yjs/jobs?token=x", "bad path"),
+        ("/yjs/jobs/j1", "bad_token"),
+        ("/yjs/jobs/j1?token=x", "bad_token"),
+    ],
+)
+async def test_y_websocket_refusals(relay: RelayProcess, path: str, reason: str) -> None:
+    async with connect(relay.url + path) as ws:
+        denied = decode_message(await _recv(ws))
+        assert isinstance(denied, PermissionDenied) and denied.reason.startswith(reason)
+        with pytest.raises(ConnectionClosed) as closed:
+            await _recv(ws)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+
+
+def _hp(name: str, kind: HP, payload: bytes = b"") -> bytes:
+    return encode_frame(name, kind, payload)
+
+
+def _parse_hp(frame: bytes) -> tuple[str, int, bytes]:
+    reader = Reader(frame)
+    name = reader.var_string()
+    kind = reader.var_uint()
+    return name, kind, reader.rest()
+
+
+@pytest.mark.asyncio
+async def test_hocuspocus_auth_held_messages_and_sync_status_after_commit(
+    relay: RelayProcess,
+) -> None:
+    token = relay.token("acme", ["jobs"])
+    update = _update("status", "open")
+    async with connect(f"{relay.url}/hocuspocus") as ws:
+        # An update sent before the token is held, then handled after authentication.
+        await ws.send(_hp("jobs/j1", HP.SYNC, encode_sync(SyncType.UPDATE, update)))
+        auth = write_var_uint(0) + write_var_string(token) + write_var_string("4.8.0")
+        await ws.send(_hp("jobs/j1", HP.AUTH, auth))
+        await ws.send(_hp("contacts/c1", HP.AUTH, auth))
+        seen: list[tuple[str, int, bytes]] = []
+        while len(seen) < 4:
+            seen.append(_parse_hp(await _recv(ws)))
+        assert ("jobs/j1", HP.AUTH, bytes([2]) + write_var_string("read-write")) in seen
+        denied = [s for s in seen if s[0] == "contacts/c1"]
+        assert denied and denied[0][1] == HP.AUTH and denied[0][2][0] == 1
+        j1 = [(kind, payload) for name, kind, payload in seen if name == "jobs/j1"]
+        # After Authenticated: SyncStatus(1) once stored, and the echo (order between the two
+        # is not fixed), then nothing more.
+        assert (HP.SYNC_STATUS, b"\x01") in j1
+        assert (HP.SYNC, encode_sync(SyncType.UPDATE, update)) in j1
+    # Stored: a y-websocket client reads it.
+    async with await _open_yjs(relay, "jobs/j1") as ws:
+        await ws.send(_sync(SyncType.STEP1, b"\x00"))
+        step2 = decode_message(await _recv(ws))
+        assert isinstance(step2, UpdateReceived)
+        doc: Doc = Doc()
+        doc.apply_update(step2.update)
+        assert doc.get("fields", type=Map)["status"] == "open"
