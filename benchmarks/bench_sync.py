@@ -134,6 +134,8 @@ def parse_metrics(text: str) -> dict[str, float]:
             continue
         name_part, _, value = line.rpartition(" ")
         name = name_part.split("{", 1)[0]
+        if name == "crdt_sync_message_latency_seconds_sum":  # keep the message type
+            name += name_part[len(name) :]
         with contextlib.suppress(ValueError):
             totals[name] = totals.get(name, 0.0) + float(value)
     return totals
@@ -504,6 +506,7 @@ class CatchupRun:
     bytes: int
     frames: int
     complete: bool
+    relay_seconds: float = 0.0  # the relay's own handling time of sub + sv (its /metrics)
 
 
 @dataclass
@@ -581,6 +584,14 @@ async def ours_catchup(
                     after.get(k, 0) - before.get(k, 0)
                     for k in ("crdt_sync_frames_in_total", "crdt_sync_frames_out_total")
                 )
+                relay_seconds = sum(
+                    after.get(k, 0) - before.get(k, 0)
+                    for k in (
+                        'crdt_sync_message_latency_seconds_sum{type="sub"}',
+                        'crdt_sync_message_latency_seconds_sum{type="sv"}',
+                        'crdt_sync_message_latency_seconds_sum{type="push"}',
+                    )
+                )
                 complete = True
                 for i in range(remote):
                     record = await c.store.get(COLLECTION, ids[i])
@@ -593,7 +604,9 @@ async def ours_catchup(
                         note = probe.get(FIELDS_ROOT, type=Map).get("note")
                         complete = complete and note == local_marker
                 result.runs.append(
-                    CatchupRun(remote, local, seconds, int(size), int(frames), complete)
+                    CatchupRun(
+                        remote, local, seconds, int(size), int(frames), complete, relay_seconds
+                    )
                 )
     await seeder.close()
     return result
@@ -973,6 +986,9 @@ def summarize(results: dict[str, Any], config: Config) -> tuple[str, list[str]]:
     large_label += f"{config.catchup_large} cached)"
     rows.append((large_label, "ms", False, large, f"<= {TARGET_CATCHUP_MS:.0f} ms"))
     rows.append(("  bytes on the wire (payload)", "B", False, large_bytes, ""))
+    if catchup:
+        relay_part = Sides(ours=median(r["relay_seconds"] * 1000 for r in large_runs))
+        rows.append(("  of which the relay's handling (sub+sv)", "ms", False, relay_part, ""))
     idle = Sides()
     if "idle" in ours:
         idle.ours = ours["idle"]["rss_after"] - ours["idle"]["rss_before"]
