@@ -148,3 +148,23 @@ async def test_hocuspocus_auth_held_messages_and_sync_status_after_commit(
         doc: Doc = Doc()
         doc.apply_update(step2.update)
         assert doc.get("fields", type=Map)["status"] == "open"
+
+
+@pytest.mark.asyncio
+async def test_graceful_shutdown_closes_yjs_connections_with_1001(relay: RelayProcess) -> None:
+    yjs = await _open_yjs(relay)
+    hp = await connect(f"{relay.url}/hocuspocus")
+    try:
+        update = _update("status", "open")
+        await yjs.send(_sync(SyncType.UPDATE, update))
+        assert decode_message(await _recv(yjs)) == UpdateReceived(update, step2=False)
+        stopping = asyncio.get_running_loop().run_in_executor(None, relay.stop)
+        for ws in (yjs, hp):
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await _recv(ws)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        assert await stopping == 0
+    finally:
+        await yjs.close()
+        await hp.close()
