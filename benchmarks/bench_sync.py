@@ -68,6 +68,7 @@ PEER_PACKAGES = ("pycrdt-websocket==0.16.5", "pycrdt-store")
 SECRET = "bench-sync-secret"
 TENANT = "bench"
 COLLECTION = "notes"
+RAW_COLLECTION = "raw"  # the relay-only throughput runs here
 IDLE_COLLECTION = "idle"  # empty: an idle subscriber gets ``synced`` at once
 RELAY_READY = "crdt-sync relay listening on "
 PEER_READY = "peer listening on "
@@ -473,6 +474,65 @@ class ProtocolLink:
             await self._reader
 
 
+async def relay_only_throughput(url: str, edits: int, record_id: str) -> dict[str, Any]:
+    """The relay alone: protocol clients without a local store, one record.
+
+    A's single-character updates are made up front (not timed); A pushes each in its own
+    frame as fast as the socket takes them (not waiting for acks); timed until B, subscribed
+    to the collection, has received every one. B's copy is checked against A's text.
+    """
+    doc: Doc[Any] = Doc()
+    updates = [change_text(doc, "x") for _ in range(edits + 1)]  # the first creates the Text
+    collection = f"{RAW_COLLECTION}-{record_id}"  # empty: B's subscribe is synced at once
+    a = await ProtocolLink.open(url, f"{record_id}-a", token([collection]))
+    b = await ProtocolLink.open(url, f"{record_id}-b", token([collection]))
+    b.protocol.subscribe([collection], None)
+    await b.flush()
+    await b.next(Synced)
+    await a.push_all([(1, collection, record_id, updates[0])])
+    received: list[bytes] = []
+    started = time.perf_counter()
+    for seq, update in enumerate(updates[1:], start=2):
+        a.protocol.push([(seq, collection, record_id, update)])
+        await a.flush()
+    async with asyncio.timeout(600):
+        while len(received) < edits + 1:
+            event = await b.next(UpdatesReceived)
+            received.extend(item.update for item in event.items)
+    elapsed = time.perf_counter() - started
+    copy: Doc[Any] = Doc()
+    for update in received:
+        copy.apply_update(update)
+    body = copy.get(FIELDS_ROOT, type=Map).get("body")
+    complete = str(body) == str(doc.get(FIELDS_ROOT, type=Map)["body"])
+    await a.close()
+    await b.close()
+    return {
+        "edits": edits,
+        "seconds": elapsed,
+        "edits_per_s": edits / elapsed,
+        "complete": complete,
+    }
+
+
+def change_text(doc: Doc[Any], char: str) -> bytes:
+    """Append ``char`` to the record's ``body`` text (created if missing); the update made."""
+    captured: list[bytes] = []
+
+    def capture(event: TransactionEvent) -> None:
+        captured.append(event.update)
+
+    subscription = doc.observe(capture)
+    fields = doc.get(FIELDS_ROOT, type=Map)
+    if "body" not in fields:
+        fields["body"] = Text()
+    else:
+        text = fields["body"]
+        text.insert(len(text), char)
+    doc.unobserve(subscription)
+    return captured[0]
+
+
 def record_doc(i: int) -> Doc[Any]:
     """A small record document, shaped as crdt-sync records are (root map ``fields``)."""
     doc: Doc[Any] = Doc()
@@ -781,6 +841,13 @@ class Config:
     peer_catchup_cached: bool
 
 
+def raw_edits(config: Config) -> int:
+    """Edits of the relay-only run: one frame each, so within the relay's default rate-limit
+    burst (1,000 messages/s, 2 s of burst) -- a longer stream of one-edit frames is refused by
+    design (replicas batch their queued entries into one push frame)."""
+    return min(config.edits, 1500)
+
+
 def log(message: str) -> None:
     """Progress on stderr (the table goes to stdout)."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -795,8 +862,19 @@ def run(config: Config, workdir: Path, peer_venv: Path) -> dict[str, Any]:
         side = "ours_durable" if durable else "ours"
         relay = start_relay(workdir / side, durable)
         try:
-            entry: dict[str, Any] = {"throughput_one": [], "throughput_many": [], "latency": []}
+            entry: dict[str, Any] = {
+                "throughput_one": [],
+                "throughput_many": [],
+                "latency": [],
+                "relay_only": [],
+            }
             for run_index in range(config.runs):
+                log(f"{side}: relay-only throughput run {run_index + 1}")
+                entry["relay_only"].append(
+                    asyncio.run(
+                        relay_only_throughput(relay.url, raw_edits(config), f"raw-{run_index}")
+                    )
+                )
                 for kind, records in (
                     ("throughput_one", 1),
                     ("throughput_many", config.many_records),
@@ -950,6 +1028,16 @@ def summarize(results: dict[str, Any], config: Config) -> tuple[str, list[str]]:
             True,
             many,
             ">= 5x",
+        )
+    )
+    raw = per_side(rate("relay_only"))
+    rows.append(
+        (
+            f"relay only: protocol clients, no local store, 1 record, {raw_edits(config)} edits",
+            "/s",
+            True,
+            raw,
+            "",
         )
     )
     rows.append(("latency p50 (edit on A -> event on B)", "ms", False, p50, ""))

@@ -347,12 +347,23 @@ async def catchup(
     """
     w, c = Replica(url, "w"), Replica(url, "c")
     rooms = [_room(prefix, i) for i in range(records)]
-    # W creates the records; C downloads them (its cache).
+    # W creates the records (and waits for the server's echo of each: it has them), then
+    # keeps only the sockets of the records it changes or watches (a process may hold only so
+    # many sockets); C downloads every record (its cache).
     await w.connect_all(rooms)
+    created = {r: w.channels[r].frames_received for r in rooms}
     for i, room in enumerate(rooms):
         fields: Map[Any] = w.doc(room).get("fields", type=Map)
         fields["title"] = f"Job {i}"
         fields["status"] = "open"
+    await w.until_received(
+        lambda: all(w.channels[r].frames_received > created[r] for r in rooms), within=600
+    )
+    remote_rooms = rooms[:remote]
+    local_rooms = rooms[records - local :] if local else []
+    await w.disconnect_all()
+    w.channels.clear()
+    await w.connect_all(remote_rooms + local_rooms)
     await c.connect_all(rooms)
     await c.until(
         lambda: all(c.docs[r].get("fields", type=Map).get("status") == "open" for r in rooms),
@@ -362,8 +373,6 @@ async def catchup(
     sizes: list[int] = []
     frames: list[int] = []
     ok = True
-    remote_rooms = rooms[:remote]
-    local_rooms = rooms[records - local :] if local else []
     for run in range(runs):
         await c.disconnect_all()
         # Remote changes on W: wait until the server echoed each back (it has applied them).

@@ -57,6 +57,13 @@ async def test_throughput_one_and_many_records_reach_the_other_replica(
 
 
 @pytest.mark.asyncio
+async def test_relay_only_throughput_delivers_every_update(relay: Any) -> None:
+    result = await bs.relay_only_throughput(relay.url, 30, "raw-test")
+    assert result["complete"] is True
+    assert result["edits"] == 30 and result["edits_per_s"] > 0
+
+
+@pytest.mark.asyncio
 async def test_latency_samples_each_edit_once(tmp_path: Path, relay: Any) -> None:
     result = await bs.ours_latency(relay.url, tmp_path, 6, "lat-test")
     assert result["complete"] is True
