@@ -46,7 +46,6 @@ from websockets.exceptions import InvalidHandshake, InvalidURI
 from crdt_sync.backoff import DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY, backoff
 from crdt_sync.errors import InvalidState, OfflineError
 from crdt_sync.lww import LwwPolicy
-from crdt_sync.outbox import OutboxStatus
 from crdt_sync.protocol import Welcomed
 from crdt_sync.record import Record, RecordEditor
 from crdt_sync.store.sqlite import LocalStore, Outbox
@@ -527,8 +526,7 @@ class Replica:
     async def _recount(self) -> None:
         if self._session.state is SessionState.CLOSED:
             return
-        pending = await self.store.outbox.count()
-        errors = await self.store.outbox.count(OutboxStatus.ERROR)
+        pending, errors = await self.store.outbox.counts()
         self.status.update(pending=pending, errors=errors)
 
     # -- SyncOwner (called by SyncRun) ----------------------------------------------------

@@ -154,10 +154,13 @@ class SyncRun:
                 self._uploaded([i.seq for i in items])
                 await self._settled()
             case Changed(items, _cursor, done):
-                vectors = []
-                for key in items:
-                    vector = await self.store.state_vector(key.collection, key.record_id)
-                    vectors.append((key.collection, key.record_id, vector or _EMPTY_SV))
+                found = await self.store.state_vectors(
+                    [(key.collection, key.record_id) for key in items]
+                )
+                vectors = [
+                    (key.collection, key.record_id, vector or _EMPTY_SV)
+                    for key, vector in zip(items, found, strict=True)
+                ]
                 self.protocol.send_state_vectors(vectors, done=done)
                 await self.connection.flush()
                 self._advance(records_total=len(items))

@@ -561,3 +561,20 @@ async def test_cached_records_heal_updates_applied_out_of_order(tmp_path: Path) 
             for i in (2, 3, 1):
                 await b.apply_remote([("jobs", "j", updates[i])])
             assert dict(await b.get("jobs", "j")) == dict(await a.get("jobs", "j"))
+
+
+@pytest.mark.asyncio
+async def test_state_vectors_in_one_batch_match_one_by_one(tmp_path: Path) -> None:
+    async with await LocalStore.open(tmp_path / "a.db") as a:
+        for i in range(450):
+            async with a.edit("jobs", f"j{i}") as job:
+                job["n"] = i
+        updates = [(e.collection, e.record_id, e.update) for e in await a.outbox.list()]
+        async with await LocalStore.open(tmp_path / "b.db") as b:
+            await b.apply_remote(updates)  # stored vectors are now stale (NULL)
+            await b.get("jobs", "j3")  # one of them cached
+            keys = [("jobs", f"j{i}") for i in range(450)] + [("jobs", "missing")]
+            batched = await b.state_vectors(keys)
+            assert batched[-1] == b""
+            assert batched[:-1] == [await a.state_vector(c, r) for c, r in keys[:-1]]
+            assert batched[:-1] == [await b.state_vector(c, r) for c, r in keys[:-1]]
