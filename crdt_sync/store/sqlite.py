@@ -445,12 +445,13 @@ class LocalStore:
         self, collection: str, record_id: str, create: bool
     ) -> AsyncIterator[RecordEditor]:
         key = (collection, record_id)
-        row = await self._record_row(collection, record_id)
-        if row is None and not create:
-            raise RecordNotFound(collection, record_id)
         # Take the doc out of the cache while it is edited: concurrent readers load their own.
+        # A cached doc means the record exists, and saves a query on the edit path.
         cached = self._cache.pop(key, None)
-        if row is None:
+        exists = cached is not None or await self._record_row(collection, record_id) is not None
+        if not exists and not create:
+            raise RecordNotFound(collection, record_id)
+        if not exists:
             doc: Doc[Any] = Doc(client_id=_new_client_id())
         else:
             doc = cached if cached is not None else await self._doc(collection, record_id)
@@ -470,11 +471,11 @@ class LocalStore:
         finally:
             doc.unobserve(subscription)
         update = captured[0] if captured else EMPTY_UPDATE
-        if update == EMPTY_UPDATE and row is not None:
+        if update == EMPTY_UPDATE and exists:
             self._remember(key, doc)
             return
         try:
-            await self._commit_edit(collection, record_id, doc, update, new=row is None)
+            await self._commit_edit(collection, record_id, doc, update, new=not exists)
         except BaseException:
             self._cache.pop(key, None)
             raise
