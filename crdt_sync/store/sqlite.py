@@ -645,13 +645,7 @@ class LocalStore:
         return len(keys)
 
     async def _compact(self, conn: aiosqlite.Connection, collection: str, record_id: str) -> None:
-        async with conn.execute(
-            "SELECT confirmed FROM records WHERE collection = ? AND id = ?",
-            (collection, record_id),
-        ) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
-            raise RecordNotFound(collection, record_id)
+        row = await self._base(conn, collection, record_id)
         rows = [
             (rowid, _unpack(data, bundle))
             for rowid, data, bundle in await conn.execute_fetchall(
@@ -709,6 +703,20 @@ class LocalStore:
 
     # ----------------------------------------------------------------- internals
 
+    async def _base(
+        self, conn: aiosqlite.Connection, collection: str, record_id: str
+    ) -> tuple[bytes, int]:
+        """The record's confirmed snapshot and its local client id. The record must exist."""
+        row = _first(
+            await conn.execute_fetchall(
+                "SELECT confirmed, client_id FROM records WHERE collection = ? AND id = ?",
+                (collection, record_id),
+            )
+        )
+        if row is None:
+            raise RecordNotFound(collection, record_id)
+        return bytes(row[0]), int(row[1])
+
     async def _record_row(self, collection: str, record_id: str) -> Any:
         """(client_id, state_vector, created_at, updated_at, accessed_at, pending) or None."""
         rows = await self.conn.execute_fetchall(
@@ -757,13 +765,7 @@ class LocalStore:
             self._cache.move_to_end(key)
             return doc
         conn = conn or self.conn
-        row = _first(
-            await conn.execute_fetchall(
-                "SELECT confirmed, client_id FROM records WHERE collection = ? AND id = ?", key
-            )
-        )
-        if row is None:
-            raise RecordNotFound(collection, record_id)
+        row = await self._base(conn, collection, record_id)
         rows = await conn.execute_fetchall(
             "SELECT data, bundle FROM updates WHERE collection = ? AND id = ? ORDER BY rowid", key
         )
@@ -791,13 +793,7 @@ class LocalStore:
     ) -> Doc[Any]:
         """A document of the confirmed state, optionally plus the pending updates with outbox
         seq < ``before_seq`` and the one with seq ``include_seq``."""
-        async with self.conn.execute(
-            "SELECT confirmed FROM records WHERE collection = ? AND id = ?",
-            (collection, record_id),
-        ) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
-            raise RecordNotFound(collection, record_id)
+        row = await self._base(self.conn, collection, record_id)
         rows = await self.conn.execute_fetchall(
             "SELECT data, bundle, outbox_seq FROM updates WHERE collection = ? AND id = ?"
             " ORDER BY rowid",
