@@ -694,12 +694,13 @@ class LocalStore:
 
     async def set_setting(self, key: str, value: str) -> None:
         """Persist a setting of this replica."""
-        async with self._transaction() as conn:
-            await conn.execute(
+        await self._write(
+            lambda db: db.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (f"setting:{key}", value),
             )
+        )
 
     # ----------------------------------------------------------------- internals
 
@@ -945,8 +946,9 @@ class Outbox:
 
     async def requeue_uploading(self) -> None:
         """Put entries whose upload was interrupted (connection lost) back in the queue."""
-        async with self._store._transaction() as conn:
-            await conn.execute("UPDATE outbox SET status = 'queued' WHERE status = 'uploading'")
+        await self._store._write(
+            lambda db: db.execute("UPDATE outbox SET status = 'queued' WHERE status = 'uploading'")
+        )
 
     async def acknowledge(self, seqs: Iterable[int]) -> int:
         """The relay stored these entries: they leave the outbox and their updates become
@@ -970,14 +972,17 @@ class Outbox:
     async def mark_error(self, seq: int, code: str, reason: str) -> None:
         """The relay refused entry ``seq``: it stays in the outbox, in error, until resolved
         or discarded. Other entries are unaffected."""
-        async with self._store._transaction() as conn:
-            cursor = await conn.execute(
-                "UPDATE outbox SET status = 'error', error_code = ?, error_reason = ?"
-                " WHERE seq = ?",
-                (code, reason, seq),
+        changed = await self._store._write(
+            lambda db: (
+                db.execute(
+                    "UPDATE outbox SET status = 'error', error_code = ?, error_reason = ?"
+                    " WHERE seq = ?",
+                    (code, reason, seq),
+                ).rowcount
             )
-            if cursor.rowcount == 0:
-                raise OutboxError(f"no outbox entry {seq}")
+        )
+        if changed == 0:
+            raise OutboxError(f"no outbox entry {seq}")
 
     async def discard(self, seq: int) -> None:
         """Take back errored entry ``seq``: the record returns to its confirmed state plus its
