@@ -578,3 +578,23 @@ async def test_state_vectors_in_one_batch_match_one_by_one(tmp_path: Path) -> No
             assert batched[-1] == b""
             assert batched[:-1] == [await a.state_vector(c, r) for c, r in keys[:-1]]
             assert batched[:-1] == [await b.state_vector(c, r) for c, r in keys[:-1]]
+
+
+@pytest.mark.asyncio
+async def test_state_vectors_never_claim_updates_that_wait_for_dependencies(
+    tmp_path: Path,
+) -> None:
+    async with await LocalStore.open(tmp_path / "a.db") as a:
+        for step in range(4):
+            async with a.edit("jobs", "j") as job:
+                job.text("notes").insert(0, f"{step}é")
+        updates = [e.update for e in await a.outbox.list()]
+        async with await LocalStore.open(tmp_path / "b.db") as b:
+            await b.apply_remote([("jobs", "j", updates[0]), ("jobs", "j", updates[2])])
+            [batched] = await b.state_vectors([("jobs", "j")])
+            doc: pycrdt.Doc[Any] = pycrdt.Doc()
+            doc.apply_update(updates[0])
+            assert batched == doc.get_state()  # update 2 waits for update 1: not claimed
+            await b.apply_remote([("jobs", "j", updates[1]), ("jobs", "j", updates[3])])
+            [batched] = await b.state_vectors([("jobs", "j")])
+            assert batched == await a.state_vector("jobs", "j")
