@@ -580,9 +580,10 @@ class LocalStore:
                 async with self._transaction() as conn:
                     await conn._execute(write_rows, conn._conn)  # type: ignore[no-untyped-call]
                     await self._absorb_lww(conn, lww_keys, now)
-            # The cache follows what is committed.
+            # The cache follows what is committed. LWW records were just rebuilt from every
+            # row (new ones included) by _absorb_lww: applying the batch again is wasted work.
             for key in keys:
-                doc = self._cache.get(key)
+                doc = None if key in lww_keys else self._cache.get(key)
                 if doc is not None and not apply_updates(doc, by_key[key]):
                     # Some update waits for a dependency: Yrs may lose it from this doc
                     # when more arrive; reload from disk (all rows) when next needed.
