@@ -899,6 +899,24 @@ class ServerProtocol(_Protocol[ServerEvent]):
         for i, batch in enumerate(batches):
             self._send(m.Updates(tuple(batch), cursor if i == len(batches) - 1 else None))
 
+    def send_cursor(self, cursor: int) -> None:
+        """Send a live cursor alone: an ``updates`` frame with no items.
+
+        The relay sends live updates before their commit (cursor None) and the cursor that
+        covers them once they are committed; when no other update goes out with it, it goes
+        alone. Clients before this addition handle it already: no updates to apply, a cursor
+        to persist.
+
+        Args:
+            cursor: a committed change sequence such that the client has received every
+                change of its subscriptions up to it.
+
+        Raises:
+            InvalidState: the connection is not ``OPEN``.
+        """
+        self._require_open("send cursor")
+        self._send(m.Updates((), cursor))
+
     def send_synced(self, cursor: int) -> None:
         """Tell the client catch-up is complete up to ``cursor`` (after the answering updates).
 

@@ -163,6 +163,24 @@ class _Connection:
     expiry: asyncio.TimerHandle | None = None
 
 
+@dataclass(eq=False, slots=True)
+class _Accepted:
+    """Updates accepted (decoded, validated) and submitted to the group commit, until fanned out.
+
+    Attributes:
+        tenant: whose records they are.
+        origin: the connection (or Yjs link) that sent them: never sent back to it.
+        items: the updates, in push order.
+        early: ``(subscriber, collection)`` pairs that got the early copy (sent before the
+            commit); at commit time every other current subscriber gets a late copy.
+    """
+
+    tenant: str
+    origin: object
+    items: list[PushItem]
+    early: set[tuple[_Connection, str]] = field(default_factory=set)
+
+
 class Relay:
     """A running relay (see the module docstring).
 
@@ -185,7 +203,8 @@ class Relay:
         self._connections: set[_Connection] = set()
         # tenant -> collection -> connections subscribed to it
         self._subscriptions: dict[str, dict[str, set[_Connection]]] = {}
-        self._fan_out_pending: list[tuple[str, object, list[PushItem], list[int]]] = []
+        self._early_pending: list[_Accepted] = []  # accepted, early copies not yet queued
+        self._fan_out_pending: list[tuple[_Accepted, list[int]]] = []  # committed, seqs known
         #: Records open on Yjs connections (y-websocket, Hocuspocus) and their awareness.
         self.yjs_rooms = YjsRooms()
         self._yjs_links: set[Link] = set()
@@ -533,10 +552,10 @@ class Relay:
             future = self._submit(grant.tenant, conn.replica, accepted)
         except InvalidState:
             return  # shutting down: not stored, not acked; the client re-sends
+        write = _Accepted(grant.tenant, conn, accepted)
+        self._fan_out_early(write)
         self._enter()
-        future.add_done_callback(
-            lambda done: self._committed(conn, grant.tenant, accepted, done, started)
-        )
+        future.add_done_callback(lambda done: self._committed(conn, write, done, started))
 
     async def record_state(self, tenant: str, collection: str, record_id: str) -> bytes | None:
         """The record's committed state (a Yjs v1 update), or ``None`` if it has none."""
@@ -585,6 +604,7 @@ class Relay:
                 raise UpdateRejected("validation failed") from None
         item = PushItem(0, collection, record_id, update)
         stored = self._submit(grant.tenant, replica, [item])
+        write = _Accepted(grant.tenant, origin, [item])  # no early copies: all go at commit
         result: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._enter()
 
@@ -600,7 +620,7 @@ class Relay:
                     return
                 seqs = done.result()
                 self.metrics.updates_applied.inc()
-                self._fan_out_soon(grant.tenant, origin, [item], seqs)
+                self._fan_out_soon(write, seqs)
                 result.set_result(seqs[0])
             finally:
                 self._leave()
@@ -620,13 +640,14 @@ class Relay:
     def _committed(
         self,
         conn: _Connection,
-        tenant: str,
-        items: list[PushItem],
+        write: _Accepted,
         done: asyncio.Future[list[int]],
         started: float,
     ) -> None:
         try:
             if done.cancelled() or done.exception() is not None:
+                # The early copies are out, but no seq and so no cursor ever covers these
+                # updates; the pusher gets no ack and re-sends them.
                 exc = None if done.cancelled() else done.exception()
                 log.error("commit failed for replica %r: %s", conn.replica, exc)
                 if conn.protocol.state is State.OPEN:
@@ -634,54 +655,104 @@ class Relay:
                     self._flush(conn)
                 return
             seqs = done.result()
+            items = write.items
             self.metrics.updates_applied.inc(len(items))
             if conn.protocol.state is State.OPEN:
                 conn.protocol.ack([i.seq for i in items])
                 self.metrics.acks.inc(len(items))
                 self._flush(conn)
                 self.metrics.observe_latency("push", loop_time() - started)
-            self._fan_out_soon(tenant, conn, items, seqs)
+            self._fan_out_soon(write, seqs)
         finally:
             self._leave()
 
-    def _fan_out_soon(
-        self, tenant: str, origin: object, items: list[PushItem], seqs: list[int]
-    ) -> None:
-        """Queue a commit's updates for fan-out; one flush per loop iteration.
+    def _fan_out_early(self, write: _Accepted) -> None:
+        """Queue accepted (not yet committed) updates for their early copies.
+
+        Sent with cursor None: their seqs are not known yet. One flush per loop iteration,
+        so each subscriber gets one frame for all pushes handled in that iteration.
+        """
+        if write.tenant not in self._subscriptions:
+            return
+        self._early_pending.append(write)
+        if len(self._early_pending) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_early)
+
+    def _flush_early(self) -> None:
+        pending, self._early_pending = self._early_pending, []
+        outgoing: dict[_Connection, list[tuple[str, str, bytes]]] = {}
+        for write in pending:
+            by_collection = self._subscriptions.get(write.tenant)
+            if not by_collection:
+                continue
+            for item in write.items:
+                for peer in by_collection.get(item.collection, ()):
+                    if peer is write.origin:
+                        continue
+                    outgoing.setdefault(peer, []).append(
+                        (item.collection, item.record_id, item.update)
+                    )
+                    write.early.add((peer, item.collection))
+        for peer, updates in outgoing.items():
+            if peer.protocol.state is State.OPEN and not peer.too_slow:
+                peer.protocol.send_updates(updates, None)
+                self._flush(peer)
+
+    def _fan_out_soon(self, write: _Accepted, seqs: list[int]) -> None:
+        """Queue a commit's updates for the commit-time fan-out; one flush per loop iteration.
 
         The commit callbacks of one group commit run in the same loop iteration, so each
-        subscriber gets one ``updates`` frame per group commit, not one per pusher.
+        subscriber gets one frame per group commit, not one per pusher.
         """
+        tenant = write.tenant
         if tenant not in self._subscriptions and not self.yjs_rooms.has_tenant(tenant):
             return
-        self._fan_out_pending.append((tenant, origin, items, seqs))
+        self._fan_out_pending.append((write, seqs))
         if len(self._fan_out_pending) == 1:
             asyncio.get_running_loop().call_soon(self._fan_out)
 
     def _fan_out(self) -> None:
+        """Commit-time fan-out: late copies, live cursors, Yjs rooms.
+
+        Every subscriber of a committed update's collection that did not get its early copy
+        (it subscribed after the early fan-out) gets it now. Every subscriber that got any of
+        these updates, early or now, then gets the newest committed seq among them as its
+        cursor: on the frame of its late copies, else on a cursor-only ``updates`` frame.
+        Commits complete in seq order and each one's updates reached every subscriber by now,
+        so such a cursor only ever names changes the subscriber has received.
+        """
+        if self._early_pending:
+            self._flush_early()  # early copies always precede the cursor that covers them
         pending, self._fan_out_pending = self._fan_out_pending, []
-        outgoing: dict[_Connection, list[tuple[str, str, bytes]]] = {}
-        newest: dict[_Connection, int] = {}
+        late: dict[_Connection, list[tuple[str, str, bytes]]] = {}
+        cursors: dict[_Connection, int] = {}
         to_rooms: dict[tuple[str, str, str], list[bytes]] = {}
-        for tenant, origin, items, seqs in pending:  # in commit (seq) order
+        for write, seqs in pending:  # in commit (seq) order
+            tenant = write.tenant
             if self.yjs_rooms.has_tenant(tenant):
-                for item in items:
+                for item in write.items:
                     key = (tenant, item.collection, item.record_id)
                     to_rooms.setdefault(key, []).append(item.update)
             by_collection = self._subscriptions.get(tenant)
             if not by_collection:
                 continue
-            for item, seq in zip(items, seqs, strict=True):
+            early = write.early
+            for item, seq in zip(write.items, seqs, strict=True):
                 for peer in by_collection.get(item.collection, ()):
-                    if peer is origin:
+                    if peer is write.origin:
                         continue
-                    outgoing.setdefault(peer, []).append(
-                        (item.collection, item.record_id, item.update)
-                    )
-                    newest[peer] = seq
-        for peer, updates in outgoing.items():
+                    if (peer, item.collection) not in early:
+                        late.setdefault(peer, []).append(
+                            (item.collection, item.record_id, item.update)
+                        )
+                    cursors[peer] = seq
+        for peer, cursor in cursors.items():
             if peer.protocol.state is State.OPEN and not peer.too_slow:
-                peer.protocol.send_updates(updates, newest[peer])
+                updates = late.get(peer)
+                if updates:
+                    peer.protocol.send_updates(updates, cursor)
+                else:
+                    peer.protocol.send_cursor(cursor)
                 self._flush(peer)
         for key, room_updates in to_rooms.items():
             # To every Yjs connection of the record, the sender included: the updates of one

@@ -11,6 +11,8 @@ import logging
 import msgpack
 import pytest
 from helpers.protocol_pair import EOF, ProtocolPair, decoded
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crdt_sync import codec
 from crdt_sync.errors import InvalidMessage, InvalidState, MessageTooBig
@@ -509,6 +511,48 @@ class TestLiveUpdates:
         sent = pair.server_to_client()
         assert [len(m.items) for m in sent if isinstance(m, Updates)] == [1, 1]
         assert pair.client.state is State.OPEN
+
+    def test_server_sends_a_cursor_alone_as_an_empty_updates_frame(self) -> None:
+        pair = ProtocolPair.open()
+        pair.server.send_cursor(12)
+        assert pair.server_to_client() == [Updates((), 12)]
+        assert pair.client_events() == [UpdatesReceived((), 12)]
+        assert pair.client.state is State.OPEN
+
+    @settings(max_examples=100, deadline=None)
+    @given(
+        st.lists(
+            st.one_of(
+                st.lists(st.binary(min_size=1, max_size=30), min_size=1, max_size=4),
+                st.integers(min_value=1, max_value=5),
+            ),
+            max_size=20,
+        )
+    )
+    def test_client_receives_early_updates_and_cursors_in_the_order_sent(
+        self, steps: list[list[bytes] | int]
+    ) -> None:
+        # The relay's live pattern: updates with no cursor (before their commit), cursors
+        # alone (after it); the client sees both in order, as frames it can persist.
+        pair = ProtocolPair.open()
+        expected: list[UpdatesReceived] = []
+        cursor = 0
+        for step in steps:
+            if isinstance(step, int):
+                cursor += step
+                pair.server.send_cursor(cursor)
+                expected.append(UpdatesReceived((), cursor))
+            else:
+                items = tuple(UpdateItem("jobs", f"j{i}", u) for i, u in enumerate(step))
+                pair.server.send_updates(items, None)
+                expected.append(UpdatesReceived(items, None))
+        pair.server_to_client()
+        assert pair.client_events() == expected
+
+    def test_server_sends_no_cursor_before_accept(self) -> None:
+        server = ServerProtocol()
+        with pytest.raises(InvalidState):
+            server.send_cursor(1)
 
     def test_server_sends_nothing_for_no_updates(self) -> None:
         pair = ProtocolPair.open()
