@@ -9,10 +9,15 @@ What is stored, per tenant:
 - a change sequence ``seq`` that increases by one for every accepted update (the cursor
   replicas send back in ``sub``);
 - per record ``(collection, record_id)``: a compacted snapshot (one Yjs update) plus a log of
-  the updates accepted since; when a record's log reaches ``compact_every`` entries the writer
-  merges snapshot and log with ``pycrdt.merge_updates`` (a bounded number of updates at a time,
-  so never the quadratic huge merge; a ``Doc`` is not used because encoding a ``Doc`` drops
-  updates still waiting for their dependencies, which would lose data);
+  the updates accepted since; when a record's log reaches ``compact_every`` entries it is
+  merged with ``pycrdt.merge_updates`` (a bounded number of updates at a time, so never the
+  quadratic huge merge; a ``Doc`` is not used because encoding a ``Doc`` drops updates still
+  waiting for their dependencies, which would lose data). Compaction is never part of a group
+  commit (so it never delays an ack): a background task reads snapshot and log and merges them
+  on a connection of its own, then stores the new snapshot and deletes the merged log rows
+  (``seq <= upto``) in a short transaction of its own between group commits. Log rows written
+  meanwhile have higher seqs and stay. A crash at any point leaves either the old snapshot and
+  the whole log or the new snapshot and the newer log rows: both hold every update;
 - a change table with one row per (record, origin replica) holding the newest ``seq`` that
   replica wrote to that record: "records changed since cursor C by a replica other than R" is
   one indexed query. :meth:`SQLiteRelayStorage.forget_origins` collapses old rows into one row
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -173,6 +179,9 @@ class SQLiteRelayStorage:
         checkpoint_every: commits between WAL checkpoints. Automatic checkpoints are off on
             the writer connection; a third connection checkpoints (PASSIVE) in the background
             so that no commit (and no ack) waits for one.
+        compact_batch: most records merged by one compaction transaction.
+        background_compaction: compact due records in a background task (default). When
+            false, only :meth:`compact_pending` compacts (tests use it to control timing).
     """
 
     def __init__(
@@ -183,10 +192,19 @@ class SQLiteRelayStorage:
         compact_every: int = 64,
         max_batch: int = 4096,
         checkpoint_every: int = 256,
+        compact_batch: int = 16,
+        background_compaction: bool = True,
     ) -> None:
         self.path = Path(directory) / DB_FILENAME
         self.durable = durable
         self.compact_every = compact_every
+        self.compact_batch = compact_batch
+        self.background_compaction = background_compaction
+        self._compact_due: dict[tuple[str, str, str], None] = {}  # ordered set
+        self._compact_wakeup = asyncio.Event()
+        self._compact_lock = asyncio.Lock()  # one compaction round at a time
+        self._compactor_task: asyncio.Task[None] | None = None
+        self._compacted = asyncio.Condition()  # notified after every compaction round
         self.max_batch = max_batch
         self.checkpoint_every = checkpoint_every
         self._checkpoint_db: aiosqlite.Connection | None = None
@@ -224,6 +242,18 @@ class SQLiteRelayStorage:
                 raise StoreError(self.path, f"relay schema {row[0]} is not {SCHEMA_VERSION}")
             async with db.execute("SELECT tenant, seq FROM tenants") as cursor:
                 self._heads = {str(t): int(s) async for t, s in cursor}
+            # Log lengths survive a restart: long logs are compacted soon, not only after
+            # another compact_every writes.
+            async with db.execute(
+                "SELECT tenant, collection, record_id, COUNT(*) FROM log "
+                "GROUP BY tenant, collection, record_id"
+            ) as cursor:
+                async for tenant, collection, record_id, count in cursor:
+                    key = (str(tenant), str(collection), str(record_id))
+                    if int(count) >= self.compact_every:
+                        self._compact_due[key] = None
+                    else:
+                        self._log_lengths[key] = int(count)
             self._reader_db = await aiosqlite.connect(self.path, isolation_level=None)
             await self._reader_db.execute("PRAGMA query_only=1")
             self._checkpoint_db = await aiosqlite.connect(self.path, isolation_level=None)
@@ -231,6 +261,12 @@ class SQLiteRelayStorage:
             await self._close_connections()
             raise StoreError(self.path, f"cannot open relay storage: {exc}") from exc
         self._writer_task = asyncio.create_task(self._writer(), name="relay-storage-writer")
+        if self.background_compaction:
+            self._compactor_task = asyncio.create_task(
+                self._compactor(), name="relay-storage-compactor"
+            )
+            if self._compact_due:
+                self._compact_wakeup.set()
 
     async def close(self) -> None:
         """Commit what is queued, then stop the writer and close both connections."""
@@ -243,6 +279,10 @@ class SQLiteRelayStorage:
         if self._writer_task is not None:
             self._queue.put_nowait(None)
             await self._writer_task
+        if self._compactor_task is not None:
+            self._compact_wakeup.set()  # it stops after its current round (if any)
+            with contextlib.suppress(Exception):
+                await self._compactor_task
         await self._close_connections()
 
     async def _close_connections(self) -> None:
@@ -452,7 +492,6 @@ class SQLiteRelayStorage:
                 log_rows,
                 [(*key, seq) for key, seq in change_rows.items()],
                 new_tenants,
-                due,
             )
         except Exception as exc:
             log.exception("relay storage commit failed (%d writes)", len(batch))
@@ -465,16 +504,74 @@ class SQLiteRelayStorage:
         self._log_lengths = lengths
         self.stats.commits += 1
         self.stats.updates += len(log_rows)
-        self.stats.compactions += len(due)
         for request, seqs in zip(batch, results, strict=True):
             if not request.future.done():
                 request.future.set_result(seqs)
+        if due:
+            self._compact_due.update(dict.fromkeys(due))
+            self._compact_wakeup.set()
         self._commits_since_checkpoint += 1
         if self._commits_since_checkpoint >= self.checkpoint_every and (
             self._checkpoint_task is None or self._checkpoint_task.done()
         ):
             self._commits_since_checkpoint = 0
             self._checkpoint_task = asyncio.create_task(self._checkpoint())
+
+    # -- compaction (off the commit path) -----------------------------------------------
+
+    async def compact_pending(self) -> int:
+        """Compact every record whose log reached ``compact_every`` entries; wait for it.
+
+        The background task does this by itself; this runs it now (tests, maintenance).
+
+        Returns:
+            The number of records whose compaction was attempted.
+        """
+        attempted = 0
+        while self._compact_due and self._checkpoint_db is not None:
+            attempted += await self._compact_round()
+        return attempted
+
+    async def _compactor(self) -> None:
+        while not self._closing:
+            await self._compact_wakeup.wait()
+            self._compact_wakeup.clear()
+            while self._compact_due and not self._closing:
+                try:
+                    await self._compact_round()
+                except Exception:  # a bug: keep the relay up, the logs are intact
+                    log.exception("relay storage compaction failed")
+                    break
+
+    async def _compact_round(self) -> int:
+        """Merge up to ``compact_batch`` due records, then store them in one transaction."""
+        async with self._compact_lock:
+            keys = list(itertools.islice(self._compact_due, self.compact_batch))
+            if not keys:
+                return 0
+            for key in keys:
+                del self._compact_due[key]
+            reader = self._require(self._checkpoint_db)
+            # Read + merge on the compaction connection's thread: neither the writer nor the
+            # loop waits for the merge.
+            merged = await reader._execute(  # type: ignore[no-untyped-call]
+                _merge_in_thread, reader._conn, keys
+            )
+            if merged:
+                writer = self._require(self._writer_db)
+                async with self._lock:
+                    await writer._execute(  # type: ignore[no-untyped-call]
+                        _store_compacted_in_thread, writer._conn, merged
+                    )
+            self.stats.compactions += len(keys)
+        async with self._compacted:
+            self._compacted.notify_all()
+        return len(keys)
+
+    async def wait_compactions(self, count: int) -> None:
+        """Wait until ``stats.compactions`` reaches ``count`` (the caller bounds the wait)."""
+        async with self._compacted:
+            await self._compacted.wait_for(lambda: self.stats.compactions >= count)
 
     async def _checkpoint(self) -> None:
         """Copy the WAL into the database off the commit path (PASSIVE: never blocks writers)."""
@@ -492,7 +589,6 @@ def _commit_in_thread(
     log_rows: list[tuple[str, str, str, int, bytes]],
     change_rows: list[tuple[str, str, str, str, int]],
     tenant_rows: list[tuple[str, int]],
-    due: list[tuple[str, str, str]],
 ) -> None:
     """One group-commit transaction (runs on the writer connection's thread)."""
     conn.execute("BEGIN IMMEDIATE")
@@ -512,43 +608,78 @@ def _commit_in_thread(
             "ON CONFLICT (tenant) DO UPDATE SET seq = excluded.seq",
             tenant_rows,
         )
-        for key in due:
-            # A compaction that fails (a pycrdt error on stored data) must not cost the
-            # batch's writes: undo just it, keep the log, and retry at the next threshold.
-            conn.execute("SAVEPOINT compaction")
-            try:
-                _compact(conn, key)
-            except Exception:
-                log.exception("compaction of %s failed; the log is kept", key)
-                conn.execute("ROLLBACK TO compaction")
-            conn.execute("RELEASE compaction")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
 
 
-def _compact(conn: sqlite3.Connection, key: tuple[str, str, str]) -> None:
-    """Merge a record's snapshot and log into a new snapshot (a bounded merge)."""
-    row = conn.execute(
-        "SELECT state FROM snapshots WHERE tenant=? AND collection=? AND record_id=?", key
-    ).fetchone()
-    entries = conn.execute(
-        "SELECT seq, data FROM log WHERE tenant=? AND collection=? AND record_id=? ORDER BY seq",
-        key,
-    ).fetchall()
-    if not entries:
-        return
-    updates = ([bytes(row[0])] if row is not None else []) + [bytes(d) for _, d in entries]
-    state = updates[0] if len(updates) == 1 else merge_updates(*updates)
-    upto = int(entries[-1][0])
-    conn.execute(
-        "INSERT INTO snapshots (tenant, collection, record_id, state, upto) "
-        "VALUES (?,?,?,?,?) ON CONFLICT (tenant, collection, record_id) "
-        "DO UPDATE SET state = excluded.state, upto = excluded.upto",
-        (*key, state, upto),
-    )
-    conn.execute(
-        "DELETE FROM log WHERE tenant=? AND collection=? AND record_id=? AND seq <= ?",
-        (*key, upto),
-    )
+_Compacted = tuple[tuple[str, str, str], int, bytes, int]
+"""``(key, the snapshot's old upto (-1: none), merged state, new upto)``."""
+
+
+def _merge_in_thread(
+    conn: sqlite3.Connection, keys: list[tuple[str, str, str]]
+) -> list[_Compacted]:
+    """Read each record's snapshot and log (one read transaction) and merge them.
+
+    A record whose merge fails (a pycrdt error on stored data) is logged and left out: its log
+    is kept, and it is retried at its next threshold.
+    """
+    merged: list[_Compacted] = []
+    conn.execute("BEGIN")
+    try:
+        for key in keys:
+            row = conn.execute(
+                "SELECT state, upto FROM snapshots WHERE tenant=? AND collection=? AND record_id=?",
+                key,
+            ).fetchone()
+            entries = conn.execute(
+                "SELECT seq, data FROM log WHERE tenant=? AND collection=? AND record_id=? "
+                "ORDER BY seq",
+                key,
+            ).fetchall()
+            if not entries:
+                continue
+            updates = ([bytes(row[0])] if row is not None else []) + [bytes(d) for _, d in entries]
+            try:
+                state = updates[0] if len(updates) == 1 else merge_updates(*updates)
+            except Exception:
+                log.exception("compaction of %s failed; the log is kept", key)
+                continue
+            old_upto = int(row[1]) if row is not None else -1
+            merged.append((key, old_upto, state, int(entries[-1][0])))
+    finally:
+        conn.execute("COMMIT")
+    return merged
+
+
+def _store_compacted_in_thread(conn: sqlite3.Connection, merged: list[_Compacted]) -> None:
+    """Store merged snapshots and delete the log rows they hold (runs on the writer's thread).
+
+    Log rows newer than a merge (``seq > upto``) stay. A snapshot changed since the merge read
+    it (not expected: one compaction round runs at a time) is left alone.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for (tenant, collection, record_id), old_upto, state, upto in merged:
+            row = conn.execute(
+                "SELECT upto FROM snapshots WHERE tenant=? AND collection=? AND record_id=?",
+                (tenant, collection, record_id),
+            ).fetchone()
+            if (int(row[0]) if row is not None else -1) != old_upto:
+                continue
+            conn.execute(
+                "INSERT INTO snapshots (tenant, collection, record_id, state, upto) "
+                "VALUES (?,?,?,?,?) ON CONFLICT (tenant, collection, record_id) "
+                "DO UPDATE SET state = excluded.state, upto = excluded.upto",
+                (tenant, collection, record_id, state, upto),
+            )
+            conn.execute(
+                "DELETE FROM log WHERE tenant=? AND collection=? AND record_id=? AND seq <= ?",
+                (tenant, collection, record_id, upto),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
-from crdt_sync.server.storage import SQLiteRelayStorage
+from crdt_sync.server.storage import (
+    SQLiteRelayStorage,
+    _merge_in_thread,
+    _store_compacted_in_thread,
+)
 from pycrdt import Doc, Map, Text, get_state, get_update
 
 from crdt_sync.errors import InvalidState
@@ -60,6 +65,7 @@ async def test_compaction_keeps_every_update_including_ones_waiting_for_dependen
     # Leave out update 0 for a while: later updates depend on it and stay pending.
     for update in updates[1:]:
         await storage.write("acme", "r1", [("jobs", "j1", update)])
+    await storage.compact_pending()
     assert storage.stats.compactions >= 3
     await storage.write("acme", "r1", [("jobs", "j1", updates[0])])
     state = (await storage.get_states("acme", [("jobs", "j1")]))[("jobs", "j1")]
@@ -202,7 +208,8 @@ async def test_a_failing_compaction_does_not_cost_the_writes(
     seqs = await storage.write("acme", "r", [("jobs", "j", good[0]), ("jobs", "j", b"\xff\xff")])
     assert seqs == [1, 2]
     assert await storage.write("acme", "r", [("jobs", "j", good[1])]) == [3]  # compaction due
-    assert storage.stats.compactions == 1  # attempted, rolled back, the write committed
+    assert await storage.compact_pending() == 1
+    assert storage.stats.compactions == 1  # attempted and given up, the log is kept
     assert "compaction of ('acme', 'jobs', 'j') failed" in caplog.text
     assert await storage.head("acme") == 3
     await storage.close()
@@ -224,3 +231,73 @@ async def test_durable_commits_use_synchronous_full(
         assert rows[0][0] == "wal"
     finally:
         await storage.close()
+
+
+def _rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    """Read the relay database from a connection of the test's own."""
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+@pytest.mark.asyncio
+async def test_compaction_is_not_part_of_the_group_commit(tmp_path: Path) -> None:
+    storage = SQLiteRelayStorage(tmp_path, compact_every=4, background_compaction=False)
+    await storage.open()
+    updates = _edits(6)
+    await storage.write("acme", "r", [("jobs", "j", u) for u in updates[:4]])
+    # committed (and acked) with the compaction only due: the log is whole, no snapshot yet
+    assert _rows(storage.path, "SELECT COUNT(*) FROM log") == [(4,)]
+    assert _rows(storage.path, "SELECT COUNT(*) FROM snapshots") == [(0,)]
+    assert storage.stats.compactions == 0
+    assert await storage.compact_pending() == 1
+    assert _rows(storage.path, "SELECT COUNT(*) FROM log") == [(0,)]
+    assert _rows(storage.path, "SELECT upto FROM snapshots") == [(4,)]
+    await storage.write("acme", "r", [("jobs", "j", u) for u in updates[4:]])
+    state = (await storage.get_states("acme", [("jobs", "j")]))[("jobs", "j")]
+    assert _text(state) == "0,1,2,3,4,5,"
+    await storage.close()
+
+
+@pytest.mark.asyncio
+async def test_writes_between_a_compactions_merge_and_its_store_are_kept(tmp_path: Path) -> None:
+    storage = SQLiteRelayStorage(tmp_path, compact_every=3, background_compaction=False)
+    await storage.open()
+    updates = _edits(5)
+    await storage.write("acme", "r", [("jobs", "j", u) for u in updates[:3]])
+    reader = storage._checkpoint_db
+    writer = storage._writer_db
+    assert reader is not None and writer is not None
+    key = ("acme", "jobs", "j")
+    merged = await reader._execute(_merge_in_thread, reader._conn, [key])
+    assert [(m[0], m[1], m[3]) for m in merged] == [(key, -1, 3)]
+    # two more writes commit after the merge read the log, before the merge is stored
+    await storage.write("acme", "r", [("jobs", "j", u) for u in updates[3:]])
+    await writer._execute(_store_compacted_in_thread, writer._conn, merged)
+    assert _rows(storage.path, "SELECT seq FROM log ORDER BY seq") == [(4,), (5,)]
+    state = (await storage.get_states("acme", [("jobs", "j")]))[("jobs", "j")]
+    assert _text(state) == "0,1,2,3,4,"
+    await storage.close()
+
+
+@pytest.mark.asyncio
+async def test_background_compaction_runs_by_itself_and_after_a_restart(tmp_path: Path) -> None:
+    storage = SQLiteRelayStorage(tmp_path, compact_every=5, background_compaction=False)
+    await storage.open()
+    updates = _edits(12)
+    await storage.write("acme", "r", [("jobs", "j", u) for u in updates[:6]])
+    await storage.close()  # closed with a compaction due and not done (as after a crash)
+    assert _rows(storage.path, "SELECT COUNT(*) FROM log") == [(6,)]
+    reopened = SQLiteRelayStorage(tmp_path, compact_every=5)
+    await reopened.open()
+    # the background task picks the long log up by itself
+    await asyncio.wait_for(reopened.wait_compactions(1), 10)
+    assert _rows(storage.path, "SELECT COUNT(*) FROM log") == [(0,)]
+    for update in updates[6:]:  # 6 more single writes: due again, compacted in the background
+        await reopened.write("acme", "r", [("jobs", "j", update)])
+    await asyncio.wait_for(reopened.wait_compactions(2), 10)
+    state = (await reopened.get_states("acme", [("jobs", "j")]))[("jobs", "j")]
+    assert _text(state) == "".join(f"{i}," for i in range(12))
+    await reopened.close()
