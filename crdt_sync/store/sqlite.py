@@ -8,7 +8,11 @@ Durability rules (``docs/architecture.md``):
 * a batch of remote updates is applied in one transaction (:meth:`LocalStore.apply_remote`);
 * compaction replaces confirmed updates by a snapshot in one transaction.
 
-Writes are serialized by one lock; edits are serialized too (one pycrdt transaction at a time).
+Writes go through one group commit (:mod:`crdt_sync.store.group_commit`): the writes submitted
+while a commit is running share the next transaction, each in its own savepoint. Edits are
+serialized in memory (one pycrdt transaction at a time) but do not wait for each other's
+commit: many concurrent edits cost one commit. The in-memory documents hold what is committed
+plus what is being committed; a reader of a record with a write in flight waits for it.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from ..outbox import OutboxEntry, OutboxStatus
 from ..record import Record, RecordEditor, lww_of, read_fields
 from ..rollback import compensate
 from ..yjs_encoding import EMPTY_UPDATE, decode_state_vector
+from .group_commit import GroupCommit, Key, WriteBody
 from .schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 #: Compact a record when it has more update rows than this and they outweigh the snapshot.
@@ -118,7 +123,11 @@ class LocalStore:
         self._conflict_log_limit = conflict_log_limit
         self._cache: OrderedDict[tuple[str, str], Doc[Any]] = OrderedDict()
         self._cache_size = cache_size
-        self._write_lock = asyncio.Lock()
+        self._writer = GroupCommit(
+            conn, path, before_group=self._accessed_write, on_failed=self._forget
+        )
+        self._write_lock = self._writer.lock
+        self._in_transaction = False
         self._edit_lock = asyncio.Lock()
         self._editing: tuple[str, str] | None = None
         self._editing_task: asyncio.Task[Any] | None = None
@@ -183,11 +192,14 @@ class LocalStore:
         except BaseException:
             await conn.close()
             raise
-        return cls(file, conn, stored, policy, clock, time_source, conflict_log_limit, cache_size)
+        store = cls(file, conn, stored, policy, clock, time_source, conflict_log_limit, cache_size)
+        await store.outbox._load_counts()
+        return store
 
     async def close(self) -> None:
         """Close the file. The store cannot be used afterwards."""
         if self._conn is not None:
+            await self._writer.drain()
             if self._accessed:
                 async with self._transaction():
                     pass  # flushes the deferred accessed_at times
@@ -217,49 +229,57 @@ class LocalStore:
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A multi-statement write transaction (awaited statement by statement), after every
+        write submitted before it."""
         conn = self.conn
+        await self._writer.drain()
         async with self._write_lock:
-            await conn.execute("BEGIN IMMEDIATE")
+            self._in_transaction = True
             try:
-                if self._accessed:
-                    accessed, self._accessed = self._accessed, {}
-                    await conn.executemany(_ACCESSED_SQL, _accessed_rows(accessed))
-                yield conn
-            except BaseException:
-                await conn.execute("ROLLBACK")
-                raise
-            await conn.execute("COMMIT")
-
-    async def _write(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``body`` in one write transaction on the store's SQLite thread.
-
-        One round trip to aiosqlite's worker thread instead of one per statement: the edit and
-        remote-apply paths are dominated by those hops otherwise. ``Connection._execute`` is
-        aiosqlite's private "run this callable on the connection's thread" (present since
-        0.1x; the relay's storage relies on it too).
-        """
-        conn = self.conn
-        async with self._write_lock:
-            accessed, self._accessed = self._accessed, {}
-
-            def transaction(db: sqlite3.Connection) -> _T:
-                db.execute("BEGIN IMMEDIATE")
+                await conn.execute("BEGIN IMMEDIATE")
                 try:
-                    _flush_accessed(db, accessed)
-                    result = body(db)
+                    if self._accessed:
+                        accessed, self._accessed = self._accessed, {}
+                        await conn.executemany(_ACCESSED_SQL, _accessed_rows(accessed))
+                    yield conn
                 except BaseException:
-                    db.execute("ROLLBACK")
+                    await conn.execute("ROLLBACK")
                     raise
-                db.execute("COMMIT")
-                return result
+                await conn.execute("COMMIT")
+            finally:
+                self._in_transaction = False
 
-            try:
-                result: _T = await conn._execute(transaction, conn._conn)  # type: ignore[no-untyped-call]
-            except BaseException:
-                for key, when in accessed.items():  # not written: keep them for next time
-                    self._accessed.setdefault(key, when)
-                raise
-            return result
+    def _submit(self, body: WriteBody, keys: Iterable[Key] = ()) -> asyncio.Future[Any]:
+        """Queue ``body`` for the group commit; the future completes once it is committed.
+
+        ``keys``: the records whose in-memory documents already hold this write's change.
+        """
+        self.conn  # noqa: B018 (raises InvalidState once closed)
+        return self._writer.submit(body, keys)
+
+    async def _write(
+        self, body: Callable[[sqlite3.Connection], _T], keys: Iterable[Key] = ()
+    ) -> _T:
+        """Run ``body`` in the next group commit on the store's SQLite thread; wait for it.
+
+        One round trip to aiosqlite's worker thread per group, not per statement or per write.
+        ``Connection._execute`` is aiosqlite's private "run this callable on the connection's
+        thread" (present since 0.1x; the relay's storage relies on it too).
+        """
+        result: _T = await asyncio.shield(self._submit(body, keys))
+        return result
+
+    def _accessed_write(self) -> WriteBody | None:
+        """The deferred ``accessed_at`` times, written first in the next group."""
+        if not self._accessed:
+            return None
+        accessed, self._accessed = self._accessed, {}
+        return lambda db: _flush_accessed(db, accessed)
+
+    def _forget(self, keys: set[Key]) -> None:
+        """Writes of these records failed: drop their in-memory documents (reloaded from disk)."""
+        for key in keys:
+            self._cache.pop(key, None)
 
     # ----------------------------------------------------------------- reading
 
@@ -269,6 +289,7 @@ class LocalStore:
         Raises:
             RecordNotFound: the record is not in this store.
         """
+        await self._writer.settled((collection, record_id))  # read what was written
         row = await self._record_row(collection, record_id)
         if row is None:
             raise RecordNotFound(collection, record_id)
@@ -313,6 +334,11 @@ class LocalStore:
 
     async def state_vector(self, collection: str, record_id: str) -> bytes:
         """The record's state vector (empty if the record is not here)."""
+        key = (collection, record_id)
+        await self._writer.settled(key)
+        cached = self._cache.get(key)
+        if cached is not None and self._editing != key:
+            return cached.get_state()
         row = await self._record_row(collection, record_id)
         if row is None:
             return b""
@@ -320,10 +346,13 @@ class LocalStore:
             return bytes(row[1])
         doc = await self._doc(collection, record_id)
         vector = doc.get_state()
-        await self.conn.execute(
-            "UPDATE records SET state_vector = ? WHERE collection = ? AND id = ?",
-            (vector, collection, record_id),
-        )
+        if not self._writer.in_flight(key):
+            self._submit(
+                lambda db: db.execute(
+                    "UPDATE records SET state_vector = ? WHERE collection = ? AND id = ?",
+                    (vector, collection, record_id),
+                )
+            )
         return vector
 
     async def state_vectors(self, keys: Sequence[tuple[str, str]]) -> builtins.list[bytes]:
@@ -332,6 +361,9 @@ class LocalStore:
         Batched: a few queries per 400 records instead of a few per record, which is what a
         catch-up after reconnect asks for.
         """
+        for key in keys:
+            if self._writer.in_flight(key):
+                await self._writer.settled(key)
         found: dict[tuple[str, str], bytes] = {}
         for start in range(0, len(keys), 400):
             chunk = list(dict.fromkeys(keys[start : start + 400]))
@@ -345,11 +377,11 @@ class LocalStore:
             stale = {}
             for collection, record_id, vector, confirmed, client_id in rows:
                 key = (collection, record_id)
-                cached = self._cache.get(key)
-                if vector is not None:
-                    found[key] = bytes(vector)
-                elif cached is not None:
+                cached = self._cache.get(key) if self._editing != key else None
+                if cached is not None:  # the in-memory doc is never behind the disk
                     found[key] = cached.get_state()
+                elif vector is not None:
+                    found[key] = bytes(vector)
                 else:
                     stale[key] = ([bytes(confirmed)] if confirmed else [], client_id)
             if not stale:
@@ -373,12 +405,15 @@ class LocalStore:
                     doc: Doc[Any] = Doc(client_id=client_id)
                     apply_updates(doc, updates)
                     found[key] = doc.get_state()
-                computed.append((found[key], *key))
-            await self._write(
-                lambda db, rows=computed: db.executemany(  # type: ignore[misc]
-                    "UPDATE records SET state_vector = ? WHERE collection = ? AND id = ?", rows
+                if not self._writer.in_flight(key):  # else the write in flight sets it
+                    computed.append((found[key], *key))
+            if computed:  # a cache of derived data: not waited for
+                self._submit(
+                    lambda db, rows=computed: db.executemany(  # type: ignore[misc]
+                        "UPDATE records SET state_vector = ? WHERE collection = ? AND id = ?",
+                        rows,
+                    )
                 )
-            )
         return [found.get(key, b"") for key in keys]
 
     async def encode_state(
@@ -429,81 +464,85 @@ class LocalStore:
 
         ``async with store.edit("jobs", "job-42") as job: job["status"] = "done"``.
         When the block exits normally the edit is durable. If it raises, nothing is saved.
+        Edits are applied one at a time, in the order they are entered; concurrent edits (from
+        several tasks) share their commits.
 
         Raises:
             RecordNotFound: the record does not exist and ``create`` is false.
             InvalidState: called inside another edit of this store.
+            StoreError: the edit could not be written (it is not kept in memory either).
         """
         if self._editing is not None and asyncio.current_task() is self._editing_task:
             raise InvalidState("store.edit() cannot be nested inside another edit")
+        key = (collection, record_id)
+        committed: asyncio.Future[int] | None = None
         async with self._edit_lock:
-            self._editing = (collection, record_id)
+            self._editing = key
             self._editing_task = asyncio.current_task()
             try:
-                async with self._edit_one(collection, record_id, create) as editor:
-                    yield editor
+                # Out of the cache while the block runs: concurrent readers load their own.
+                doc, exists = await self._doc_for_edit(collection, record_id, create)
+                captured: list[bytes] = []
+
+                def capture(event: TransactionEvent) -> None:
+                    captured.append(event.update)
+
+                subscription = doc.observe(capture)
+                try:
+                    with doc.transaction(origin=LOCAL_ORIGIN):
+                        yield RecordEditor(doc, collection, self.lww_policy, self._stamp)
+                finally:
+                    doc.unobserve(subscription)
+                update = captured[0] if captured else EMPTY_UPDATE
+                self._remember(key, doc)
+                if update != EMPTY_UPDATE or not exists:
+                    committed = self._submit_edit(
+                        collection, record_id, doc, update, new=not exists
+                    )
             finally:
                 self._editing = None
                 self._editing_task = None
+        if committed is not None:
+            await asyncio.shield(committed)
 
-    @contextlib.asynccontextmanager
-    async def _edit_one(
+    async def _doc_for_edit(
         self, collection: str, record_id: str, create: bool
-    ) -> AsyncIterator[RecordEditor]:
+    ) -> tuple[Doc[Any], bool]:
+        """The record's document, taken out of the cache, and whether the record exists."""
         key = (collection, record_id)
-        # Take the doc out of the cache while it is edited: concurrent readers load their own.
-        # A cached doc means the record exists, and saves a query on the edit path.
+        # A cached doc means the record exists (or its creation is in flight): no query.
         cached = self._cache.pop(key, None)
-        exists = cached is not None or await self._record_row(collection, record_id) is not None
-        if not exists and not create:
-            raise RecordNotFound(collection, record_id)
-        if not exists:
-            doc: Doc[Any] = Doc(client_id=_new_client_id())
-        else:
-            doc = cached if cached is not None else await self._doc(collection, record_id)
-        captured: list[bytes] = []
-
-        def capture(event: TransactionEvent) -> None:
-            captured.append(event.update)
-
-        subscription = doc.observe(capture)
-        try:
-            with doc.transaction(origin=LOCAL_ORIGIN):
-                editor = RecordEditor(doc, collection, self.lww_policy, self._stamp)
-                yield editor
-        except BaseException:
-            self._cache.pop(key, None)  # the in-memory doc may hold part of the edit
-            raise
-        finally:
-            doc.unobserve(subscription)
-        update = captured[0] if captured else EMPTY_UPDATE
-        if update == EMPTY_UPDATE and exists:
-            self._remember(key, doc)
-            return
-        try:
-            await self._commit_edit(collection, record_id, doc, update, new=not exists)
-        except BaseException:
-            self._cache.pop(key, None)
-            raise
-        self._remember(key, doc)
+        if cached is not None:
+            return cached, True
+        if self._writer.in_flight(key):
+            await self._writer.settled(key)
+        if await self._record_row(collection, record_id) is None:
+            if not create:
+                raise RecordNotFound(collection, record_id)
+            return Doc(client_id=_new_client_id()), False
+        doc = await self._doc(collection, record_id)
+        self._cache.pop(key, None)
+        return doc, True
 
     def _stamp(self, current: Timestamp | None) -> Timestamp:
         now_ms = int(self._time() * 1000)
         return self._clock.after(current, now_ms) if current else self._clock.tick(now_ms)
 
-    async def _commit_edit(
+    def _submit_edit(
         self, collection: str, record_id: str, doc: Doc[Any], update: bytes, *, new: bool
-    ) -> int:
+    ) -> asyncio.Future[int]:
+        """Queue the edit's rows for the group commit; the future gives its outbox seq."""
         now = self._time()
         vector = doc.get_state()
         clock = self._clock.state().encode()
+        client_id = doc.client_id
 
         def commit(db: sqlite3.Connection) -> int:
             if new:
                 db.execute(
                     "INSERT INTO records (collection, id, client_id, created_at, updated_at,"
                     " accessed_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (collection, record_id, doc.client_id, now, now, now),
+                    (collection, record_id, client_id, now, now, now),
                 )
             seq = db.execute(
                 "INSERT INTO outbox (collection, id, created_at) VALUES (?, ?, ?)",
@@ -522,7 +561,11 @@ class LocalStore:
             db.execute(_SAVE_CLOCK_SQL, (clock,))
             return seq
 
-        return await self._write(commit)
+        future = self._submit(commit, [(collection, record_id)])
+        future.add_done_callback(
+            lambda done: self.outbox._committed(done, collection, record_id, now, update)
+        )
+        return future
 
     async def _save_clock(self, conn: aiosqlite.Connection) -> None:
         await conn.execute(_SAVE_CLOCK_SQL, (self._clock.state().encode(),))
@@ -530,17 +573,23 @@ class LocalStore:
     # ----------------------------------------------------------------- remote updates
 
     async def apply_remote(
-        self, updates: Iterable[RemoteUpdate | tuple[str, str, bytes]]
+        self,
+        updates: Iterable[RemoteUpdate | tuple[str, str, bytes]],
+        settings: Mapping[str, str] | None = None,
     ) -> builtins.list[tuple[str, str]]:
         """Apply updates that came from elsewhere, across many records, in one transaction.
 
         The updates become part of each record's confirmed state. Records not yet in the store
-        are created. Returns the ``(collection, record_id)`` keys that changed, in first-seen
-        order. LWW fields: the clock advances past remote timestamps (within the skew bound)
-        and concurrent writes that lost are added to the conflict log.
+        are created. ``settings`` (e.g. the sync cursor these updates bring the replica to) are
+        written in the same transaction. Returns the ``(collection, record_id)`` keys that
+        changed, in first-seen order. LWW fields: the clock advances past remote timestamps
+        (within the skew bound) and concurrent writes that lost are added to the conflict log.
         """
         items = [u if isinstance(u, RemoteUpdate) else RemoteUpdate(*u) for u in updates]
+        setting_rows = [(f"setting:{k}", v) for k, v in (settings or {}).items()]
         if not items:
+            if setting_rows:
+                await self._write(lambda db: db.executemany(_SET_SETTING_SQL, setting_rows))
             return []
         now = self._time()
         keys = list(dict.fromkeys((u.collection, u.record_id) for u in items))
@@ -570,24 +619,32 @@ class LocalStore:
                 " WHERE collection = ? AND id = ?",
                 touched,
             )
+            if setting_rows:
+                db.executemany(_SET_SETTING_SQL, setting_rows)
 
-        async with self._edit_lock:
-            if not lww_keys:
-                await self._write(write_rows)
-            else:
+        if lww_keys:
+            async with self._edit_lock:
                 for key in lww_keys:
                     self._cache.pop(key, None)
                 async with self._transaction() as conn:
                     await conn._execute(write_rows, conn._conn)  # type: ignore[no-untyped-call]
                     await self._absorb_lww(conn, lww_keys, now)
-            # The cache follows what is committed. LWW records were just rebuilt from every
-            # row (new ones included) by _absorb_lww: applying the batch again is wasted work.
+                # LWW records were just rebuilt from every row (new ones included).
+                for key in keys:
+                    doc = None if key in lww_keys else self._cache.get(key)
+                    if doc is not None and not apply_updates(doc, by_key[key]):
+                        del self._cache[key]
+            return keys
+        async with self._edit_lock:  # not in the middle of an edit's pycrdt transaction
+            # The in-memory documents take the updates now (they hold what is committed plus
+            # what is being committed); a record whose update waits for a dependency is
+            # dropped from memory: Yrs may lose it when more arrive; reloaded from disk.
             for key in keys:
-                doc = None if key in lww_keys else self._cache.get(key)
+                doc = self._cache.get(key)
                 if doc is not None and not apply_updates(doc, by_key[key]):
-                    # Some update waits for a dependency: Yrs may lose it from this doc
-                    # when more arrive; reload from disk (all rows) when next needed.
                     del self._cache[key]
+            committed = self._submit(write_rows, keys)
+        await asyncio.shield(committed)
         return keys
 
     async def _absorb_lww(
@@ -701,13 +758,7 @@ class LocalStore:
 
     async def set_setting(self, key: str, value: str) -> None:
         """Persist a setting of this replica."""
-        await self._write(
-            lambda db: db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (f"setting:{key}", value),
-            )
-        )
+        await self._write(lambda db: db.execute(_SET_SETTING_SQL, (f"setting:{key}", value)))
 
     # ----------------------------------------------------------------- internals
 
@@ -772,6 +823,10 @@ class LocalStore:
         if doc is not None:
             self._cache.move_to_end(key)
             return doc
+        if conn is None and self._writer.in_flight(key):
+            # Not in memory but being written: read it once it is on disk.
+            await self._writer.settled(key)
+            return await self._doc(collection, record_id)
         conn = conn or self.conn
         row = await self._base(conn, collection, record_id)
         rows = await conn.execute_fetchall(
@@ -786,8 +841,13 @@ class LocalStore:
                 self.path, f"record {collection}/{record_id} holds an undecodable update: {exc}"
             ) from exc
         # Cache only committed state: outside a write transaction, or inside it when asked to
-        # (``conn`` given), never while another coroutine's transaction is half done.
-        if self._editing != key and (conn is not self.conn or not self._write_lock.locked()):
+        # (``conn`` given), never while another coroutine's transaction is half done, nor
+        # while a write of the record is in flight (this read may not have seen it).
+        if (
+            self._editing != key
+            and (conn is not self.conn or not self._in_transaction)
+            and not self._writer.in_flight(key)
+        ):
             self._remember(key, doc)
         return doc
 
@@ -870,13 +930,58 @@ class LocalStore:
             except BaseException:
                 self._cache.pop((collection, record_id), None)
                 raise
+            self.outbox._errors -= 1  # the entry is queued again
 
 
 class Outbox:
-    """The outbox of a :class:`LocalStore`: local edits waiting for the relay, in order."""
+    """The outbox of a :class:`LocalStore`: local edits waiting for the relay, in order.
+
+    The numbers of entries waiting and in error are kept in memory (loaded when the store
+    opens, then moved by each committed write), so counting costs no query.
+    """
 
     def __init__(self, store: LocalStore) -> None:
         self._store = store
+        self._total = 0
+        self._errors = 0
+        self._listeners: builtins.list[Callable[[OutboxEntry], None]] = []
+
+    async def _load_counts(self) -> None:
+        row = _first(
+            await self._store.conn.execute_fetchall(
+                "SELECT COUNT(*), COUNT(*) FILTER (WHERE status = 'error') FROM outbox"
+            )
+        )
+        self._total, self._errors = (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def on_queued(self, callback: Callable[[OutboxEntry], None]) -> Callable[[], None]:
+        """Call ``callback(entry)`` for each new entry once its edit is committed, in seq
+        order (the sync run pushes it without listing the outbox). Returns an unsubscribe."""
+        self._listeners.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(callback)
+
+        return unsubscribe
+
+    def _committed(
+        self,
+        done: asyncio.Future[int],
+        collection: str,
+        record_id: str,
+        created_at: float,
+        update: bytes,
+    ) -> None:
+        """An edit's write landed: count its entry and tell the listeners."""
+        if done.cancelled() or done.exception() is not None:
+            return
+        self._total += 1
+        entry = OutboxEntry(
+            done.result(), collection, record_id, OutboxStatus.QUEUED, created_at, update
+        )
+        for callback in builtins.list(self._listeners):
+            callback(entry)
 
     async def _entries(self, where: str, params: Sequence[Any]) -> builtins.list[OutboxEntry]:
         async with self._store.conn.execute(
@@ -924,13 +1029,13 @@ class Outbox:
         return int(row[0]) if row else 0
 
     async def counts(self) -> tuple[int, int]:
-        """``(entries waiting, entries in error)`` in one query."""
-        row = _first(
-            await self._store.conn.execute_fetchall(
-                "SELECT COUNT(*), COUNT(*) FILTER (WHERE status = 'error') FROM outbox"
-            )
-        )
-        return (int(row[0]), int(row[1])) if row else (0, 0)
+        """``(entries waiting, entries in error)``, committed ones (see :meth:`tally`)."""
+        return self.tally()
+
+    def tally(self) -> tuple[int, int]:
+        """``(entries waiting, entries in error)`` as committed, from memory (no query)."""
+        self._store.conn  # noqa: B018 (raises InvalidState once closed)
+        return self._total, self._errors
 
     async def has_pending(self, collection: str, record_id: str) -> bool:
         """Whether the record has local changes the relay has not acknowledged."""
@@ -940,16 +1045,22 @@ class Outbox:
         ) as cursor:
             return await cursor.fetchone() is not None
 
-    async def mark_uploading(self, seqs: Iterable[int]) -> None:
-        """Mark queued entries as sent (and count the attempt)."""
+    def mark_uploading(self, seqs: Iterable[int]) -> asyncio.Future[None]:
+        """Mark queued entries as sent (and count the attempt).
+
+        Queued at once in the group commit, in order with later writes; await the returned
+        future to wait for the commit.
+        """
         rows = [(s,) for s in seqs]
-        await self._store._write(
-            lambda db: db.executemany(
+
+        def mark(db: sqlite3.Connection) -> None:
+            db.executemany(
                 "UPDATE outbox SET status = 'uploading', attempts = attempts + 1"
                 " WHERE seq = ? AND status = 'queued'",
                 rows,
             )
-        )
+
+        return self._store._submit(mark)
 
     async def requeue_uploading(self) -> None:
         """Put entries whose upload was interrupted (connection lost) back in the queue."""
@@ -957,16 +1068,41 @@ class Outbox:
             lambda db: db.execute("UPDATE outbox SET status = 'queued' WHERE status = 'uploading'")
         )
 
-    async def acknowledge(self, seqs: Iterable[int]) -> int:
+    def acknowledge(self, seqs: Iterable[int]) -> asyncio.Future[int]:
         """The relay stored these entries: they leave the outbox and their updates become
-        confirmed. Unknown seqs (already acknowledged) are ignored. Returns how many left."""
+        confirmed. Unknown seqs (already acknowledged) are ignored.
+
+        Queued at once in the group commit; the returned future (await it to wait for the
+        commit) gives how many entries left.
+        """
         pairs = [(s,) for s in seqs]
 
-        def ack(db: sqlite3.Connection) -> int:
+        def ack(db: sqlite3.Connection) -> tuple[int, int]:
             db.executemany("UPDATE updates SET outbox_seq = NULL WHERE outbox_seq = ?", pairs)
-            return db.executemany("DELETE FROM outbox WHERE seq = ?", pairs).rowcount
+            errors = db.executemany(
+                "DELETE FROM outbox WHERE seq = ? AND status = 'error'", pairs
+            ).rowcount
+            return errors + db.executemany(
+                "DELETE FROM outbox WHERE seq = ?", pairs
+            ).rowcount, errors
 
-        return await self._store._write(ack)
+        written = self._store._submit(ack)
+        result: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def landed(done: asyncio.Future[tuple[int, int]]) -> None:
+            if done.cancelled():
+                result.cancel()
+            elif (exc := done.exception()) is not None:
+                result.set_exception(exc)
+                result.exception()  # nobody may await it: not an "unretrieved" error
+            else:
+                removed, errors = done.result()
+                self._total -= removed
+                self._errors -= errors
+                result.set_result(removed)
+
+        written.add_done_callback(landed)
+        return result
 
     async def acknowledge_upto(self, seq: int) -> int:
         """Acknowledge every entry with seq <= ``seq`` that is not in error."""
@@ -979,16 +1115,22 @@ class Outbox:
     async def mark_error(self, seq: int, code: str, reason: str) -> None:
         """The relay refused entry ``seq``: it stays in the outbox, in error, until resolved
         or discarded. Other entries are unaffected."""
-        changed = await self._store._write(
-            lambda db: (
-                db.execute(
-                    "UPDATE outbox SET status = 'error', error_code = ?, error_reason = ?"
-                    " WHERE seq = ?",
-                    (code, reason, seq),
-                ).rowcount
-            )
-        )
-        if changed == 0:
+
+        def mark(db: sqlite3.Connection) -> tuple[int, int]:
+            newly = db.execute(
+                "UPDATE outbox SET status = 'error', error_code = ?, error_reason = ?"
+                " WHERE seq = ? AND status != 'error'",
+                (code, reason, seq),
+            ).rowcount
+            again = db.execute(
+                "UPDATE outbox SET error_code = ?, error_reason = ? WHERE seq = ?",
+                (code, reason, seq),
+            ).rowcount
+            return newly, again
+
+        newly, found = await self._store._write(mark)
+        self._errors += newly
+        if found == 0:
             raise OutboxError(f"no outbox entry {seq}")
 
     async def discard(self, seq: int) -> None:
@@ -1057,6 +1199,10 @@ _MERGE_FOR_STATE_VECTOR = 32
 
 _SAVE_CLOCK_SQL = (
     "INSERT INTO meta (key, value) VALUES ('hlc', ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+_SET_SETTING_SQL = (
+    "INSERT INTO meta (key, value) VALUES (?, ?)"
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
 _ACCESSED_SQL = (
