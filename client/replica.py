@@ -122,6 +122,7 @@ class Replica:
         self.status = StatusFeed(Status(session=self._session.state))
         self._kick = asyncio.Event()
         self._connection: Connection | None = None
+        self._sync_run: SyncRun | None = None
         self._connecting: asyncio.Task[Connection] | None = None
         self._runner: asyncio.Task[None] | None = None
         self._change_callbacks: list[Callable[[RecordChange], None]] = []
@@ -260,11 +261,8 @@ class Replica:
         """
         async with self.store.edit(collection, record_id, create=create) as editor:
             yield editor
-        connection = self._connection
-        if connection is not None:
-            connection.wake()  # the sync run pushes the entry, then recounts pending
-        else:
-            await self._recount()
+        if self._sync_run is None:  # else the sync run pushes the entry and recounts
+            self._recount()
 
     @property
     def outbox(self) -> Outbox:
@@ -273,9 +271,9 @@ class Replica:
 
     async def retry(self) -> None:
         """Push queued entries now (e.g. after ``outbox.resolve()``); no-op offline."""
-        await self._recount()
-        if self._connection is not None:
-            self._connection.wake()
+        self._recount()
+        if self._sync_run is not None:
+            self._sync_run.relist()
 
     # -- record-change events --------------------------------------------------------------
 
@@ -355,7 +353,7 @@ class Replica:
             raise OfflineError(f"cannot sync now: the replica is {self.status.current.state}")
         if self._connection is not None:
             self._connection.wake()
-        await self._recount()
+        self._recount()
         async with asyncio.timeout(timeout):
             status = await self.status.wait_for(
                 lambda s: (
@@ -375,7 +373,7 @@ class Replica:
         Raises:
             TimeoutError: not synced within ``timeout`` seconds.
         """
-        await self._recount()
+        self._recount()
         async with asyncio.timeout(timeout):
             return await self.status.wait_for(
                 lambda s: s.session is SessionState.ONLINE and s.pending == s.errors
@@ -468,6 +466,7 @@ class Replica:
         if not self._session.wants_connection:
             await connection.close()
         run = SyncRun(connection, self.store, self, self.collections, window=self.upload_window)
+        self._sync_run = run
         try:
             code = await run.run()
         except BaseException:
@@ -475,8 +474,9 @@ class Replica:
             raise
         finally:
             self._connection = None
+            self._sync_run = None
             await connection.wait_ended()
-        await self._recount()
+        self._recount()
         if not self._session.wants_connection or self._epoch != epoch:
             return  # the user switched sync off (and maybe on again): not a failure
         if code in _AUTH_CODES and (run.phase != "handshake" or not self._auth_retried):
@@ -523,10 +523,10 @@ class Replica:
         if connection is not None:
             await connection.close()
 
-    async def _recount(self) -> None:
+    def _recount(self) -> None:
         if self._session.state is SessionState.CLOSED:
             return
-        pending, errors = await self.store.outbox.counts()
+        pending, errors = self.store.outbox.tally()
         self.status.update(pending=pending, errors=errors)
 
     # -- SyncOwner (called by SyncRun) ----------------------------------------------------
@@ -551,9 +551,9 @@ class Replica:
         """Progress of the current sync."""
         self.status.update(progress=progress)
 
-    async def outbox_changed(self) -> None:
+    def outbox_counted(self) -> None:
         """Entries were acknowledged, refused or sent."""
-        await self._recount()
+        self._recount()
 
     def records_changed(self, keys: Sequence[tuple[str, str]]) -> None:
         """Remote updates changed these records."""
@@ -596,7 +596,7 @@ class _Opening:
         except BaseException:
             await store.close()
             raise
-        await replica._recount()
+        replica._recount()
         replica._start()
         return replica
 

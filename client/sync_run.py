@@ -7,24 +7,27 @@ relay, or a wake-up after a local edit), so store updates never race each other:
 
 1. **Upload first.** Entries left ``uploading`` by an earlier connection are queued again
    (their acks may have been lost; the relay takes a re-sent update harmlessly). Queued entries
-   are marked ``uploading`` and pushed in seq order with at most ``window`` entries in flight;
-   each ``ack`` acknowledges entries in the store (they leave the outbox), each ``reject`` marks
-   an entry ``error`` (it stays until the app resolves or discards it). More entries are pushed
-   as acks free the window.
+   are pushed in seq order with at most ``window`` entries in flight, as many per ``push`` frame
+   as are ready, and marked ``uploading``; each ``ack`` acknowledges entries in the store (they
+   leave the outbox), each ``reject`` marks an entry ``error`` (it stays until the app resolves
+   or discards it). More entries are pushed as acks free the window. The store's writes for
+   this (``uploading``, acknowledgements) join its group commit without the run waiting for
+   them: the group commit keeps them in order, and losing one to a crash only means a harmless
+   re-send. New entries come from the outbox's ``on_queued`` events as their edits commit; the
+   outbox is listed only when the run starts and after :meth:`SyncRun.relist` (an entry queued
+   again by resolve/discard).
 2. **Then download**, once nothing is queued or in flight: ``sub`` with the cursor persisted by
    the last completed sync; each ``changed`` is answered with the records' state vectors from
    the store; ``updates`` are applied with ``store.apply_remote`` (one transaction per frame);
    ``synced`` persists its cursor (setting :data:`CURSOR_SETTING`) and the replica is online.
-3. **Live**: updates from others are applied as they come (their cursor persisted too, since
-   the relay fans out in commit order; while more frames are waiting the write is deferred to
-   the last of them, or to the end of the connection); local edits wake the run, which pushes
-   them at once.
+3. **Live**: updates from others are applied as they come, their cursor (if the frame carries
+   one) written in the same transaction; local edits are pushed as soon as they are committed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -72,8 +75,8 @@ class SyncOwner(Protocol):
     def sync_progress(self, progress: Progress) -> None:
         """Progress of the current sync changed."""
 
-    async def outbox_changed(self) -> None:
-        """Entries left the outbox or changed status: recount the pending entries."""
+    def outbox_counted(self) -> None:
+        """Entries left the outbox or changed status: the outbox's counts are current."""
 
     def records_changed(self, keys: Sequence[tuple[str, str]]) -> None:
         """Remote updates changed these records in the store."""
@@ -110,24 +113,42 @@ class SyncRun:
         self.phase = "handshake"  # -> upload -> download -> live
         self.progress = Progress()
         self._sizes: dict[int, int] = {}  # bytes of each outbox entry counted in progress
-        # Queued entries listed but not pushed yet, in seq order. Only errored entries change
-        # under us (resolve/discard), and those are not queued, so the listing stays valid.
-        self._backlog: deque[OutboxEntry] = deque()
-        self._live_cursor: int | None = None  # of live updates applied, not yet persisted
+        # Queued entries not pushed yet, by seq (pushed in seq order). Only errored entries
+        # change under us (resolve/discard), and those are not queued, so entries stay valid.
+        self._backlog: dict[int, OutboxEntry] = {}
+        self._sent: set[int] = set()  # pushed on this connection, neither acked nor rejected
+        self._relist = True  # list the outbox at the next pump (start, or relist())
+        self._unsubscribe = store.outbox.on_queued(self._queued)
+
+    def _queued(self, entry: OutboxEntry) -> None:
+        """A new entry's edit is committed: push it at the next pump."""
+        self._backlog[entry.seq] = entry
+        self.connection.wake()
+
+    def relist(self) -> None:
+        """Entries were queued again (resolve/discard): list the outbox at the next pump."""
+        self._relist = True
+        self.connection.wake()
 
     async def run(self) -> str:
         """Handle everything until the connection ends; return why it ended (a close code)."""
+        try:
+            return await self._run()
+        finally:
+            self._unsubscribe()
+
+    async def _run(self) -> str:
         while True:
             item = await self.connection.next()
             if item is CLOSED:
-                await self._save_live_cursor()
                 return self.connection.close_code
             if self.protocol.state is not State.OPEN:
                 continue  # closing: ignore the rest, wait for the end
             try:
                 if item is WAKE:
-                    if self.phase == "handshake" or not await self._pump():
-                        await self.owner.outbox_changed()  # the edit counts as pending now
+                    if self.phase != "handshake":
+                        await self._pump()
+                    self.owner.outbox_counted()  # a new edit counts as pending now
                     await self._maybe_download()
                 else:
                     await self._handle(item)
@@ -146,10 +167,13 @@ class SyncRun:
                 await self._pump()
                 await self._maybe_download()
             case Acked(seqs):
-                await self.store.outbox.acknowledge(seqs)
+                self._sent.difference_update(seqs)
+                # Not waited for: in order with later writes; the count moves once committed.
+                self.store.outbox.acknowledge(seqs).add_done_callback(self._ack_written)
                 self._uploaded(seqs)
                 await self._settled()
             case Rejected(items):
+                self._sent.difference_update(i.seq for i in items)
                 await self._mark_errors(items)
                 self._uploaded([i.seq for i in items])
                 await self._settled()
@@ -165,14 +189,11 @@ class SyncRun:
                 await self.connection.flush()
                 self._advance(records_total=len(items))
             case UpdatesReceived(items, cursor):
-                keys = await self.store.apply_remote(items)
-                size = sum(len(i.update) for i in items)
-                if self.phase == "live":
-                    if cursor is not None:
-                        self._live_cursor = cursor
-                        if self.connection.idle:  # batch the writes while updates stream in
-                            await self._save_live_cursor()
-                else:
+                live = self.phase == "live" and cursor is not None
+                settings = {CURSOR_SETTING: str(cursor)} if live else None
+                keys = await self.store.apply_remote(items, settings)
+                if self.phase != "live":
+                    size = sum(len(i.update) for i in items)
                     self._advance(records_done=len(keys), bytes_done=size)
                 self.owner.records_changed(keys)
             case Synced(cursor):
@@ -184,29 +205,36 @@ class SyncRun:
             case _:
                 pass  # pongs: the heartbeat only needs something received
 
-    async def _save_live_cursor(self) -> None:
-        """Persist the cursor of the live updates applied so far (if not yet saved)."""
-        cursor, self._live_cursor = self._live_cursor, None
-        if cursor is not None:
-            await self.store.set_setting(CURSOR_SETTING, str(cursor))
+    def _ack_written(self, done: asyncio.Future[int]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            log.warning("acknowledgement not saved (the entries will be sent again): %r", done)
+            return
+        self.owner.outbox_counted()
 
     # -- upload ---------------------------------------------------------------------------
 
     async def _start_upload_progress(self) -> None:
-        queued = await self.store.outbox.list(OutboxStatus.QUEUED)
-        self._backlog.extend(queued)
-        self._count(queued)
+        await self._list_queued()
+        self._count(list(self._backlog.values()))
+
+    async def _list_queued(self) -> None:
+        self._relist = False
+        for entry in await self.store.outbox.list(OutboxStatus.QUEUED):
+            if entry.seq not in self._sent:
+                self._backlog[entry.seq] = entry
 
     async def _pump(self) -> int:
         """Push queued entries while the window has room; return how many were pushed."""
         room = self.window - self.protocol.uploads_pending
         if room <= 0:
             return 0
-        if not self._backlog:  # one listing per pass over the queue, not one per push
-            self._backlog.extend(await self.store.outbox.list(OutboxStatus.QUEUED))
-        batch = [self._backlog.popleft() for _ in range(min(room, len(self._backlog)))]
-        if not batch:
+        if self._relist:
+            await self._list_queued()
+        if not self._backlog:
             return 0
+        seqs = sorted(self._backlog)[:room]
+        batch = [self._backlog.pop(seq) for seq in seqs]
+        self._sent.update(seqs)
         items = [(e.seq, e.collection, e.record_id, e.update) for e in batch]
         too_big: list[tuple[int, str]] = []
         try:
@@ -218,13 +246,15 @@ class SyncRun:
                 except MessageTooBig as exc:
                     too_big.append((item[0], str(exc)))
         await self.connection.flush()
-        # Marked after sending, off the latency path: a crash in between leaves them queued,
-        # and they are sent again (harmless); their acks are handled after this returns.
-        await self.store.outbox.mark_uploading([e.seq for e in batch])
+        # Marked after sending, off the latency path and not waited for: a crash in between
+        # leaves them queued, and they are sent again (harmless). The group commit writes it
+        # before their acknowledgement.
+        self.store.outbox.mark_uploading(seqs)
         for seq, reason in too_big:
+            self._sent.discard(seq)
             await self.store.outbox.mark_error(seq, "too_big", reason)
         self._count(batch)
-        await self.owner.outbox_changed()
+        self.owner.outbox_counted()
         return len(batch)
 
     async def _mark_errors(self, items: Sequence[RejectItem]) -> None:
@@ -235,7 +265,7 @@ class SyncRun:
                 log.info("rejected entry %d is no longer in the outbox", seq)
 
     async def _settled(self) -> None:
-        await self.owner.outbox_changed()
+        self.owner.outbox_counted()
         await self._pump()
         await self._maybe_download()
 
