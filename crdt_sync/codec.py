@@ -216,9 +216,27 @@ def _hello(obj: dict[str, Any]) -> Hello:
     )
 
 
+# The item parsers below check the common, valid row inline (one pass, no helper calls: a
+# catch-up frame holds up to max_items rows) and fall back to the field checkers, which say
+# what is wrong, for any other row. Both accept exactly the same rows.
+
+
 def _push(obj: dict[str, Any]) -> Push:
     items = []
     for row in _list(_field(obj, "items"), "push items"):
+        if type(row) is list and len(row) == 4:
+            seq, collection, record_id, update = row
+            if (
+                type(seq) is int
+                and 0 <= seq <= MAX_INT
+                and type(collection) is str
+                and 0 < len(collection) <= MAX_NAME_LENGTH
+                and type(record_id) is str
+                and 0 < len(record_id) <= MAX_NAME_LENGTH
+                and type(update) is bytes
+            ):
+                items.append(PushItem(seq, collection, record_id, update))
+                continue
         seq, collection, record_id, update = _row(row, "push item", 4)
         items.append(
             PushItem(
@@ -241,6 +259,19 @@ def _subscribe(obj: dict[str, Any]) -> Subscribe:
 def _state_vectors(obj: dict[str, Any]) -> StateVectors:
     items = []
     for row in _list(_field(obj, "items"), "sv items"):
+        if type(row) is list and len(row) == 3:
+            collection, record_id, state_vector = row
+            if (
+                type(collection) is str
+                and 0 < len(collection) <= MAX_NAME_LENGTH
+                and type(record_id) is str
+                and 0 < len(record_id) <= MAX_NAME_LENGTH
+                and type(state_vector) is bytes
+            ):
+                items.append(
+                    StateVectorItem(collection, record_id, state_vector or EMPTY_STATE_VECTOR)
+                )
+                continue
         collection, record_id, state_vector = _row(row, "sv item", 3)
         items.append(
             StateVectorItem(
@@ -305,6 +336,16 @@ def _reject(obj: dict[str, Any]) -> Reject:
 def _changed(obj: dict[str, Any]) -> Changed:
     items = []
     for row in _list(_field(obj, "items"), "changed items"):
+        if type(row) is list and len(row) == 2:
+            collection, record_id = row
+            if (
+                type(collection) is str
+                and 0 < len(collection) <= MAX_NAME_LENGTH
+                and type(record_id) is str
+                and 0 < len(record_id) <= MAX_NAME_LENGTH
+            ):
+                items.append(RecordKey(collection, record_id))
+                continue
         collection, record_id = _row(row, "changed item", 2)
         items.append(
             RecordKey(
@@ -321,6 +362,17 @@ def _changed(obj: dict[str, Any]) -> Changed:
 def _updates(obj: dict[str, Any]) -> Updates:
     items = []
     for row in _list(_field(obj, "items"), "updates items"):
+        if type(row) is list and len(row) == 3:
+            collection, record_id, update = row
+            if (
+                type(collection) is str
+                and 0 < len(collection) <= MAX_NAME_LENGTH
+                and type(record_id) is str
+                and 0 < len(record_id) <= MAX_NAME_LENGTH
+                and type(update) is bytes
+            ):
+                items.append(UpdateItem(collection, record_id, update))
+                continue
         collection, record_id, update = _row(row, "updates item", 3)
         items.append(
             UpdateItem(

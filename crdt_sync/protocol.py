@@ -262,24 +262,12 @@ class StateVectorsReceived:
 
 
 ClientEvent = (
-    Welcomed
-    | Acked
-    | Rejected
-    | Changed
-    | UpdatesReceived
-    | Synced
-    | PongReceived
-    | ErrorReceived
+    Welcomed | Acked | Rejected | Changed | UpdatesReceived | Synced | PongReceived | ErrorReceived
 )
 """Events a :class:`ClientProtocol` reports."""
 
 ServerEvent = (
-    HelloReceived
-    | PushReceived
-    | Subscribed
-    | StateVectorsReceived
-    | PongReceived
-    | ErrorReceived
+    HelloReceived | PushReceived | Subscribed | StateVectorsReceived | PongReceived | ErrorReceived
 )
 """Events a :class:`ServerProtocol` reports."""
 
@@ -893,11 +881,20 @@ class ServerProtocol(_Protocol[ServerEvent]):
             InvalidState: the connection is not ``OPEN``.
         """
         self._require_open("send updates")
-        updates = [UpdateItem(*item) for item in items]
-        sizes = [_update_size(update) for update in updates]
-        batches = list(_batches(updates, sizes, self.max_items, self.max_frame))
-        for i, batch in enumerate(batches):
-            self._send(m.Updates(tuple(batch), cursor if i == len(batches) - 1 else None))
+        # _batches() inlined: catch-up answers and fan-out frames hold many items.
+        max_items, max_bytes = self.max_items, self.max_frame
+        batch: list[UpdateItem] = []
+        used = _FRAME_OVERHEAD
+        for item in items:
+            update = item if type(item) is UpdateItem else UpdateItem(*item)
+            size = _update_size(update)
+            if batch and (len(batch) >= max_items or used + size > max_bytes):
+                self._send(m.Updates(tuple(batch), None))
+                batch, used = [], _FRAME_OVERHEAD
+            batch.append(update)
+            used += size
+        if batch:
+            self._send(m.Updates(tuple(batch), cursor))
 
     def send_cursor(self, cursor: int) -> None:
         """Send a live cursor alone: an ``updates`` frame with no items.

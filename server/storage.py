@@ -38,6 +38,7 @@ import contextlib
 import itertools
 import logging
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,7 @@ CREATE TABLE IF NOT EXISTS changes (
 CREATE INDEX IF NOT EXISTS changes_by_seq ON changes (tenant, seq);
 """
 
+_CACHED_PARTS = 64  # most updates a cached state holds unmerged
 _KEYS_PER_QUERY = 400  # (collection, record_id) pairs per IN (VALUES ...) query
 
 
@@ -167,6 +169,89 @@ class StorageStats:
     batch_sizes: list[int] = field(default_factory=list)
 
 
+class StateCache:
+    """Merged record states kept in memory, least recently used out first, bounded in bytes.
+
+    An entry is a list of Yjs updates whose merge is the record's committed state: the state
+    read from the database, then the updates committed since (appended by the writer), merged
+    lazily on the next read. Only the storage fills it, under two rules that keep it exact:
+
+    - the writer appends a committed update only to an entry that exists;
+    - a state read from the database becomes an entry only if no commit touched the record
+      while that read was in flight (the read may predate the commit).
+
+    Args:
+        max_bytes: the budget; 0 disables the cache.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[tuple[str, str, str], list[bytes]] = OrderedDict()
+        # per database read in flight: the records committed since it began
+        self._reads: list[set[tuple[str, str, str]]] = []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple[str, str, str]) -> bytes | None:
+        """The record's merged state, or ``None`` if it is not cached."""
+        parts = self._entries.get(key)
+        if parts is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._entries.move_to_end(key)
+        if len(parts) > 1:
+            merged = merge_updates(*parts)
+            self.size += len(merged) - sum(len(p) for p in parts)
+            parts[:] = [merged]
+            self._evict()
+        return parts[0]
+
+    def committed(self, key: tuple[str, str, str], update: bytes) -> None:
+        """The writer committed ``update`` to the record."""
+        for touched in self._reads:
+            touched.add(key)
+        parts = self._entries.get(key)
+        if parts is None:
+            return
+        if len(parts) >= _CACHED_PARTS:
+            # Written often, not read: drop it rather than merge on the commit path (the
+            # next read merges the compacted database rows, a bounded merge too).
+            del self._entries[key]
+            self.size -= sum(len(p) for p in parts)
+            return
+        parts.append(update)
+        self.size += len(update)
+        self._evict()
+
+    def read_started(self) -> set[tuple[str, str, str]]:
+        """A database read of states begins; pass the token to :meth:`read_done`, always."""
+        token: set[tuple[str, str, str]] = set()
+        self._reads.append(token)
+        return token
+
+    def read_done(
+        self, token: set[tuple[str, str, str]], states: dict[tuple[str, str, str], bytes]
+    ) -> None:
+        """A database read ended: cache what it read, except records committed meanwhile."""
+        self._reads = [t for t in self._reads if t is not token]
+        if self.max_bytes:
+            for key, state in states.items():
+                if key not in token and key not in self._entries:
+                    self._entries[key] = [state]
+                    self.size += len(state)
+            self._evict()
+
+    def _evict(self) -> None:
+        while self.size > self.max_bytes and self._entries:
+            _, parts = self._entries.popitem(last=False)
+            self.size -= sum(len(p) for p in parts)
+
+
 class SQLiteRelayStorage:
     """:class:`RelayStorage` on one SQLite file (WAL) through aiosqlite.
 
@@ -180,6 +265,8 @@ class SQLiteRelayStorage:
             the writer connection; a third connection checkpoints (PASSIVE) in the background
             so that no commit (and no ack) waits for one.
         compact_batch: most records merged by one compaction transaction.
+        state_cache_bytes: memory budget of the merged states kept for :meth:`get_states`
+            (:class:`StateCache`); 0 disables it.
         background_compaction: compact due records in a background task (default). When
             false, only :meth:`compact_pending` compacts (tests use it to control timing).
     """
@@ -194,7 +281,9 @@ class SQLiteRelayStorage:
         checkpoint_every: int = 256,
         compact_batch: int = 16,
         background_compaction: bool = True,
+        state_cache_bytes: int = 64 * 1024 * 1024,
     ) -> None:
+        self.states = StateCache(state_cache_bytes)
         self.path = Path(directory) / DB_FILENAME
         self.durable = durable
         self.compact_every = compact_every
@@ -338,20 +427,34 @@ class SQLiteRelayStorage:
         compaction committing meanwhile cannot make an update vanish from the answer.
         """
         db = self._require(self._reader_db)
-        wanted = list(dict.fromkeys(keys))
-        parts: dict[RecordKey, list[bytes]] = {}
-        for start in range(0, len(wanted), _KEYS_PER_QUERY):
-            chunk = wanted[start : start + _KEYS_PER_QUERY]
-            flat = [v for key in chunk for v in key]
-            sql = states_query(len(chunk))
-            for collection, record_id, _kind, _seq, data in await db.execute_fetchall(
-                sql, [*flat, tenant, tenant]
-            ):
-                parts.setdefault((collection, record_id), []).append(bytes(data))
-        return {
-            key: updates[0] if len(updates) == 1 else merge_updates(*updates)
-            for key, updates in parts.items()
-        }
+        cache = self.states
+        found: dict[RecordKey, bytes] = {}
+        missing: list[RecordKey] = []
+        for key in dict.fromkeys(keys):
+            state = cache.get((tenant, *key))
+            if state is None:
+                missing.append(key)
+            else:
+                found[key] = state
+        if not missing:
+            return found
+        token = cache.read_started()
+        read: dict[tuple[str, str, str], bytes] = {}
+        try:
+            # Every chunk's query in one hop to the reader's thread.
+            rows = await db._execute(  # type: ignore[no-untyped-call]
+                _read_states_in_thread, db._conn, tenant, missing
+            )
+            parts: dict[RecordKey, list[bytes]] = {}
+            for collection, record_id, data in rows:
+                parts.setdefault((collection, record_id), []).append(data)
+            for key, updates in parts.items():
+                state = updates[0] if len(updates) == 1 else merge_updates(*updates)
+                found[key] = state
+                read[(tenant, *key)] = state
+        finally:
+            cache.read_done(token, read)
+        return found
 
     async def changed_since(
         self,
@@ -502,6 +605,9 @@ class SQLiteRelayStorage:
             return
         self._heads = heads
         self._log_lengths = lengths
+        committed = self.states.committed
+        for tenant, collection, record_id, _seq, update in log_rows:
+            committed((tenant, collection, record_id), update)
         self.stats.commits += 1
         self.stats.updates += len(log_rows)
         for request, seqs in zip(batch, results, strict=True):
@@ -582,6 +688,21 @@ class SQLiteRelayStorage:
             await db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except aiosqlite.Error:
             log.exception("WAL checkpoint failed")
+
+
+def _read_states_in_thread(
+    conn: sqlite3.Connection, tenant: str, keys: list[RecordKey]
+) -> list[tuple[str, str, bytes]]:
+    """Snapshot and log rows of ``keys``, per record in order (runs on the reader's thread)."""
+    rows: list[tuple[str, str, bytes]] = []
+    for start in range(0, len(keys), _KEYS_PER_QUERY):
+        chunk = keys[start : start + _KEYS_PER_QUERY]
+        flat = [v for key in chunk for v in key]
+        for collection, record_id, _kind, _seq, data in conn.execute(
+            states_query(len(chunk)), [*flat, tenant, tenant]
+        ):
+            rows.append((str(collection), str(record_id), bytes(data)))
+    return rows
 
 
 def _commit_in_thread(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import random
 import sqlite3
 from pathlib import Path
 
 import pytest
 from crdt_sync.server.storage import (
     SQLiteRelayStorage,
+    StateCache,
     _merge_in_thread,
     _store_compacted_in_thread,
 )
@@ -301,3 +304,83 @@ async def test_background_compaction_runs_by_itself_and_after_a_restart(tmp_path
     state = (await reopened.get_states("acme", [("jobs", "j")]))[("jobs", "j")]
     assert _text(state) == "".join(f"{i}," for i in range(12))
     await reopened.close()
+
+
+def _key_update(text: str, client_id: int) -> bytes:
+    doc = Doc(client_id=client_id)
+    doc.get("notes", type=Text).insert(0, text)
+    return doc.get_update()
+
+
+def test_state_cache_never_keeps_a_read_older_than_a_commit_made_meanwhile() -> None:
+    cache = StateCache(1 << 20)
+    key = ("acme", "jobs", "j")
+    first, second = _key_update("a", 1), _key_update("b", 2)
+    read = cache.read_started()
+    other = cache.read_started()
+    cache.committed(key, second)  # committed while both reads were in flight
+    cache.read_done(read, {key: first})  # the read may predate it: not cached
+    assert cache.get(key) is None
+    later = cache.read_started()
+    cache.read_done(other, {key: first})  # same for the other read
+    assert cache.get(key) is None
+    cache.read_done(later, {key: first})  # no commit during this one: cached
+    cache.committed(key, second)  # later commits are appended to the entry
+    state = cache.get(key)
+    assert state is not None and sorted(_text(state)) == ["a", "b"]
+
+
+def test_state_cache_stays_within_its_budget_least_recently_used_out() -> None:
+    cache = StateCache(300)
+    updates = {f"r{i}": _key_update("x" * 50, i + 1) for i in range(6)}
+    for record_id, update in updates.items():
+        cache.read_done(cache.read_started(), {("acme", "jobs", record_id): update})
+        assert cache.size <= 300
+    assert cache.get(("acme", "jobs", "r0")) is None  # the oldest went first
+    assert cache.get(("acme", "jobs", "r5")) == updates["r5"]
+    disabled = StateCache(0)
+    disabled.read_done(disabled.read_started(), {("acme", "jobs", "r0"): updates["r0"]})
+    assert len(disabled) == 0
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.asyncio
+async def test_cached_states_hold_every_update_committed_before_the_read(
+    tmp_path: Path, seed: int
+) -> None:
+    # Reads race commits (and background compactions): every answer must hold every update
+    # committed before the read began, whether it came from the cache or the database.
+    rng = random.Random(seed)
+    storage = SQLiteRelayStorage(tmp_path, compact_every=4, state_cache_bytes=4096)
+    await storage.open()
+    records = [f"r{i}" for i in range(6)]
+    written: dict[str, list[str]] = {r: [] for r in records}
+    counter = itertools.count()
+
+    async def writer() -> None:
+        for _ in range(60):
+            record_id = rng.choice(records)
+            number = next(counter)
+            word = f"w{number}."
+            update = _key_update(word, 1000 + number)  # one Yjs client per update
+            await storage.write("acme", "o", [("jobs", record_id, update)])
+            written[record_id].append(word)
+
+    async def reader() -> None:
+        for _ in range(40):
+            wanted = rng.sample(records, 3)
+            before = {r: list(written[r]) for r in wanted}
+            states = await storage.get_states("acme", [("jobs", r) for r in wanted])
+            for record_id, words in before.items():
+                text = _text(states[("jobs", record_id)]) if words else ""
+                assert all(word in text for word in words), (record_id, words, text)
+
+    await asyncio.gather(writer(), reader(), reader())
+    assert storage.states.hits > 0 and storage.states.misses > 0
+    final = await storage.get_states("acme", [("jobs", r) for r in records])
+    for record_id, words in written.items():
+        if words:
+            assert sorted(_text(final[("jobs", record_id)]).split(".")[:-1]) == sorted(
+                w[:-1] for w in words
+            )
+    await storage.close()
