@@ -16,13 +16,43 @@ Exposed at ``/metrics`` (see :mod:`crdt_sync.server.relay`). Names:
 
 from __future__ import annotations
 
-from typing import Any
+from bisect import bisect_left
+from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
+
+
+class FastCounter:
+    """A counter on the hot path (per frame or per update): a plain number, read at scrape time.
+
+    prometheus_client's own counters take a lock and check their state on every increment;
+    these are only touched by the relay's event loop.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        """Add ``amount`` (>= 0)."""
+        self.value += amount
+
+
+class _Latency:
+    """One message type's latency histogram: counts per bucket (not cumulative) and the sum."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
+        self.total = 0.0
 
 
 class RelayMetrics:
@@ -35,55 +65,79 @@ class RelayMetrics:
         self.connections_total = Counter(
             "crdt_sync_connections_accepted", "Connections accepted", registry=r
         )
-        self.frames_in = Counter("crdt_sync_frames_in", "Frames received", ["type"], registry=r)
-        self.frames_out = Counter("crdt_sync_frames_out", "Frames sent", ["type"], registry=r)
-        self.bytes_in = Counter("crdt_sync_bytes_in", "Bytes received", registry=r)
-        self.bytes_out = Counter("crdt_sync_bytes_out", "Bytes sent", registry=r)
-        self.updates_applied = Counter(
-            "crdt_sync_updates_applied", "Updates durably stored", registry=r
-        )
-        self.acks = Counter("crdt_sync_acks", "Pushed entries acknowledged", registry=r)
         self.rejects = Counter("crdt_sync_rejects", "Pushed entries rejected", ["code"], registry=r)
         self.errors = Counter("crdt_sync_errors", "Error frames sent", ["code"], registry=r)
         self.commits = Gauge(
             "crdt_sync_storage_commits", "Storage transactions (group commits) so far", registry=r
         )
-        self.latency = Histogram(
-            "crdt_sync_message_latency_seconds",
-            "Time from a frame's arrival to the relay's answer",
-            ["type"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-
-        # Labelled children resolved once: .labels() costs more than the increment itself.
-        self._frames_in: dict[str, Any] = {}
-        self._frames_out: dict[str, Any] = {}
-        self._latency: dict[str, Any] = {}
+        # Hot path: plain numbers, exported by _HotMetrics at scrape time.
+        self.updates_applied = FastCounter()
+        self.acks = FastCounter()
+        self.bytes_in = FastCounter()
+        self.bytes_out = FastCounter()
+        self._frames_in: dict[str, int] = {}
+        self._frames_out: dict[str, int] = {}
+        self._latency: dict[str, _Latency] = {}
+        r.register(_HotMetrics(self))
 
     def frame_in(self, kind: str, size: int) -> None:
         """Count one received frame of message type ``kind`` and ``size`` bytes."""
-        child = self._frames_in.get(kind)
-        if child is None:
-            child = self._frames_in[kind] = self.frames_in.labels(kind)
-        child.inc()
-        self.bytes_in.inc(size)
+        frames = self._frames_in
+        frames[kind] = frames.get(kind, 0) + 1
+        self.bytes_in.value += size
 
     def frame_out(self, kind: str, size: int) -> None:
         """Count one sent frame of message type ``kind`` and ``size`` bytes."""
-        child = self._frames_out.get(kind)
-        if child is None:
-            child = self._frames_out[kind] = self.frames_out.labels(kind)
-        child.inc()
-        self.bytes_out.inc(size)
+        frames = self._frames_out
+        frames[kind] = frames.get(kind, 0) + 1
+        self.bytes_out.value += size
 
     def observe_latency(self, kind: str, seconds: float) -> None:
         """Record the time the relay took to answer a ``kind`` message."""
-        child = self._latency.get(kind)
-        if child is None:
-            child = self._latency[kind] = self.latency.labels(kind)
-        child.observe(seconds)
+        latency = self._latency.get(kind)
+        if latency is None:
+            latency = self._latency[kind] = _Latency()
+        latency.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        latency.total += seconds
 
     def render(self) -> bytes:
         """The exposition text (``text/plain; version=0.0.4``)."""
         return generate_latest(self.registry)
+
+
+class _HotMetrics(Collector):
+    """Exports the hot-path numbers of a :class:`RelayMetrics` as Prometheus metrics."""
+
+    def __init__(self, metrics: RelayMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        for name, doc, frames in (
+            ("crdt_sync_frames_in", "Frames received", m._frames_in),
+            ("crdt_sync_frames_out", "Frames sent", m._frames_out),
+        ):
+            family = CounterMetricFamily(name, doc, labels=["type"])
+            for kind, count in sorted(frames.items()):
+                family.add_metric([kind], count)
+            yield family
+        for name, doc, counter in (
+            ("crdt_sync_bytes_in", "Bytes received", m.bytes_in),
+            ("crdt_sync_bytes_out", "Bytes sent", m.bytes_out),
+            ("crdt_sync_updates_applied", "Updates durably stored", m.updates_applied),
+            ("crdt_sync_acks", "Pushed entries acknowledged", m.acks),
+        ):
+            yield CounterMetricFamily(name, doc, value=counter.value)
+        histogram = HistogramMetricFamily(
+            "crdt_sync_message_latency_seconds",
+            "Time from a frame's arrival to the relay's answer",
+            labels=["type"],
+        )
+        bounds = [repr(float(b)) for b in LATENCY_BUCKETS] + ["+Inf"]
+        for kind, latency in sorted(m._latency.items()):
+            cumulative, running = [], 0
+            for bound, count in zip(bounds, latency.counts, strict=True):
+                running += count
+                cumulative.append((bound, float(running)))
+            histogram.add_metric([kind], cumulative, latency.total)
+        yield histogram

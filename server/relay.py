@@ -204,6 +204,7 @@ class Relay:
         # tenant -> collection -> connections subscribed to it
         self._subscriptions: dict[str, dict[str, set[_Connection]]] = {}
         self._early_pending: list[_Accepted] = []  # accepted, early copies not yet queued
+        self._acks_pending: dict[_Connection, list[int]] = {}  # committed, ack not yet queued
         self._fan_out_pending: list[tuple[_Accepted, list[int]]] = []  # committed, seqs known
         #: Records open on Yjs connections (y-websocket, Hocuspocus) and their awareness.
         self.yjs_rooms = YjsRooms()
@@ -548,12 +549,15 @@ class Relay:
                 conn.protocol.reject(refused)
         if not accepted:
             return
+        write = _Accepted(grant.tenant, conn, accepted)
+        # Queued before the write wakes the storage writer: the early copies go out first.
+        self._fan_out_early(write)
         try:
             future = self._submit(grant.tenant, conn.replica, accepted)
-        except InvalidState:
-            return  # shutting down: not stored, not acked; the client re-sends
-        write = _Accepted(grant.tenant, conn, accepted)
-        self._fan_out_early(write)
+        except InvalidState:  # shutting down: not stored, not acked; the client re-sends
+            with contextlib.suppress(ValueError):
+                self._early_pending.remove(write)  # and not fanned out either
+            return
         self._enter()
         future.add_done_callback(lambda done: self._committed(conn, write, done, started))
 
@@ -658,11 +662,32 @@ class Relay:
             items = write.items
             self.metrics.updates_applied.inc(len(items))
             if conn.protocol.state is State.OPEN:
-                conn.protocol.ack([i.seq for i in items])
-                self.metrics.acks.inc(len(items))
-                self._flush(conn)
+                self._ack_soon(conn, [i.seq for i in items])
                 self.metrics.observe_latency("push", loop_time() - started)
             self._fan_out_soon(write, seqs)
+        finally:
+            self._leave()
+
+    def _ack_soon(self, conn: _Connection, seqs: list[int]) -> None:
+        """Queue committed seqs for one ``ack`` per connection per loop iteration.
+
+        The commit callbacks of one group commit run in the same iteration: a connection that
+        pushed many frames gets one ``ack`` for all of them.
+        """
+        pending = self._acks_pending
+        if not pending:
+            self._enter()  # a graceful shutdown waits for these acks too
+            asyncio.get_running_loop().call_soon(self._flush_acks)
+        pending.setdefault(conn, []).extend(seqs)
+
+    def _flush_acks(self) -> None:
+        pending, self._acks_pending = self._acks_pending, {}
+        try:
+            for conn, seqs in pending.items():
+                if conn.protocol.state is State.OPEN:
+                    conn.protocol.ack(seqs)
+                    self.metrics.acks.inc(len(seqs))
+                    self._flush(conn)
         finally:
             self._leave()
 
