@@ -162,7 +162,9 @@ class SyncRun:
             case Welcomed():
                 self.phase = "upload"
                 self.owner.sync_welcomed(event)
-                await self.store.outbox.requeue_uploading()
+                # Entries an earlier connection left uploading are queued again (not waited
+                # for: they are listed with the queued ones below, in seq order).
+                self.store.outbox.requeue_uploading()
                 await self._start_upload_progress()
                 await self._pump()
                 await self._maybe_download()
@@ -219,8 +221,8 @@ class SyncRun:
 
     async def _list_queued(self) -> None:
         self._relist = False
-        for entry in await self.store.outbox.list(OutboxStatus.QUEUED):
-            if entry.seq not in self._sent:
+        for entry in await self.store.outbox.list():
+            if entry.status is not OutboxStatus.ERROR and entry.seq not in self._sent:
                 self._backlog[entry.seq] = entry
 
     async def _pump(self) -> int:
@@ -272,8 +274,8 @@ class SyncRun:
     async def _maybe_download(self) -> None:
         if self.phase != "upload" or self.protocol.uploads_pending:
             return
-        if await self.store.outbox.count(OutboxStatus.QUEUED):
-            return
+        if self._backlog or self._relist:
+            return  # more to push first (the next pump lists the outbox if asked to)
         self.phase = "download"
         raw = await self.store.get_setting(CURSOR_SETTING)
         cursor = int(raw) if raw is not None else None

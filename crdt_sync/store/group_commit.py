@@ -64,12 +64,15 @@ class GroupCommit:
         before_group: called on the event loop just before a group starts; returns a write
             run first in the group's transaction (e.g. deferred ``accessed_at`` times), or None.
         on_failed: called with the records of writes that failed, before their callers hear.
+        after_commit: called after each group that committed.
     """
 
     conn: aiosqlite.Connection
     path: Any
     before_group: Callable[[], WriteBody | None] = lambda: None
     on_failed: Callable[[set[Key]], None] = lambda keys: None
+    #: Called after each group that committed (e.g. to schedule a WAL checkpoint).
+    after_commit: Callable[[], None] = lambda: None
     #: Held while a group commits; multi-statement transactions of the store take it too.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: Groups committed and writes run (for tests and benchmarks).
@@ -142,6 +145,8 @@ class GroupCommit:
                     except Exception as exc:
                         error = StoreError(self.path, f"commit failed: {exc}")
                         outcomes = [(False, error)] * len(batch)
+                    else:
+                        self.after_commit()
                 self.groups += 1
                 self.writes += len(batch)
                 self._settle(batch, outcomes)

@@ -21,6 +21,7 @@ import asyncio
 import builtins
 import contextlib
 import json
+import logging
 import os
 import random
 import sqlite3
@@ -52,8 +53,11 @@ from ..outbox import OutboxEntry, OutboxStatus
 from ..record import Record, RecordEditor, lww_of, read_fields
 from ..rollback import compensate
 from ..yjs_encoding import EMPTY_UPDATE, decode_state_vector
+from .checkpoints import Checkpointer
 from .group_commit import GroupCommit, Key, WriteBody
 from .schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+
+log = logging.getLogger("crdt_sync.store")
 
 #: Compact a record when it has more update rows than this and they outweigh the snapshot.
 COMPACT_MIN_ROWS = 64
@@ -123,8 +127,13 @@ class LocalStore:
         self._conflict_log_limit = conflict_log_limit
         self._cache: OrderedDict[tuple[str, str], Doc[Any]] = OrderedDict()
         self._cache_size = cache_size
+        self._checkpointer = Checkpointer(path)
         self._writer = GroupCommit(
-            conn, path, before_group=self._accessed_write, on_failed=self._forget
+            conn,
+            path,
+            before_group=self._accessed_write,
+            on_failed=self._forget,
+            after_commit=self._checkpointer.committed,
         )
         self._write_lock = self._writer.lock
         self._in_transaction = False
@@ -132,6 +141,10 @@ class LocalStore:
         self._editing: tuple[str, str] | None = None
         self._editing_task: asyncio.Task[Any] | None = None
         self._accessed: dict[tuple[str, str], float] = {}
+        self._settings: dict[str, str | None] = {}  # committed values, once read or written
+        self._stale_vectors: set[tuple[str, str]] = set()  # NULL state vectors to recompute
+        self._refresher: asyncio.TimerHandle | None = None
+        self._refreshing: asyncio.Task[None] | None = None
         self.outbox = Outbox(self)
         #: Remote timestamps refused by the HLC because they were too far ahead.
         self.skewed_timestamps = 0
@@ -199,10 +212,18 @@ class LocalStore:
     async def close(self) -> None:
         """Close the file. The store cannot be used afterwards."""
         if self._conn is not None:
+            if self._refresher is not None:
+                self._refresher.cancel()
+                self._refresher = None
+            if self._refreshing is not None:
+                self._refreshing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._refreshing
             await self._writer.drain()
             if self._accessed:
                 async with self._transaction():
                     pass  # flushes the deferred accessed_at times
+            await self._checkpointer.close()
             conn, self._conn = self._conn, None
             self._cache.clear()
             await conn.close()
@@ -365,55 +386,36 @@ class LocalStore:
             if self._writer.in_flight(key):
                 await self._writer.settled(key)
         found: dict[tuple[str, str], bytes] = {}
-        for start in range(0, len(keys), 400):
-            chunk = list(dict.fromkeys(keys[start : start + 400]))
-            where = ", ".join("(?, ?)" for _ in chunk)
-            params = [part for key in chunk for part in key]
-            rows = await self.conn.execute_fetchall(
-                "SELECT collection, id, state_vector, confirmed, client_id FROM records"
-                f" WHERE (collection, id) IN (VALUES {where})",
-                params,
-            )
-            stale = {}
-            for collection, record_id, vector, confirmed, client_id in rows:
-                key = (collection, record_id)
-                cached = self._cache.get(key) if self._editing != key else None
-                if cached is not None:  # the in-memory doc is never behind the disk
-                    found[key] = cached.get_state()
-                elif vector is not None:
-                    found[key] = bytes(vector)
-                else:
-                    stale[key] = ([bytes(confirmed)] if confirmed else [], client_id)
-            if not stale:
-                continue
-            where = ", ".join("(?, ?)" for _ in stale)
-            params = [part for key in stale for part in key]
-            for collection, record_id, data, bundle in await self.conn.execute_fetchall(
-                "SELECT collection, id, data, bundle FROM updates"
-                f" WHERE (collection, id) IN (VALUES {where}) ORDER BY rowid",
-                params,
-            ):
-                stale[(collection, record_id)][0].extend(_unpack(data, bundle))
-            computed = []
-            for key, (updates, client_id) in stale.items():
-                if len(updates) <= _MERGE_FOR_STATE_VECTOR:
-                    # Byte level, no document: what integrates into an empty doc from all of
-                    # the record's updates is exactly what the record's doc holds.
-                    merged = updates[0] if len(updates) == 1 else merge_updates(*updates)
-                    found[key] = get_state(merged) if updates else b"\x00"
-                else:
-                    doc: Doc[Any] = Doc(client_id=client_id)
-                    apply_updates(doc, updates)
-                    found[key] = doc.get_state()
-                if not self._writer.in_flight(key):  # else the write in flight sets it
-                    computed.append((found[key], *key))
-            if computed:  # a cache of derived data: not waited for
-                self._submit(
-                    lambda db, rows=computed: db.executemany(  # type: ignore[misc]
-                        "UPDATE records SET state_vector = ? WHERE collection = ? AND id = ?",
-                        rows,
-                    )
+        by_collection: dict[str, builtins.list[str]] = {}
+        for collection, record_id in dict.fromkeys(keys):
+            by_collection.setdefault(collection, []).append(record_id)
+        for collection, all_ids in by_collection.items():
+            for start in range(0, len(all_ids), _KEYS_PER_QUERY):
+                ids = all_ids[start : start + _KEYS_PER_QUERY]
+                # One hop: the column where it is set, the rows to merge where it is not.
+                known, stale = await self.conn._execute(  # type: ignore[no-untyped-call]
+                    _read_state_vectors, self.conn._conn, collection, ids
                 )
+                computed = []
+                for record_id in ids:
+                    key = (collection, record_id)
+                    cached = self._cache.get(key) if self._editing != key else None
+                    if cached is not None:  # the in-memory doc is never behind the disk
+                        found[key] = cached.get_state()
+                    elif record_id in known:
+                        found[key] = known[record_id]
+                    elif record_id in stale:
+                        updates, client_id = stale[record_id]
+                        found[key] = _state_vector_of(updates, client_id)
+                        if not self._writer.in_flight(key):  # else the write in flight sets it
+                            computed.append((found[key], collection, record_id))
+                if computed:  # a cache of derived data: not waited for
+                    self._submit(
+                        lambda db, rows=computed: db.executemany(  # type: ignore[misc]
+                            "UPDATE records SET state_vector = ? WHERE collection = ? AND id = ?",
+                            rows,
+                        )
+                    )
         return [found.get(key, b"") for key in keys]
 
     async def encode_state(
@@ -590,6 +592,7 @@ class LocalStore:
         if not items:
             if setting_rows:
                 await self._write(lambda db: db.executemany(_SET_SETTING_SQL, setting_rows))
+                self._settings.update(settings or {})
             return []
         now = self._time()
         keys = list(dict.fromkeys((u.collection, u.record_id) for u in items))
@@ -598,26 +601,25 @@ class LocalStore:
         by_key: dict[tuple[str, str], builtins.list[bytes]] = {k: [] for k in keys}
         for u in items:
             by_key[(u.collection, u.record_id)].append(u.update)
-        new_records = [(c, r, _new_client_id(), now, now, now) for c, r in keys]
         rows = [
             (c, r, ups[0], 0) if len(ups) == 1 else (c, r, _bundle(ups), 1)
             for (c, r), ups in by_key.items()
         ]
-        touched = [(now, c, r) for c, r in keys]
+        # The state vector of each record: exact when its document is in memory (applied
+        # below before the write), else NULL until the background refresh recomputes it.
+        vectors: dict[tuple[str, str], bytes | None] = dict.fromkeys(keys)
 
         def write_rows(db: sqlite3.Connection) -> None:
+            # One upsert per record: created if new, else its times and state vector.
             db.executemany(
-                "INSERT OR IGNORE INTO records (collection, id, client_id, created_at,"
-                " updated_at, accessed_at) VALUES (?, ?, ?, ?, ?, ?)",
-                new_records,
+                "INSERT INTO records (collection, id, client_id, created_at, updated_at,"
+                " accessed_at, state_vector) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (collection, id) DO UPDATE SET updated_at = excluded.updated_at,"
+                " state_vector = excluded.state_vector",
+                [(c, r, _new_client_id(), now, now, now, v) for (c, r), v in vectors.items()],
             )
             db.executemany(
                 "INSERT INTO updates (collection, id, data, bundle) VALUES (?, ?, ?, ?)", rows
-            )
-            db.executemany(
-                "UPDATE records SET updated_at = ?, state_vector = NULL"
-                " WHERE collection = ? AND id = ?",
-                touched,
             )
             if setting_rows:
                 db.executemany(_SET_SETTING_SQL, setting_rows)
@@ -629,11 +631,13 @@ class LocalStore:
                 async with self._transaction() as conn:
                     await conn._execute(write_rows, conn._conn)  # type: ignore[no-untyped-call]
                     await self._absorb_lww(conn, lww_keys, now)
+                self._settings.update(settings or {})
                 # LWW records were just rebuilt from every row (new ones included).
                 for key in keys:
                     doc = None if key in lww_keys else self._cache.get(key)
                     if doc is not None and not apply_updates(doc, by_key[key]):
                         del self._cache[key]
+            self._refresh_vectors_soon(keys)
             return keys
         async with self._edit_lock:  # not in the middle of an edit's pycrdt transaction
             # The in-memory documents take the updates now (they hold what is committed plus
@@ -641,11 +645,56 @@ class LocalStore:
             # dropped from memory: Yrs may lose it when more arrive; reloaded from disk.
             for key in keys:
                 doc = self._cache.get(key)
-                if doc is not None and not apply_updates(doc, by_key[key]):
+                if doc is None:
+                    continue
+                if apply_updates(doc, by_key[key]):
+                    vectors[key] = doc.get_state()
+                else:
                     del self._cache[key]
             committed = self._submit(write_rows, keys)
         await asyncio.shield(committed)
+        self._settings.update(settings or {})
+        self._refresh_vectors_soon([k for k, v in vectors.items() if v is None])
         return keys
+
+    def _refresh_vectors_soon(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Recompute these records' state vectors in the background, once remote updates
+        stop arriving (debounced): the next catch-up then answers from the column."""
+        self._stale_vectors.update(keys)
+        if not self._stale_vectors:
+            return
+        if self._refresher is not None:
+            self._refresher.cancel()  # a later batch: wait for quiet again
+        self._refresher = asyncio.get_running_loop().call_later(
+            _REFRESH_VECTORS_AFTER, self._start_refresh
+        )
+
+    def _start_refresh(self) -> None:
+        self._refresher = None
+        if self._conn is not None and self._refreshing is None:
+            self._refreshing = asyncio.get_running_loop().create_task(self._refresh_vectors())
+
+    async def _refresh_vectors(self) -> None:
+        try:
+            await self.refresh_state_vectors()
+        except InvalidState:
+            pass  # closed meanwhile
+        except Exception:
+            log.exception("%s: refreshing state vectors failed", self.path)
+        finally:
+            self._refreshing = None
+
+    async def refresh_state_vectors(self) -> int:
+        """Recompute the state vectors that remote updates left unknown (records that were
+        not in memory), so that the next catch-up answers from stored ones. Runs by itself in
+        the background once remote updates stop arriving. Returns how many were recomputed."""
+        done = 0
+        while self._stale_vectors and self._conn is not None:
+            count = min(_KEYS_PER_QUERY, len(self._stale_vectors))
+            chunk = [self._stale_vectors.pop() for _ in range(count)]
+            await self.state_vectors(chunk)  # computes and stores the missing ones
+            done += count
+        return done
 
     async def _absorb_lww(
         self, conn: aiosqlite.Connection, keys: Sequence[tuple[str, str]], now: float
@@ -753,12 +802,18 @@ class LocalStore:
     # ----------------------------------------------------------------- sync state
 
     async def get_setting(self, key: str) -> str | None:
-        """A persisted setting of this replica (e.g. the relay's sync cursor)."""
-        return await _meta(self.conn, f"setting:{key}")
+        """A persisted setting of this replica (e.g. the relay's sync cursor).
+
+        Committed values only; kept in memory once read or written.
+        """
+        if key not in self._settings:
+            self._settings[key] = await _meta(self.conn, f"setting:{key}")
+        return self._settings[key]
 
     async def set_setting(self, key: str, value: str) -> None:
         """Persist a setting of this replica."""
         await self._write(lambda db: db.execute(_SET_SETTING_SQL, (f"setting:{key}", value)))
+        self._settings[key] = value
 
     # ----------------------------------------------------------------- internals
 
@@ -1062,11 +1117,16 @@ class Outbox:
 
         return self._store._submit(mark)
 
-    async def requeue_uploading(self) -> None:
-        """Put entries whose upload was interrupted (connection lost) back in the queue."""
-        await self._store._write(
-            lambda db: db.execute("UPDATE outbox SET status = 'queued' WHERE status = 'uploading'")
-        )
+    def requeue_uploading(self) -> asyncio.Future[None]:
+        """Put entries whose upload was interrupted (connection lost) back in the queue.
+
+        Queued at once in the group commit; await the returned future to wait for the commit.
+        """
+
+        def requeue(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE outbox SET status = 'queued' WHERE status = 'uploading'")
+
+        return self._store._submit(requeue)
 
     def acknowledge(self, seqs: Iterable[int]) -> asyncio.Future[int]:
         """The relay stored these entries: they leave the outbox and their updates become
@@ -1170,6 +1230,8 @@ async def _prepare(conn: aiosqlite.Connection, path: Path) -> None:
         raise SchemaVersionError(path, version, SCHEMA_VERSION)
     await conn.execute("PRAGMA journal_mode = WAL")
     await conn.execute("PRAGMA synchronous = NORMAL")
+    # Checkpoints run in the background (crdt_sync.store.checkpoints), not inside a commit.
+    await conn.execute("PRAGMA wal_autocheckpoint = 0")
     await conn.execute("PRAGMA busy_timeout = 5000")
     while version < SCHEMA_VERSION:
         await conn.execute("BEGIN IMMEDIATE")
@@ -1192,6 +1254,12 @@ async def _meta(conn: aiosqlite.Connection, key: str) -> str | None:
 
 
 _T = TypeVar("_T")
+
+#: Record ids per ``IN (...)`` query (SQLite's default limit is 32,766 parameters).
+_KEYS_PER_QUERY = 400
+
+#: Seconds without remote updates before NULL state vectors are recomputed in the background.
+_REFRESH_VECTORS_AFTER = 0.1
 
 #: Records with at most this many updates get their state vector from merged bytes
 #: (merge_updates is quadratic: long logs go through a document instead).
@@ -1232,6 +1300,52 @@ def _unpack(data: bytes, bundle: int) -> builtins.list[bytes]:
     while not reader.done:
         parts.append(reader.var_bytes())
     return parts
+
+
+def _read_state_vectors(
+    db: sqlite3.Connection, collection: str, ids: Sequence[str]
+) -> tuple[dict[str, bytes], dict[str, tuple[builtins.list[bytes], int]]]:
+    """On the SQLite thread: ``(known state vectors, {id: (all updates, client id)})`` for
+    the records of ``ids`` that exist; the second part for those whose column is NULL."""
+    marks = ",".join("?" * len(ids))
+    known: dict[str, bytes] = {}
+    stale: dict[str, tuple[builtins.list[bytes], int]] = {}
+    for record_id, vector, client_id in db.execute(
+        f"SELECT id, state_vector, client_id FROM records WHERE collection = ? AND id IN ({marks})",
+        (collection, *ids),
+    ):
+        if vector is not None:
+            known[record_id] = bytes(vector)
+        else:
+            stale[record_id] = ([], client_id)
+    if stale:
+        marks = ",".join("?" * len(stale))
+        for record_id, confirmed in db.execute(
+            f"SELECT id, confirmed FROM records WHERE collection = ? AND id IN ({marks})",
+            (collection, *stale),
+        ):
+            if confirmed:
+                stale[record_id][0].append(bytes(confirmed))
+        for record_id, data, bundle in db.execute(
+            f"SELECT id, data, bundle FROM updates WHERE collection = ? AND id IN ({marks})"
+            " ORDER BY rowid",
+            (collection, *stale),
+        ):
+            stale[record_id][0].extend(_unpack(data, bundle))
+    return known, stale
+
+
+def _state_vector_of(updates: Sequence[bytes], client_id: int) -> bytes:
+    """The state vector of a record made of ``updates`` (its snapshot first)."""
+    if not updates:
+        return b"\x00"
+    if len(updates) <= _MERGE_FOR_STATE_VECTOR:
+        # Byte level, no document: what integrates into an empty doc from all of the
+        # record's updates is exactly what the record's doc holds.
+        return get_state(updates[0] if len(updates) == 1 else merge_updates(*updates))
+    doc: Doc[Any] = Doc(client_id=client_id)
+    apply_updates(doc, updates)
+    return doc.get_state()
 
 
 def _first(rows: Iterable[Any]) -> Any:

@@ -266,3 +266,45 @@ async def test_remote_updates_and_their_cursor_commit_together(tmp_path: Path) -
             blocker.close()
         assert await store.get_setting("sync.cursor") == "42"  # neither was written
         assert not await store.exists("jobs", "k")
+
+
+async def test_wal_is_checkpointed_in_the_background_not_in_commits(tmp_path: Path) -> None:
+    path = tmp_path / "replica.db"
+    async with await LocalStore.open(path) as store:
+        rows = await store.conn.execute_fetchall("PRAGMA wal_autocheckpoint")
+        assert next(iter(rows))[0] == 0  # never inside a commit
+        every = store._checkpointer.every
+        for i in range(every + 5):  # one group commit each
+            async with store.edit("jobs", f"j{i}") as job:
+                job["n"] = i
+        running = store._checkpointer._task  # started after the `every`-th commit
+        assert running is not None
+        await asyncio.wait_for(running, 10)
+        assert store._checkpointer.runs >= 1
+        # The database file itself (the WAL ignored) holds what was checkpointed.
+        with sqlite3.connect(f"file:{path}?immutable=1", uri=True) as db:
+            copied = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        assert copied >= every
+
+
+async def test_state_vectors_left_unknown_by_remote_updates_are_recomputed_when_quiet(
+    tmp_path: Path,
+) -> None:
+    async with await LocalStore.open(tmp_path / "source.db") as source:
+        for i in range(5):
+            async with source.edit("jobs", f"j{i}") as job:
+                job["n"] = i
+        updates = [("jobs", f"j{i}", await source.encode_state("jobs", f"j{i}")) for i in range(5)]
+        expected = [await source.state_vector("jobs", f"j{i}") for i in range(5)]
+    path = tmp_path / "replica.db"
+    async with await LocalStore.open(path, cache_size=0) as store:
+        await store.apply_remote(updates)  # nothing in memory: the column is left NULL
+        with sqlite3.connect(path) as db:
+            assert db.execute("SELECT COUNT(state_vector) FROM records").fetchone()[0] == 0
+        assert store._refresher is not None  # in the background once updates stop coming
+        assert await store.refresh_state_vectors() == 5  # or now
+        assert await store.refresh_state_vectors() == 0
+        await store._writer.drain()
+        with sqlite3.connect(path) as db:
+            stored = dict(db.execute("SELECT id, state_vector FROM records").fetchall())
+    assert [stored[f"j{i}"] for i in range(5)] == expected
