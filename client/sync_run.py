@@ -164,14 +164,15 @@ class SyncRun:
                 self.owner.sync_welcomed(event)
                 # Entries an earlier connection left uploading are queued again (not waited
                 # for: they are listed with the queued ones below, in seq order).
-                self.store.outbox.requeue_uploading()
+                self.store.outbox.requeue_uploading(lazy=True)
                 await self._start_upload_progress()
                 await self._pump()
                 await self._maybe_download()
             case Acked(seqs):
                 self._sent.difference_update(seqs)
                 # Not waited for: in order with later writes; the count moves once committed.
-                self.store.outbox.acknowledge(seqs).add_done_callback(self._ack_written)
+                acked = self.store.outbox.acknowledge(seqs, lazy=True)
+                acked.add_done_callback(self._ack_written)
                 self._uploaded(seqs)
                 await self._settled()
             case Rejected(items):
@@ -251,7 +252,7 @@ class SyncRun:
         # Marked after sending, off the latency path and not waited for: a crash in between
         # leaves them queued, and they are sent again (harmless). The group commit writes it
         # before their acknowledgement.
-        self.store.outbox.mark_uploading(seqs)
+        self.store.outbox.mark_uploading(seqs, lazy=True)
         for seq, reason in too_big:
             self._sent.discard(seq)
             await self.store.outbox.mark_error(seq, "too_big", reason)

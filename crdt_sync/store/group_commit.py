@@ -26,7 +26,10 @@ import aiosqlite
 
 from ..errors import StoreError
 
-__all__ = ["GroupCommit", "Key", "WriteBody"]
+__all__ = ["LAZY_DELAY", "GroupCommit", "Key", "WriteBody"]
+
+#: Seconds a lazy write waits for company before it is committed on its own.
+LAZY_DELAY = 0.01
 
 Key = tuple[str, str]
 """A record: ``(collection, record_id)``."""
@@ -81,13 +84,20 @@ class GroupCommit:
     _queue: list[_Write] = field(default_factory=list)
     _flights: dict[Key, _Flight] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
+    _timer: asyncio.TimerHandle | None = None
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self._idle.set()
 
-    def submit(self, body: WriteBody, keys: Iterable[Key] = ()) -> asyncio.Future[Any]:
+    def submit(
+        self, body: WriteBody, keys: Iterable[Key] = (), *, lazy: bool = False
+    ) -> asyncio.Future[Any]:
         """Queue ``body`` for the next group; the future completes once it is committed.
+
+        ``lazy``: no group is started for it; it goes with the next write, or after
+        :data:`LAZY_DELAY` seconds (for writes whose loss to a crash is harmless, e.g. marking
+        entries sent: a commit of their own would delay the edits queued behind it).
 
         The future fails with the body's exception, or with :class:`StoreError` if the group
         could not commit or an earlier write of one of ``keys`` failed.
@@ -105,10 +115,25 @@ class GroupCommit:
         if write.keys:
             keys = write.keys
             write.future.add_done_callback(lambda _done: self._landed(keys))
-        if self._task is None:
+        if not lazy:
+            self._start()
+        elif self._task is None and self._timer is None:
             self._idle.clear()
-            self._task = loop.create_task(self._run(), name=f"group commit {self.path}")
+            self._timer = loop.call_later(LAZY_DELAY, self._start)
         return write.future
+
+    def _start(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._task is None:
+            if not self._queue:
+                self._idle.set()
+                return
+            self._idle.clear()
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"group commit {self.path}"
+            )
 
     def in_flight(self, key: Key) -> bool:
         """Whether a write of this record is queued or committing."""
@@ -117,10 +142,12 @@ class GroupCommit:
     async def settled(self, key: Key) -> None:
         """Wait until no write of this record is queued or committing (outcomes ignored)."""
         while (flight := self._flights.get(key)) is not None:
+            self._start()  # a lazy write of it is not left waiting for company
             await asyncio.wait([flight.last])
 
     async def drain(self) -> None:
         """Wait until every write submitted so far has its outcome."""
+        self._start()
         while self._task is not None:
             await self._idle.wait()
 
@@ -152,7 +179,8 @@ class GroupCommit:
                 self._settle(batch, outcomes)
         finally:
             self._task = None
-            self._idle.set()
+            if self._timer is None:  # else lazy writes wait for their timer
+                self._idle.set()
 
     def _settle(self, batch: Sequence[_Write], outcomes: Sequence[tuple[bool, Any]]) -> None:
         failed: set[Key] = set()

@@ -270,13 +270,16 @@ class LocalStore:
             finally:
                 self._in_transaction = False
 
-    def _submit(self, body: WriteBody, keys: Iterable[Key] = ()) -> asyncio.Future[Any]:
+    def _submit(
+        self, body: WriteBody, keys: Iterable[Key] = (), *, lazy: bool = False
+    ) -> asyncio.Future[Any]:
         """Queue ``body`` for the group commit; the future completes once it is committed.
 
         ``keys``: the records whose in-memory documents already hold this write's change.
+        ``lazy``: commit it with the next write (or within 10 ms), see :class:`GroupCommit`.
         """
         self.conn  # noqa: B018 (raises InvalidState once closed)
-        return self._writer.submit(body, keys)
+        return self._writer.submit(body, keys, lazy=lazy)
 
     async def _write(
         self, body: Callable[[sqlite3.Connection], _T], keys: Iterable[Key] = ()
@@ -372,7 +375,8 @@ class LocalStore:
                 lambda db: db.execute(
                     "UPDATE records SET state_vector = ? WHERE collection = ? AND id = ?",
                     (vector, collection, record_id),
-                )
+                ),
+                lazy=True,
             )
         return vector
 
@@ -414,7 +418,8 @@ class LocalStore:
                         lambda db, rows=computed: db.executemany(  # type: ignore[misc]
                             "UPDATE records SET state_vector = ? WHERE collection = ? AND id = ?",
                             rows,
-                        )
+                        ),
+                        lazy=True,
                     )
         return [found.get(key, b"") for key in keys]
 
@@ -1100,11 +1105,12 @@ class Outbox:
         ) as cursor:
             return await cursor.fetchone() is not None
 
-    def mark_uploading(self, seqs: Iterable[int]) -> asyncio.Future[None]:
+    def mark_uploading(self, seqs: Iterable[int], *, lazy: bool = False) -> asyncio.Future[None]:
         """Mark queued entries as sent (and count the attempt).
 
         Queued at once in the group commit, in order with later writes; await the returned
-        future to wait for the commit.
+        future to wait for the commit. ``lazy``: committed with the next write (or within
+        10 ms) rather than in a commit of its own.
         """
         rows = [(s,) for s in seqs]
 
@@ -1115,25 +1121,27 @@ class Outbox:
                 rows,
             )
 
-        return self._store._submit(mark)
+        return self._store._submit(mark, lazy=lazy)
 
-    def requeue_uploading(self) -> asyncio.Future[None]:
+    def requeue_uploading(self, *, lazy: bool = False) -> asyncio.Future[None]:
         """Put entries whose upload was interrupted (connection lost) back in the queue.
 
         Queued at once in the group commit; await the returned future to wait for the commit.
+        ``lazy``: as for :meth:`mark_uploading`.
         """
 
         def requeue(db: sqlite3.Connection) -> None:
             db.execute("UPDATE outbox SET status = 'queued' WHERE status = 'uploading'")
 
-        return self._store._submit(requeue)
+        return self._store._submit(requeue, lazy=lazy)
 
-    def acknowledge(self, seqs: Iterable[int]) -> asyncio.Future[int]:
+    def acknowledge(self, seqs: Iterable[int], *, lazy: bool = False) -> asyncio.Future[int]:
         """The relay stored these entries: they leave the outbox and their updates become
         confirmed. Unknown seqs (already acknowledged) are ignored.
 
         Queued at once in the group commit; the returned future (await it to wait for the
-        commit) gives how many entries left.
+        commit) gives how many entries left. ``lazy``: as for :meth:`mark_uploading` (a lost
+        acknowledgement only means the entries are sent again).
         """
         pairs = [(s,) for s in seqs]
 
@@ -1146,7 +1154,7 @@ class Outbox:
                 "DELETE FROM outbox WHERE seq = ?", pairs
             ).rowcount, errors
 
-        written = self._store._submit(ack)
+        written = self._store._submit(ack, lazy=lazy)
         result: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
         def landed(done: asyncio.Future[tuple[int, int]]) -> None:

@@ -115,6 +115,26 @@ async def test_a_group_that_cannot_commit_fails_every_write_then_the_writer_reco
     assert await _rows(conn) == [("b", 1)]
 
 
+async def test_a_lazy_write_goes_with_the_next_write_or_on_its_own_soon(
+    conn: aiosqlite.Connection,
+) -> None:
+    writer = GroupCommit(conn, "w.db")
+    lazy = writer.submit(_insert("lazy", 1), lazy=True)  # type: ignore[arg-type]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not lazy.done() and writer.groups == 0  # waiting for company
+    urgent = writer.submit(_insert("urgent", 2))  # type: ignore[arg-type]
+    assert await asyncio.gather(lazy, urgent) == [1, 2]
+    assert writer.groups == 1  # one commit for both, in submission order
+    alone = writer.submit(_insert("alone", 3), lazy=True)  # type: ignore[arg-type]
+    assert await asyncio.wait_for(alone, 5) == 3  # on its own after LAZY_DELAY
+    assert writer.groups == 2
+    waiting = writer.submit(_insert("drained", 4), lazy=True)  # type: ignore[arg-type]
+    await writer.drain()  # does not wait for the delay
+    assert waiting.done()
+    assert await _rows(conn) == [("lazy", 1), ("urgent", 2), ("alone", 3), ("drained", 4)]
+
+
 async def test_concurrent_edits_share_commits_and_keep_their_order(tmp_path: Path) -> None:
     path = tmp_path / "replica.db"
     async with await LocalStore.open(path) as store:
