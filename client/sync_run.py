@@ -191,6 +191,9 @@ class SyncRun:
                 self.protocol.send_state_vectors(vectors, done=done)
                 await self.connection.flush()
                 self._advance(records_total=len(items))
+            case UpdatesReceived(items, cursor) if not items:
+                if cursor is not None and self.phase == "live":  # a cursor alone: no hurry
+                    self.store.set_setting_lazily(CURSOR_SETTING, str(cursor))
             case UpdatesReceived(items, cursor):
                 live = self.phase == "live" and cursor is not None
                 settings = {CURSOR_SETTING: str(cursor)} if live else None

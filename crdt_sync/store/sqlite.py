@@ -820,6 +820,23 @@ class LocalStore:
         await self._write(lambda db: db.execute(_SET_SETTING_SQL, (f"setting:{key}", value)))
         self._settings[key] = value
 
+    def set_setting_lazily(self, key: str, value: str) -> asyncio.Future[None]:
+        """Persist a setting with the next write (or within 10 ms), for values whose loss to
+        a crash is harmless (e.g. a newer sync cursor: the older one re-downloads a little).
+        Returns the write's future; :meth:`get_setting` gives the value once committed."""
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(_SET_SETTING_SQL, (f"setting:{key}", value))
+
+        future = self._submit(write, lazy=True)
+
+        def landed(done: asyncio.Future[None]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                self._settings[key] = value
+
+        future.add_done_callback(landed)
+        return future
+
     # ----------------------------------------------------------------- internals
 
     async def _base(
