@@ -194,10 +194,16 @@ class SyncRun:
             case UpdatesReceived(items, cursor) if not items:
                 if cursor is not None and self.phase == "live":  # a cursor alone: no hurry
                     self.store.set_setting_lazily(CURSOR_SETTING, str(cursor))
+            case UpdatesReceived(items, cursor) if self.phase == "live":
+                # Raised once applied in memory and queued for commit (readers of the records
+                # wait for it); the cursor commits with the updates.
+                settings = {CURSOR_SETTING: str(cursor)} if cursor is not None else None
+                keys = await self.store.apply_remote(
+                    items, settings, on_committed=self._live_written
+                )
+                self.owner.records_changed(keys)
             case UpdatesReceived(items, cursor):
-                live = self.phase == "live" and cursor is not None
-                settings = {CURSOR_SETTING: str(cursor)} if live else None
-                keys = await self.store.apply_remote(items, settings)
+                keys = await self.store.apply_remote(items)
                 if self.phase != "live":
                     size = sum(len(i.update) for i in items)
                     self._advance(records_done=len(keys), bytes_done=size)
@@ -210,6 +216,11 @@ class SyncRun:
                 self.owner.sync_error(code, reason)
             case _:
                 pass  # pongs: the heartbeat only needs something received
+
+    def _live_written(self, error: BaseException | None) -> None:
+        if error is not None:  # not stored: the next connection's catch-up fetches them again
+            log.error("live updates could not be stored (%s): reconnecting", error)
+            self.connection.abort()
 
     def _ack_written(self, done: asyncio.Future[int]) -> None:
         if done.cancelled() or done.exception() is not None:

@@ -123,6 +123,8 @@ class LocalStore:
         self.lww_policy = policy
         self._conn: aiosqlite.Connection | None = conn
         self._clock = clock
+        # The HLC position last queued for writing (None: unknown, write it with the next edit).
+        self._clock_written: str | None = None
         self._time = time_source
         self._conflict_log_limit = conflict_log_limit
         self._cache: OrderedDict[tuple[str, str], Doc[Any]] = OrderedDict()
@@ -541,7 +543,11 @@ class LocalStore:
         """Queue the edit's rows for the group commit; the future gives its outbox seq."""
         now = self._time()
         vector = doc.get_state()
-        clock = self._clock.state().encode()
+        clock: str | None = self._clock.state().encode()
+        if clock == self._clock_written:
+            clock = None  # unchanged (no LWW field written): no row to rewrite
+        else:
+            self._clock_written = clock
         client_id = doc.client_id
 
         def commit(db: sqlite3.Connection) -> int:
@@ -565,13 +571,18 @@ class LocalStore:
                 " WHERE collection = ? AND id = ?",
                 (now, now, vector, collection, record_id),
             )
-            db.execute(_SAVE_CLOCK_SQL, (clock,))
+            if clock is not None:
+                db.execute(_SAVE_CLOCK_SQL, (clock,))
             return seq
 
         future = self._submit(commit, [(collection, record_id)])
-        future.add_done_callback(
-            lambda done: self.outbox._committed(done, collection, record_id, now, update)
-        )
+
+        def landed(done: asyncio.Future[int]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                self._clock_written = None  # not known to be on disk: write it next time
+            self.outbox._committed(done, collection, record_id, now, update)
+
+        future.add_done_callback(landed)
         return future
 
     async def _save_clock(self, conn: aiosqlite.Connection) -> None:
@@ -583,6 +594,8 @@ class LocalStore:
         self,
         updates: Iterable[RemoteUpdate | tuple[str, str, bytes]],
         settings: Mapping[str, str] | None = None,
+        *,
+        on_committed: Callable[[BaseException | None], None] | None = None,
     ) -> builtins.list[tuple[str, str]]:
         """Apply updates that came from elsewhere, across many records, in one transaction.
 
@@ -591,6 +604,11 @@ class LocalStore:
         written in the same transaction. Returns the ``(collection, record_id)`` keys that
         changed, in first-seen order. LWW fields: the clock advances past remote timestamps
         (within the skew bound) and concurrent writes that lost are added to the conflict log.
+
+        With ``on_committed``, returns as soon as the updates are applied in memory and queued
+        for the commit (readers of those records wait for it), and calls
+        ``on_committed(None)``, or ``on_committed(error)`` if the commit failed (the updates
+        are then not kept: fetch them again), once it is done.
         """
         items = [u if isinstance(u, RemoteUpdate) else RemoteUpdate(*u) for u in updates]
         setting_rows = [(f"setting:{k}", v) for k, v in (settings or {}).items()]
@@ -643,6 +661,8 @@ class LocalStore:
                     if doc is not None and not apply_updates(doc, by_key[key]):
                         del self._cache[key]
             self._refresh_vectors_soon(keys)
+            if on_committed is not None:
+                on_committed(None)
             return keys
         async with self._edit_lock:  # not in the middle of an edit's pycrdt transaction
             # The in-memory documents take the updates now (they hold what is committed plus
@@ -656,10 +676,22 @@ class LocalStore:
                     vectors[key] = doc.get_state()
                 else:
                     del self._cache[key]
-            committed = self._submit(write_rows, keys)
-        await asyncio.shield(committed)
-        self._settings.update(settings or {})
-        self._refresh_vectors_soon([k for k, v in vectors.items() if v is None])
+            # The settings join the write's keys: if it fails, a queued write of the same
+            # setting (a later cursor, which would claim these updates) fails with it.
+            committed = self._submit(write_rows, [*keys, *_setting_keys(settings)])
+        stale = [k for k, v in vectors.items() if v is None]
+
+        def landed(done: asyncio.Future[None]) -> None:
+            error = done.exception() if not done.cancelled() else asyncio.CancelledError()
+            if error is None:
+                self._settings.update(settings or {})
+                self._refresh_vectors_soon(stale)
+            if on_committed is not None:
+                on_committed(error)
+
+        committed.add_done_callback(landed)
+        if on_committed is None:
+            await asyncio.shield(committed)
         return keys
 
     def _refresh_vectors_soon(self, keys: Iterable[tuple[str, str]]) -> None:
@@ -817,7 +849,9 @@ class LocalStore:
 
     async def set_setting(self, key: str, value: str) -> None:
         """Persist a setting of this replica."""
-        await self._write(lambda db: db.execute(_SET_SETTING_SQL, (f"setting:{key}", value)))
+        await self._write(
+            lambda db: db.execute(_SET_SETTING_SQL, (f"setting:{key}", value)), _setting_keys([key])
+        )
         self._settings[key] = value
 
     def set_setting_lazily(self, key: str, value: str) -> asyncio.Future[None]:
@@ -828,7 +862,7 @@ class LocalStore:
         def write(db: sqlite3.Connection) -> None:
             db.execute(_SET_SETTING_SQL, (f"setting:{key}", value))
 
-        future = self._submit(write, lazy=True)
+        future = self._submit(write, _setting_keys([key]), lazy=True)
 
         def landed(done: asyncio.Future[None]) -> None:
             if not done.cancelled() and done.exception() is None:
@@ -1325,6 +1359,11 @@ def _unpack(data: bytes, bundle: int) -> builtins.list[bytes]:
     while not reader.done:
         parts.append(reader.var_bytes())
     return parts
+
+
+def _setting_keys(settings: Iterable[str] | None) -> builtins.list[tuple[str, str]]:
+    """Group-commit keys standing for settings (no record has an empty collection name)."""
+    return [("", name) for name in settings or ()]
 
 
 def _read_state_vectors(

@@ -328,3 +328,36 @@ async def test_state_vectors_left_unknown_by_remote_updates_are_recomputed_when_
         with sqlite3.connect(path) as db:
             stored = dict(db.execute("SELECT id, state_vector FROM records").fetchall())
     assert [stored[f"j{i}"] for i in range(5)] == expected
+
+
+async def test_remote_updates_can_be_raised_before_their_commit(tmp_path: Path) -> None:
+    async with await LocalStore.open(tmp_path / "source.db") as source:
+        async with source.edit("jobs", "j") as job:
+            job["status"] = "open"
+        first = await source.encode_state("jobs", "j")
+        async with source.edit("jobs", "j") as job:
+            job["status"] = "done"
+        second = await source.encode_state("jobs", "j")
+    path = tmp_path / "replica.db"
+    async with await LocalStore.open(path) as store:
+        outcomes: list[BaseException | None] = []
+        await store.apply_remote([("jobs", "j", first)], on_committed=outcomes.append)
+        assert (await store.get("jobs", "j"))["status"] == "open"  # waited for the commit
+        assert outcomes == [None]
+        await store.conn.execute("PRAGMA busy_timeout = 0")
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            keys = await store.apply_remote(
+                [("jobs", "j", second)], {"sync.cursor": "2"}, on_committed=outcomes.append
+            )
+            assert keys == [("jobs", "j")] and len(outcomes) == 1  # not committed yet
+            # A cursor queued behind the failing write would claim its updates: it fails too.
+            later = store.set_setting_lazily("sync.cursor", "3")
+            done = await asyncio.gather(later, return_exceptions=True)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert isinstance(outcomes[1], StoreError) and isinstance(done[0], StoreError)
+        assert (await store.get("jobs", "j"))["status"] == "open"  # not kept in memory either
+        assert await store.get_setting("sync.cursor") is None
