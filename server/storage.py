@@ -173,10 +173,12 @@ class StateCache:
     """Merged record states kept in memory, least recently used out first, bounded in bytes.
 
     An entry is a list of Yjs updates whose merge is the record's committed state: the state
-    read from the database, then the updates committed since (appended by the writer), merged
-    lazily on the next read. Only the storage fills it, under two rules that keep it exact:
+    read from the database (or, for a record the writer just created, its first updates), then
+    the updates committed since (appended by the writer), merged lazily on the next read. Only
+    the storage fills it, under rules that keep it exact:
 
-    - the writer appends a committed update only to an entry that exists;
+    - the writer appends a committed update only to an entry that exists, and creates one only
+      for a record its transaction found did not exist before;
     - a state read from the database becomes an entry only if no commit touched the record
       while that read was in flight (the read may predate the commit).
 
@@ -195,6 +197,9 @@ class StateCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
 
     def get(self, key: tuple[str, str, str]) -> bytes | None:
         """The record's merged state, or ``None`` if it is not cached."""
@@ -226,6 +231,21 @@ class StateCache:
             return
         parts.append(update)
         self.size += len(update)
+        self._evict()
+
+    def created(self, key: tuple[str, str, str], updates: list[bytes]) -> None:
+        """The writer committed the first updates of a record that did not exist before."""
+        for touched in self._reads:
+            touched.add(key)
+        parts = self._entries.get(key)
+        if parts is not None:  # a read already saw this commit: the updates merge again
+            for update in updates:
+                self.committed(key, update)
+            return
+        if not self.max_bytes or len(updates) > _CACHED_PARTS:
+            return
+        self._entries[key] = list(updates)
+        self.size += sum(len(u) for u in updates)
         self._evict()
 
     def read_started(self) -> set[tuple[str, str, str]]:
@@ -589,12 +609,18 @@ class SQLiteRelayStorage:
             # One hop to aiosqlite's thread for the whole transaction (each awaited statement
             # would be a thread round trip of its own): Connection._execute runs a callable
             # there, as aiosqlite's own execute_fetchall/execute_insert do.
-            await db._execute(  # type: ignore[no-untyped-call]
+            # Records not cached are probed in the same transaction: those that did not exist
+            # before it are cached from their updates (their whole state), so the first
+            # catch-up that reads a new record does not go to the database.
+            cache = self.states
+            probe = [key for key in touched if key not in cache] if cache.max_bytes else []
+            existing: set[tuple[str, str, str]] = await db._execute(  # type: ignore[no-untyped-call]
                 _commit_in_thread,
                 db._conn,
                 log_rows,
                 [(*key, seq) for key, seq in change_rows.items()],
                 new_tenants,
+                probe,
             )
         except Exception as exc:
             log.exception("relay storage commit failed (%d writes)", len(batch))
@@ -605,9 +631,19 @@ class SQLiteRelayStorage:
             return
         self._heads = heads
         self._log_lengths = lengths
-        committed = self.states.committed
+        created: dict[tuple[str, str, str], list[bytes]] = {
+            key: [] for key in probe if key not in existing
+        }
+        committed = cache.committed
         for tenant, collection, record_id, _seq, update in log_rows:
-            committed((tenant, collection, record_id), update)
+            key = (tenant, collection, record_id)
+            new = created.get(key)
+            if new is None:
+                committed(key, update)
+            else:
+                new.append(update)
+        for key, updates in created.items():
+            cache.created(key, updates)
         self.stats.commits += 1
         self.stats.updates += len(log_rows)
         for request, seqs in zip(batch, results, strict=True):
@@ -710,10 +746,27 @@ def _commit_in_thread(
     log_rows: list[tuple[str, str, str, int, bytes]],
     change_rows: list[tuple[str, str, str, str, int]],
     tenant_rows: list[tuple[str, int]],
-) -> None:
-    """One group-commit transaction (runs on the writer connection's thread)."""
+    probe: list[tuple[str, str, str]],
+) -> set[tuple[str, str, str]]:
+    """One group-commit transaction (runs on the writer connection's thread).
+
+    Returns:
+        The records among ``probe`` that existed before this transaction.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
+        existing: set[tuple[str, str, str]] = set()
+        for start in range(0, len(probe), _KEYS_PER_QUERY):
+            chunk = probe[start : start + _KEYS_PER_QUERY]
+            values = ",".join("(?,?,?)" for _ in chunk)
+            existing.update(
+                conn.execute(
+                    f"WITH k(t, c, r) AS (VALUES {values}) SELECT t, c, r FROM k "
+                    "WHERE EXISTS (SELECT 1 FROM changes WHERE tenant = k.t "
+                    "AND collection = k.c AND record_id = k.r)",
+                    [v for key in chunk for v in key],
+                )
+            )
         conn.executemany(
             "INSERT INTO log (tenant, collection, record_id, seq, data) VALUES (?,?,?,?,?)",
             log_rows,
@@ -733,6 +786,7 @@ def _commit_in_thread(
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    return existing
 
 
 _Compacted = tuple[tuple[str, str, str], int, bytes, int]

@@ -384,3 +384,29 @@ async def test_cached_states_hold_every_update_committed_before_the_read(
                 w[:-1] for w in words
             )
     await storage.close()
+
+
+@pytest.mark.asyncio
+async def test_new_records_are_cached_from_their_updates_and_old_ones_never_partially(
+    tmp_path: Path,
+) -> None:
+    storage = SQLiteRelayStorage(tmp_path)
+    await storage.open()
+    first, second, third = _edits(3)
+    await storage.write("acme", "r", [("jobs", "old", first)])
+    await storage.close()
+    reopened = SQLiteRelayStorage(tmp_path)  # empty cache; "old" exists in the database
+    await reopened.open()
+    await reopened.write(
+        "acme", "r", [("jobs", "old", second), ("jobs", "new", _key_update("n", 5))]
+    )
+    # "new" did not exist: cached whole from its update; "old" did: not cached from "second"
+    assert ("acme", "jobs", "new") in reopened.states
+    assert ("acme", "jobs", "old") not in reopened.states
+    states = await reopened.get_states("acme", [("jobs", "old"), ("jobs", "new")])
+    assert _text(states[("jobs", "old")]) == "0,1,"  # read from the database, both updates
+    assert reopened.states.hits == 1 and reopened.states.misses == 1
+    await reopened.write("acme", "r", [("jobs", "old", third)])  # appended to the entry now
+    states = await reopened.get_states("acme", [("jobs", "old")])
+    assert _text(states[("jobs", "old")]) == "0,1,2," and reopened.states.hits == 2
+    await reopened.close()
