@@ -97,8 +97,11 @@ class GoodReplicas(threading.Thread):
                 all_seen.set()
             async with asyncio.timeout(20):
                 await all_seen.wait()
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # Stop the watcher by closing the reader's websocket, not by cancelling it: on
+            # Python 3.11, asyncio.wait_for (inside next_event) swallows a cancellation that
+            # comes as a frame arrives (here the cursor the relay sends after each commit).
+            await reader.ws.close()
+            with contextlib.suppress(ConnectionClosed):
                 await watcher
             fetched = await writer.fetch([("jobs", r) for r in sorted(wanted)])
             self.stored = {key[1] for key in fetched}
