@@ -486,12 +486,15 @@ class ProtocolLink:
             await self._reader
 
 
-async def relay_only_throughput(url: str, edits: int, record_id: str) -> dict[str, Any]:
+async def relay_only_throughput(
+    url: str, edits: int, record_id: str, push_batch: int = 1
+) -> dict[str, Any]:
     """The relay alone: protocol clients without a local store, one record.
 
-    A's single-character updates are made up front (not timed); A pushes each in its own
-    frame as fast as the socket takes them (not waiting for acks); timed until B, subscribed
-    to the collection, has received every one. B's copy is checked against A's text.
+    A's single-character updates are made up front (not timed); A pushes them ``push_batch``
+    per frame as fast as the socket takes them (not waiting for acks); timed until B,
+    subscribed to the collection, has received every one. B's copy is checked against A's
+    text.
     """
     doc: Doc[Any] = Doc()
     updates = [change_text(doc, "x") for _ in range(edits + 1)]  # the first creates the Text
@@ -504,8 +507,14 @@ async def relay_only_throughput(url: str, edits: int, record_id: str) -> dict[st
     await a.push_all([(1, collection, record_id, updates[0])])
     received: list[bytes] = []
     started = time.perf_counter()
-    for seq, update in enumerate(updates[1:], start=2):
-        a.protocol.push([(seq, collection, record_id, update)])
+    rest = list(enumerate(updates[1:], start=2))
+    for start in range(0, len(rest), push_batch):
+        a.protocol.push(
+            [
+                (seq, collection, record_id, update)
+                for seq, update in rest[start : start + push_batch]
+            ]
+        )
         await a.flush()
     async with asyncio.timeout(600):
         while len(received) < edits + 1:
@@ -524,6 +533,7 @@ async def relay_only_throughput(url: str, edits: int, record_id: str) -> dict[st
         "seconds": elapsed,
         "edits_per_s": edits / elapsed,
         "complete": complete,
+        "push_batch": push_batch,
     }
 
 
@@ -851,6 +861,7 @@ class Config:
     idle: int
     peers: bool
     peer_catchup_cached: bool
+    push_batches: tuple[int, ...] = (1,)  # updates per push frame of the relay-only runs
 
 
 def raw_edits(config: Config) -> int:
@@ -883,12 +894,14 @@ def run(config: Config, workdir: Path, peer_venv: Path) -> dict[str, Any]:
                 "relay_only": [],
             }
             for run_index in range(config.runs):
-                log(f"{side}: relay-only throughput run {run_index + 1}")
-                entry["relay_only"].append(
-                    asyncio.run(
-                        relay_only_throughput(relay.url, raw_edits(config), f"raw-{run_index}")
+                for batch in config.push_batches:
+                    log(f"{side}: relay-only throughput run {run_index + 1}, {batch} per frame")
+                    edits = raw_edits(config) * min(batch, 16)
+                    raw_id = f"raw-{run_index}-b{batch}"
+                    key = "relay_only" if batch == 1 else f"relay_only_b{batch}"
+                    entry.setdefault(key, []).append(
+                        asyncio.run(relay_only_throughput(relay.url, edits, raw_id, batch))
                     )
-                )
                 for kind, records, tasks in (
                     ("throughput_one", 1, False),
                     ("throughput_many", config.many_records, False),
@@ -1059,16 +1072,19 @@ def summarize(results: dict[str, Any], config: Config) -> tuple[str, list[str]]:
         (f"throughput, {config.many_records} records, {label} from tasks", "/s", True,
          many_tasks, ">= 5x")
     )  # fmt: skip
-    raw = per_side(rate("relay_only"))
-    rows.append(
-        (
-            f"relay only: protocol clients, no local store, 1 record, {raw_edits(config)} edits",
-            "/s",
-            True,
-            raw,
-            "",
+    for batch in config.push_batches:
+        key = "relay_only" if batch == 1 else f"relay_only_b{batch}"
+        edits = raw_edits(config) * min(batch, 16)
+        rows.append(
+            (
+                f"relay only: protocol clients, no local store, 1 record, {edits} edits,"
+                f" {batch} per push frame",
+                "/s",
+                True,
+                per_side(rate(key)),
+                "",
+            )
         )
-    )
     rows.append(("latency p50 (edit on A -> event on B)", "ms", False, p50, ""))
     rows.append(("latency p99", "ms", False, p99, "< 1 ms"))
 
@@ -1187,6 +1203,12 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--peer-venv", type=Path, default=DEFAULT_PEER_VENV)
     parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--push-batch",
+        default="1,16,128",
+        help="updates per push frame of the relay-only runs, comma-separated (1,16,128); a"
+        " run of N per frame pushes min(N, 16) times the single-update run's edits",
+    )
     return parser.parse_args(argv)
 
 
@@ -1210,6 +1232,7 @@ def config_from(args: argparse.Namespace) -> Config:
         idle=pick(args.idle, 1000, 200),
         peers=not args.no_peers,
         peer_catchup_cached=args.peer_catchup_cached,
+        push_batches=tuple(int(n) for n in args.push_batch.split(",")),
     )
 
 
