@@ -30,7 +30,6 @@ import os
 import time
 from collections.abc import (
     AsyncGenerator,
-    AsyncIterator,
     Awaitable,
     Callable,
     Generator,
@@ -46,6 +45,7 @@ from websockets.exceptions import InvalidHandshake, InvalidURI
 from crdt_sync.backoff import DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY, backoff
 from crdt_sync.errors import InvalidState, OfflineError
 from crdt_sync.lww import LwwPolicy
+from crdt_sync.outbox import OutboxEntry
 from crdt_sync.protocol import Welcomed
 from crdt_sync.record import Record, RecordEditor
 from crdt_sync.store.sqlite import LocalStore, Outbox
@@ -134,6 +134,7 @@ class Replica:
         self.connections_opened = 0
         #: The tenant and collections the relay granted on the last welcome.
         self.grant: Welcomed | None = None
+        self._unsubscribe_outbox = store.outbox.on_queued(self._entry_queued)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -212,6 +213,7 @@ class Replica:
         if self._runner is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):  # already logged
                 await self._runner
+        self._unsubscribe_outbox()
         await self.store.close()
 
     async def __aenter__(self) -> Replica:
@@ -249,18 +251,21 @@ class Replica:
         """Search the local store (see :meth:`LocalStore.search`)."""
         return await self.store.search(collection, text, where)
 
-    @contextlib.asynccontextmanager
-    async def edit(
+    def edit(
         self, collection: str, record_id: str, *, create: bool = True
-    ) -> AsyncIterator[RecordEditor]:
+    ) -> contextlib.AbstractAsyncContextManager[RecordEditor]:
         """Edit one record in one local transaction (one outbox entry); never waits for the
-        network. Online, the edit is pushed to the relay at once.
+        network. Online, the edit is pushed to the relay as soon as it is committed.
+
+        ``async with replica.edit("jobs", "job-42") as job: job["status"] = "done"`` (the
+        store's :meth:`~crdt_sync.store.sqlite.LocalStore.edit`: durable when the block exits).
 
         Raises:
             RecordNotFound: the record does not exist and ``create`` is false.
         """
-        async with self.store.edit(collection, record_id, create=create) as editor:
-            yield editor
+        return self.store.edit(collection, record_id, create=create)
+
+    def _entry_queued(self, _entry: OutboxEntry) -> None:
         if self._sync_run is None:  # else the sync run pushes the entry and recounts
             self._recount()
 

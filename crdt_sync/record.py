@@ -24,16 +24,27 @@ from .values import check_json, check_text, normalize, to_crdt, to_plain
 FIELDS_ROOT = "fields"
 
 
+#: Attribute of a record's ``Doc`` holding its two root maps (looked up once per document:
+#: ``Doc.get`` opens a transaction and builds a wrapper each time, on every edit and read).
+_ROOTS = "_crdt_sync_roots"
+
+
+def _roots(doc: Doc[Any]) -> tuple[Map[Any], Map[Any]]:
+    roots: tuple[Map[Any], Map[Any]] | None = doc.__dict__.get(_ROOTS)
+    if roots is None:
+        roots = (doc.get(FIELDS_ROOT, type=Map), doc.get(lww.LWW_ROOT, type=Map))
+        setattr(doc, _ROOTS, roots)
+    return roots
+
+
 def fields_of(doc: Doc[Any]) -> Map[Any]:
     """The root map of a record's fields."""
-    root: Map[Any] = doc.get(FIELDS_ROOT, type=Map)
-    return root
+    return _roots(doc)[0]
 
 
 def lww_of(doc: Doc[Any]) -> Map[Any]:
     """The root map of a record's last-write-wins entries."""
-    root: Map[Any] = doc.get(lww.LWW_ROOT, type=Map)
-    return root
+    return _roots(doc)[1]
 
 
 def read_fields(doc: Doc[Any]) -> dict[str, Any]:
