@@ -191,7 +191,9 @@ class StateCache:
         self.size = 0
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[tuple[str, str, str], list[bytes]] = OrderedDict()
+        # One merged state as bytes (not tracked by the garbage collector: a large cache adds
+        # no work to its full collections), or a list of updates still to merge.
+        self._entries: OrderedDict[tuple[str, str, str], bytes | list[bytes]] = OrderedDict()
         # per database read in flight: the records committed since it began
         self._reads: list[set[tuple[str, str, str]]] = []
 
@@ -203,33 +205,37 @@ class StateCache:
 
     def get(self, key: tuple[str, str, str]) -> bytes | None:
         """The record's merged state, or ``None`` if it is not cached."""
-        parts = self._entries.get(key)
-        if parts is None:
+        entry = self._entries.get(key)
+        if entry is None:
             self.misses += 1
             return None
         self.hits += 1
         self._entries.move_to_end(key)
-        if len(parts) > 1:
-            merged = merge_updates(*parts)
-            self.size += len(merged) - sum(len(p) for p in parts)
-            parts[:] = [merged]
-            self._evict()
-        return parts[0]
+        if isinstance(entry, bytes):
+            return entry
+        merged = entry[0] if len(entry) == 1 else merge_updates(*entry)
+        self._entries[key] = merged
+        self.size += len(merged) - _size(entry)
+        self._evict()
+        return merged
 
     def committed(self, key: tuple[str, str, str], update: bytes) -> None:
         """The writer committed ``update`` to the record."""
         for touched in self._reads:
             touched.add(key)
-        parts = self._entries.get(key)
-        if parts is None:
+        entry = self._entries.get(key)
+        if entry is None:
             return
-        if len(parts) >= _CACHED_PARTS:
+        if isinstance(entry, bytes):
+            self._entries[key] = [entry, update]
+        elif len(entry) >= _CACHED_PARTS:
             # Written often, not read: drop it rather than merge on the commit path (the
             # next read merges the compacted database rows, a bounded merge too).
             del self._entries[key]
-            self.size -= sum(len(p) for p in parts)
+            self.size -= _size(entry)
             return
-        parts.append(update)
+        else:
+            entry.append(update)
         self.size += len(update)
         self._evict()
 
@@ -237,15 +243,14 @@ class StateCache:
         """The writer committed the first updates of a record that did not exist before."""
         for touched in self._reads:
             touched.add(key)
-        parts = self._entries.get(key)
-        if parts is not None:  # a read already saw this commit: the updates merge again
+        if key in self._entries:  # a read already saw this commit: the updates merge again
             for update in updates:
                 self.committed(key, update)
             return
         if not self.max_bytes or len(updates) > _CACHED_PARTS:
             return
-        self._entries[key] = list(updates)
-        self.size += sum(len(u) for u in updates)
+        self._entries[key] = updates[0] if len(updates) == 1 else list(updates)
+        self.size += _size(updates)
         self._evict()
 
     def read_started(self) -> set[tuple[str, str, str]]:
@@ -262,14 +267,18 @@ class StateCache:
         if self.max_bytes:
             for key, state in states.items():
                 if key not in token and key not in self._entries:
-                    self._entries[key] = [state]
+                    self._entries[key] = state
                     self.size += len(state)
             self._evict()
 
     def _evict(self) -> None:
         while self.size > self.max_bytes and self._entries:
-            _, parts = self._entries.popitem(last=False)
-            self.size -= sum(len(p) for p in parts)
+            _, entry = self._entries.popitem(last=False)
+            self.size -= _size(entry)
+
+
+def _size(entry: bytes | list[bytes]) -> int:
+    return len(entry) if isinstance(entry, bytes) else sum(len(p) for p in entry)
 
 
 class SQLiteRelayStorage:
