@@ -15,8 +15,10 @@ events:
 - ``PushReceived`` (entries outside the grant were already rejected ``forbidden`` by the core):
   each update must decode as a Yjs v1 update (else ``invalid_update``) and pass the optional
   validator (else ``rejected``); the rest is submitted to the storage's group commit and acked
-  from the commit's callback, i.e. only once durable. The accepted updates are then fanned out
-  to the OTHER connections of the same tenant subscribed to their collection.
+  from the commit's callback, i.e. only once durable. The accepted updates are fanned out to
+  the OTHER connections of the same tenant subscribed to their collection at once, before the
+  commit (cursor None); after the commit, each of them gets the cursor that covers them, and
+  connections that subscribed in between get them then (docs/protocol.md, "Live updates").
 - ``Subscribed``: register the subscription first (live fan-out starts), then read the
   tenant's committed head and list the records changed by other replicas since the cursor
   (``changed``, cursor = that head), or ``synced`` at once if there are none. A cursor ahead of
