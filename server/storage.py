@@ -80,6 +80,8 @@ CREATE INDEX IF NOT EXISTS changes_by_seq ON changes (tenant, seq);
 """
 
 _CACHED_PARTS = 64  # most updates a cached state holds unmerged
+_PREMERGE_SLICE = 16  # cached states merged per loop iteration after commits
+_PREMERGE_MAX_BYTES = 16 * 1024  # larger ones are merged when read
 _KEYS_PER_QUERY = 400  # (collection, record_id) pairs per IN (VALUES ...) query
 
 
@@ -196,6 +198,7 @@ class StateCache:
         self._entries: OrderedDict[tuple[str, str, str], bytes | list[bytes]] = OrderedDict()
         # per database read in flight: the records committed since it began
         self._reads: list[set[tuple[str, str, str]]] = []
+        self._unmerged: dict[tuple[str, str, str], None] = {}  # entries that are lists
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -215,9 +218,42 @@ class StateCache:
             return entry
         merged = entry[0] if len(entry) == 1 else merge_updates(*entry)
         self._entries[key] = merged
+        self._unmerged.pop(key, None)
         self.size += len(merged) - _size(entry)
         self._evict()
         return merged
+
+    @property
+    def unmerged(self) -> int:
+        """Entries holding updates still to merge."""
+        return len(self._unmerged)
+
+    def merge_some(self, count: int, max_entry_bytes: int) -> int:
+        """Merge up to ``count`` entries with updates still to merge, oldest first.
+
+        The storage calls this between other work on the event loop, so that a catch-up
+        reading recently changed records finds them merged. Entries over ``max_entry_bytes``
+        are left to be merged when read (their merge would hold the loop too long).
+
+        Returns:
+            How many entries still wait.
+        """
+        unmerged = self._unmerged
+        while unmerged and count > 0:
+            key = next(iter(unmerged))
+            del unmerged[key]
+            entry = self._entries.get(key)
+            if entry is None or isinstance(entry, bytes) or _size(entry) > max_entry_bytes:
+                continue
+            count -= 1
+            try:
+                merged = merge_updates(*entry)
+            except Exception:  # stored but not mergeable: a read reports it
+                log.debug("could not merge the cached state of %s", key, exc_info=True)
+                continue
+            self._entries[key] = merged  # same position in the LRU order
+            self.size += len(merged) - _size(entry)
+        return len(unmerged)
 
     def committed(self, key: tuple[str, str, str], update: bytes) -> None:
         """The writer committed ``update`` to the record."""
@@ -229,13 +265,15 @@ class StateCache:
         if isinstance(entry, bytes):
             self._entries[key] = [entry, update]
         elif len(entry) >= _CACHED_PARTS:
-            # Written often, not read: drop it rather than merge on the commit path (the
+            # Written often, not merged: drop it rather than merge on the commit path (the
             # next read merges the compacted database rows, a bounded merge too).
             del self._entries[key]
+            self._unmerged.pop(key, None)
             self.size -= _size(entry)
             return
         else:
             entry.append(update)
+        self._unmerged[key] = None
         self.size += len(update)
         self._evict()
 
@@ -249,7 +287,11 @@ class StateCache:
             return
         if not self.max_bytes or len(updates) > _CACHED_PARTS:
             return
-        self._entries[key] = updates[0] if len(updates) == 1 else list(updates)
+        if len(updates) == 1:
+            self._entries[key] = updates[0]
+        else:
+            self._entries[key] = list(updates)
+            self._unmerged[key] = None
         self.size += _size(updates)
         self._evict()
 
@@ -273,7 +315,8 @@ class StateCache:
 
     def _evict(self) -> None:
         while self.size > self.max_bytes and self._entries:
-            _, entry = self._entries.popitem(last=False)
+            key, entry = self._entries.popitem(last=False)
+            self._unmerged.pop(key, None)
             self.size -= _size(entry)
 
 
@@ -313,6 +356,7 @@ class SQLiteRelayStorage:
         state_cache_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.states = StateCache(state_cache_bytes)
+        self._premerge_scheduled = False
         self.path = Path(directory) / DB_FILENAME
         self.durable = durable
         self.compact_every = compact_every
@@ -653,6 +697,9 @@ class SQLiteRelayStorage:
                 new.append(update)
         for key, updates in created.items():
             cache.created(key, updates)
+        if cache.unmerged and not self._premerge_scheduled:
+            self._premerge_scheduled = True
+            asyncio.get_running_loop().call_soon(self._premerge)
         self.stats.commits += 1
         self.stats.updates += len(log_rows)
         for request, seqs in zip(batch, results, strict=True):
@@ -667,6 +714,13 @@ class SQLiteRelayStorage:
         ):
             self._commits_since_checkpoint = 0
             self._checkpoint_task = asyncio.create_task(self._checkpoint())
+
+    def _premerge(self) -> None:
+        """Merge a few cached states changed by commits, then yield to the loop (and repeat)."""
+        if self.states.merge_some(_PREMERGE_SLICE, _PREMERGE_MAX_BYTES) and not self._closing:
+            asyncio.get_running_loop().call_soon(self._premerge)
+        else:
+            self._premerge_scheduled = False
 
     # -- compaction (off the commit path) -----------------------------------------------
 

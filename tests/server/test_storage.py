@@ -410,3 +410,42 @@ async def test_new_records_are_cached_from_their_updates_and_old_ones_never_part
     states = await reopened.get_states("acme", [("jobs", "old")])
     assert _text(states[("jobs", "old")]) == "0,1,2," and reopened.states.hits == 2
     await reopened.close()
+
+
+def test_state_cache_merges_changed_entries_in_slices_and_leaves_big_ones_to_reads() -> None:
+    cache = StateCache(1 << 20)
+    small, big = ("acme", "jobs", "small"), ("acme", "jobs", "big")
+    for key, text in ((small, "s"), (big, "b" * 5000)):
+        cache.read_done(cache.read_started(), {key: _key_update(text, 1)})
+        cache.committed(key, _key_update("!", 2))
+    assert cache.unmerged == 2
+    assert cache.merge_some(1, 1000) == 1  # one merged (small), one waits
+    assert cache.merge_some(5, 1000) == 0  # big is over the limit: left for its read
+    assert sorted(_text(cache.get(small) or b"")) == ["!", "s"]
+    assert cache.hits == 1
+    state = cache.get(big)  # merged on read
+    assert state is not None and sorted(set(_text(state))) == ["!", "b"]
+    size = cache.size
+    assert size == len(cache.get(small) or b"") + len(state)
+
+
+@pytest.mark.asyncio
+async def test_states_changed_by_commits_are_merged_soon_after(tmp_path: Path) -> None:
+    storage = SQLiteRelayStorage(tmp_path)
+    await storage.open()
+    await storage.write(
+        "acme", "r", [("jobs", f"j{i}", _key_update(f"{i}", i + 1)) for i in range(40)]
+    )
+    await storage.write(
+        "acme", "r", [("jobs", f"j{i}", _key_update("+", 100 + i)) for i in range(40)]
+    )
+    # merged 16 per loop iteration, between other work (a slice may have run already)
+    assert 0 < storage.states.unmerged <= 40
+    for _ in range(10):
+        if not storage.states.unmerged:
+            break
+        await asyncio.sleep(0)  # one loop iteration, not a wait for time
+    assert storage.states.unmerged == 0
+    states = await storage.get_states("acme", [("jobs", f"j{i}") for i in range(40)])
+    assert all(sorted(_text(states[("jobs", f"j{i}")])) == sorted(f"{i}+") for i in range(40))
+    await storage.close()
