@@ -74,6 +74,14 @@ def _parser() -> argparse.ArgumentParser:
         "a killed process (group commit keeps throughput)",
     )
     serve.add_argument(
+        "--early-fanout",
+        action="store_true",
+        help="send accepted updates to the other subscribers before their commit (lower "
+        "latency; acks still wait for the commit). Off by default: if the relay dies before "
+        "the commit and the sender never comes back, subscribers keep an update the relay "
+        "lost (docs/relay.md)",
+    )
+    serve.add_argument(
         "--max-frame-bytes",
         type=_positive_int,
         default=DEFAULT_MAX_FRAME,
@@ -193,6 +201,7 @@ def _serve(args: argparse.Namespace) -> int:
         verifier=verifier,
         validator=validator,
         durable=args.durable,
+        early_fanout=args.early_fanout,
         max_frame=args.max_frame_bytes,
         max_items=args.max_items,
         rate_limit=args.rate_limit,

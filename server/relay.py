@@ -16,9 +16,10 @@ events:
   each update must decode as a Yjs v1 update (else ``invalid_update``) and pass the optional
   validator (else ``rejected``); the rest is submitted to the storage's group commit and acked
   from the commit's callback, i.e. only once durable. The accepted updates are fanned out to
-  the OTHER connections of the same tenant subscribed to their collection at once, before the
-  commit (cursor None); after the commit, each of them gets the cursor that covers them, and
-  connections that subscribed in between get them then (docs/protocol.md, "Live updates").
+  the OTHER connections of the same tenant subscribed to their collection after the commit,
+  with their cursor. With ``early_fanout`` they go at once, before the commit (cursor None);
+  after the commit, each of them gets the cursor that covers them, and connections that
+  subscribed in between get them then (docs/protocol.md, "Live updates").
 - ``Subscribed``: register the subscription first (live fan-out starts), then read the
   tenant's committed head and list the records changed by other replicas since the cursor
   (``changed``, cursor = that head), or ``synced`` at once if there are none. A cursor ahead of
@@ -118,6 +119,8 @@ class RelayConfig:
         verifier: token check (``--verifier``, else HMAC tokens under ``--secret``).
         validator: optional validation hook (``--validator``).
         durable: ``synchronous=FULL`` (power-loss durable) instead of ``NORMAL``.
+        early_fanout: send accepted updates to subscribers before their commit (lower
+            latency); off by default: see docs/relay.md for the case it gives up.
         max_frame: largest frame a client may send (bytes); websockets itself cuts messages
             over twice this (close 1009) before they are even buffered whole.
         max_items: most items per received frame, and the batch size of sent frames.
@@ -135,6 +138,7 @@ class RelayConfig:
     verifier: Verifier | None = None
     validator: Validator | None = None
     durable: bool = False
+    early_fanout: bool = False
     max_frame: int = DEFAULT_MAX_FRAME
     max_items: int = DEFAULT_MAX_ITEMS
     rate_limit: float = DEFAULT_RATE
@@ -554,7 +558,8 @@ class Relay:
             return
         write = _Accepted(grant.tenant, conn, accepted)
         # Queued before the write wakes the storage writer: the early copies go out first.
-        self._fan_out_early(write)
+        if self.config.early_fanout:
+            self._fan_out_early(write)
         try:
             future = self._submit(grant.tenant, conn.replica, accepted)
         except InvalidState:  # shutting down: not stored, not acked; the client re-sends

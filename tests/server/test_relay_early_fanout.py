@@ -1,9 +1,11 @@
-"""Early fan-out against a running relay: updates reach subscribers before their commit.
+"""Early fan-out (``--early-fanout``) against a running relay: updates reach subscribers
+before their commit.
 
-The relay sends an accepted push to the other subscribers at once (cursor None) and acks the
-pusher only after the commit; the cursor that covers the update follows the commit. These
-tests stop commits by holding the relay's SQLite write lock from another connection on its
-data file (``BEGIN IMMEDIATE``), so "accepted but not committed" is a state the test controls.
+With the flag, the relay sends an accepted push to the other subscribers at once (cursor
+None) and acks the pusher only after the commit; the cursor that covers the update follows the
+commit. Without it (the default), nothing goes out before the commit. These tests stop commits
+by holding the relay's SQLite write lock from another connection on its data file
+(``BEGIN IMMEDIATE``), so "accepted but not committed" is a state the test controls.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ async def _live(client: RelayClient) -> tuple[list[str], int]:
 async def test_update_reaches_subscribers_before_its_commit_and_the_cursor_after(
     relay_factory: Callable[..., RelayProcess],
 ) -> None:
-    relay = relay_factory()
+    relay = relay_factory(args=["--early-fanout"])
     token = relay.token("early", ["jobs"])
     async with (
         RelayClient.open(relay.url, token, "a") as a,
@@ -116,7 +118,7 @@ async def test_update_reaches_subscribers_before_its_commit_and_the_cursor_after
 async def test_failed_commit_sends_no_cursor_and_the_resent_update_arrives_again(
     relay_factory: Callable[..., RelayProcess],
 ) -> None:
-    relay = relay_factory()
+    relay = relay_factory(args=["--early-fanout"])
     token = relay.token("early", ["jobs"])
     async with RelayClient.open(relay.url, token, "b") as b:
         _, _, start = await b.catch_up(["jobs"], None)
@@ -155,7 +157,7 @@ async def test_refused_updates_are_never_fanned_out(
     tmp_path: Path, relay_factory: Callable[..., RelayProcess]
 ) -> None:
     (tmp_path / "draft_rules.py").write_text(VALIDATOR)
-    relay = relay_factory(args=["--validator", "draft_rules:no_drafts"])
+    relay = relay_factory(args=["--early-fanout", "--validator", "draft_rules:no_drafts"])
     token = relay.token("acme", ["jobs"])
     doc = Doc(client_id=3)
     doc.get("fields", type=Map)["status"] = "open"
@@ -175,3 +177,25 @@ async def test_refused_updates_are_never_fanned_out(
         records, _ = await _live(b)
         assert records == ["job-1"]
         assert not [e for e in await _until_pong(b) if isinstance(e, UpdatesReceived)]
+
+
+@pytest.mark.asyncio
+async def test_by_default_nothing_is_fanned_out_before_its_commit(
+    relay_factory: Callable[..., RelayProcess],
+) -> None:
+    relay = relay_factory()
+    token = relay.token("late", ["jobs"])
+    async with (
+        RelayClient.open(relay.url, token, "a") as a,
+        RelayClient.open(relay.url, token, "b") as b,
+    ):
+        _, _, start = await b.catch_up(["jobs"], None)
+        lock = _WriteLock(relay.data_dir)
+        try:
+            await a.push([(1, "jobs", "j1", _note("one"))])
+            assert not [e for e in await _until_pong(a) if isinstance(e, Acked)]
+            assert not [e for e in await _until_pong(b) if isinstance(e, UpdatesReceived)]
+        finally:
+            lock.release()
+        assert (await a.next_event(Acked)).seqs == (1,)
+        assert await _live(b) == (["j1"], start + 1)  # the update and its cursor together
