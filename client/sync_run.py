@@ -117,6 +117,7 @@ class SyncRun:
         # change under us (resolve/discard), and those are not queued, so entries stay valid.
         self._backlog: dict[int, OutboxEntry] = {}
         self._sent: set[int] = set()  # pushed on this connection, neither acked nor rejected
+        self._acking: set[int] = set()  # acked, the (lazy) acknowledgement not yet committed
         self._relist = True  # list the outbox at the next pump (start, or relist())
         self._unsubscribe = store.outbox.on_queued(self._queued)
 
@@ -170,9 +171,10 @@ class SyncRun:
                 await self._maybe_download()
             case Acked(seqs):
                 self._sent.difference_update(seqs)
+                self._acking.update(seqs)
                 # Not waited for: in order with later writes; the count moves once committed.
                 acked = self.store.outbox.acknowledge(seqs, lazy=True)
-                acked.add_done_callback(self._ack_written)
+                acked.add_done_callback(lambda done: self._ack_written(done, seqs))
                 self._uploaded(seqs)
                 await self._settled()
             case Rejected(items):
@@ -222,7 +224,8 @@ class SyncRun:
             log.error("live updates could not be stored (%s): reconnecting", error)
             self.connection.abort()
 
-    def _ack_written(self, done: asyncio.Future[int]) -> None:
+    def _ack_written(self, done: asyncio.Future[int], seqs: Sequence[int]) -> None:
+        self._acking.difference_update(seqs)
         if done.cancelled() or done.exception() is not None:
             log.warning("acknowledgement not saved (the entries will be sent again): %r", done)
             return
@@ -236,8 +239,10 @@ class SyncRun:
 
     async def _list_queued(self) -> None:
         self._relist = False
-        for entry in await self.store.outbox.list():
-            if entry.status is not OutboxStatus.ERROR and entry.seq not in self._sent:
+        entries = await self.store.outbox.list()
+        out = self._sent | self._acking  # on their way, or already acknowledged
+        for entry in entries:
+            if entry.status is not OutboxStatus.ERROR and entry.seq not in out:
                 self._backlog[entry.seq] = entry
 
     async def _pump(self) -> int:
