@@ -211,8 +211,9 @@ class GroupCommit:
     def _fail(write: _Write, error: BaseException) -> None:
         if not write.future.done():
             write.future.set_exception(error)
-        # Nobody may be waiting (fire-and-forget writes): do not log "never retrieved".
-        write.future.exception()
+        if not write.future.cancelled():
+            # Nobody may be waiting (fire-and-forget writes): do not log "never retrieved".
+            write.future.exception()
 
 
 def _skipped(path: Any, keys: Sequence[Key]) -> StoreError:

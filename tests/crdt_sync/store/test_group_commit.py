@@ -361,3 +361,14 @@ async def test_remote_updates_can_be_raised_before_their_commit(tmp_path: Path) 
         assert isinstance(outcomes[1], StoreError) and isinstance(done[0], StoreError)
         assert (await store.get("jobs", "j"))["status"] == "open"  # not kept in memory either
         assert await store.get_setting("sync.cursor") is None
+
+
+async def test_a_caller_that_stops_waiting_does_not_stop_the_writer(
+    conn: aiosqlite.Connection,
+) -> None:
+    writer = GroupCommit(conn, "w.db")
+    abandoned = writer.submit(_boom, [("c", "x")])
+    abandoned.cancel()  # e.g. an awaiting task was cancelled
+    later = writer.submit(_insert("y", 1), [("c", "y")])  # type: ignore[arg-type]
+    assert await asyncio.wait_for(later, 5) == 1
+    assert await writer.submit(_insert("z", 2)) == 2  # type: ignore[arg-type]
