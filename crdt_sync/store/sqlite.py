@@ -55,6 +55,7 @@ from ..rollback import compensate
 from ..yjs_encoding import EMPTY_UPDATE, decode_state_vector
 from .checkpoints import Checkpointer
 from .group_commit import GroupCommit, Key, WriteBody
+from .idle_compaction import IdleCompactor
 from .schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger("crdt_sync.store")
@@ -130,12 +131,13 @@ class LocalStore:
         self._cache: OrderedDict[tuple[str, str], Doc[Any]] = OrderedDict()
         self._cache_size = cache_size
         self._checkpointer = Checkpointer(path)
+        self._compactor = IdleCompactor(self.compact, COMPACT_MIN_ROWS)
         self._writer = GroupCommit(
             conn,
             path,
             before_group=self._accessed_write,
             on_failed=self._forget,
-            after_commit=self._checkpointer.committed,
+            after_commit=self._after_commit,
         )
         self._write_lock = self._writer.lock
         self._in_transaction = False
@@ -214,6 +216,7 @@ class LocalStore:
     async def close(self) -> None:
         """Close the file. The store cannot be used afterwards."""
         if self._conn is not None:
+            await self._compactor.close()
             if self._refresher is not None:
                 self._refresher.cancel()
                 self._refresher = None
@@ -301,6 +304,10 @@ class LocalStore:
             return None
         accessed, self._accessed = self._accessed, {}
         return lambda db: _flush_accessed(db, accessed)
+
+    def _after_commit(self) -> None:
+        self._checkpointer.committed()
+        self._compactor.wrote()
 
     def _forget(self, keys: set[Key]) -> None:
         """Writes of these records failed: drop their in-memory documents (reloaded from disk)."""
@@ -580,6 +587,8 @@ class LocalStore:
         def landed(done: asyncio.Future[int]) -> None:
             if done.cancelled() or done.exception() is not None:
                 self._clock_written = None  # not known to be on disk: write it next time
+            else:
+                self._compactor.rows_added([(collection, record_id)])
             self.outbox._committed(done, collection, record_id, now, update)
 
         future.add_done_callback(landed)
@@ -661,6 +670,7 @@ class LocalStore:
                     if doc is not None and not apply_updates(doc, by_key[key]):
                         del self._cache[key]
             self._refresh_vectors_soon(keys)
+            self._compactor.rows_added(keys)
             if on_committed is not None:
                 on_committed(None)
             return keys
@@ -686,6 +696,7 @@ class LocalStore:
             if error is None:
                 self._settings.update(settings or {})
                 self._refresh_vectors_soon(stale)
+                self._compactor.rows_added(keys)
             if on_committed is not None:
                 on_committed(error)
 
@@ -781,6 +792,11 @@ class LocalStore:
         """
         async with self._transaction() as conn:
             await self._compact(conn, collection, record_id)
+
+    async def compact_due(self) -> int:
+        """Compact now the records whose logs grew by :data:`COMPACT_MIN_ROWS` rows since their
+        last compaction (done by itself after a second without writes). Returns how many."""
+        return await self._compactor.run_due()
 
     async def compact_all(self) -> int:
         """Compact every record whose update log is long. Returns how many were compacted."""
