@@ -14,6 +14,7 @@ sleep) for events; ``raw`` sends arbitrary bytes for malformed-input tests.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import queue
@@ -114,6 +115,20 @@ class RelayProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+#: Every relay process started, killed when the test process exits (a test that restarts a
+#: relay, or a run stopped early, must not leave relays running).
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@atexit.register
+def _kill_leftover_relays() -> None:
+    for process in _STARTED:
+        if process.poll() is None:
+            process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(5)
+
+
 def start_relay(
     data_dir: Path,
     *,
@@ -166,6 +181,7 @@ def start_relay(
             stderr=log_file,
             text=True,
         )
+    _STARTED.append(process)
     assert process.stdout is not None
     lines: queue.Queue[str | None] = queue.Queue()
 

@@ -52,7 +52,10 @@ async def test_acked_updates_survive_sigkill(
             while True:
                 acked.update((await tech.next_event(Acked, within=2)).seqs)
     restarted = relay.restart()
-    found = await _present(restarted, "acme", [("jobs", f"job-{seq}") for seq in sorted(acked)])
+    try:
+        found = await _present(restarted, "acme", [("jobs", f"job-{seq}") for seq in sorted(acked)])
+    finally:
+        restarted.kill()
     missing = sorted(seq for seq in acked if ("jobs", f"job-{seq}") not in found)
     assert missing == [], f"acknowledged but lost: {missing}"
     assert _text(found[("jobs", f"job-{min(acked)}")]) == f"n{min(acked)}"
@@ -99,7 +102,10 @@ async def test_sigterm_acks_in_flight_pushes_and_says_going_away(
     assert not rejected
     restarted = relay.restart()
     keys = [("jobs", f"job-{seq}") for seq in range(1, total + 1)]
-    found = await _present(restarted, "acme", keys)
+    try:
+        found = await _present(restarted, "acme", keys)
+    finally:
+        restarted.kill()
     stored = {int(key[1].split("-")[1]) for key in found}
     assert acked <= stored, f"acknowledged but lost: {sorted(acked - stored)[:10]}"
     # consistency the other way too: what was stored but not acked is fine (re-sent later,
