@@ -367,27 +367,7 @@ class LocalStore:
 
     async def state_vector(self, collection: str, record_id: str) -> bytes:
         """The record's state vector (empty if the record is not here)."""
-        key = (collection, record_id)
-        await self._writer.settled(key)
-        cached = self._cache.get(key)
-        if cached is not None and self._editing != key:
-            return cached.get_state()
-        row = await self._record_row(collection, record_id)
-        if row is None:
-            return b""
-        if row[1] is not None:
-            return bytes(row[1])
-        doc = await self._doc(collection, record_id)
-        vector = doc.get_state()
-        if not self._writer.in_flight(key):
-            self._submit(
-                lambda db: db.execute(
-                    "UPDATE records SET state_vector = ? WHERE collection = ? AND id = ?",
-                    (vector, collection, record_id),
-                ),
-                lazy=True,
-            )
-        return vector
+        return (await self.state_vectors([(collection, record_id)]))[0]
 
     async def state_vectors(self, keys: Sequence[tuple[str, str]]) -> builtins.list[bytes]:
         """The state vectors of many records at once (``b""`` for records not here).
@@ -865,20 +845,19 @@ class LocalStore:
 
     async def set_setting(self, key: str, value: str) -> None:
         """Persist a setting of this replica."""
-        await self._write(
-            lambda db: db.execute(_SET_SETTING_SQL, (f"setting:{key}", value)), _setting_keys([key])
-        )
-        self._settings[key] = value
+        await asyncio.shield(self._save_setting(key, value, lazy=False))
 
     def set_setting_lazily(self, key: str, value: str) -> asyncio.Future[None]:
         """Persist a setting with the next write (or within 10 ms), for values whose loss to
         a crash is harmless (e.g. a newer sync cursor: the older one re-downloads a little).
         Returns the write's future; :meth:`get_setting` gives the value once committed."""
+        return self._save_setting(key, value, lazy=True)
 
+    def _save_setting(self, key: str, value: str, *, lazy: bool) -> asyncio.Future[None]:
         def write(db: sqlite3.Connection) -> None:
             db.execute(_SET_SETTING_SQL, (f"setting:{key}", value))
 
-        future = self._submit(write, _setting_keys([key]), lazy=True)
+        future = self._submit(write, _setting_keys([key]), lazy=lazy)
 
         def landed(done: asyncio.Future[None]) -> None:
             if not done.cancelled() and done.exception() is None:
