@@ -204,11 +204,10 @@ class SyncRun:
                     items, settings, on_committed=self._live_written
                 )
                 self.owner.records_changed(keys)
-            case UpdatesReceived(items, cursor):
+            case UpdatesReceived(items, cursor):  # catch-up diffs
                 keys = await self.store.apply_remote(items)
-                if self.phase != "live":
-                    size = sum(len(i.update) for i in items)
-                    self._advance(records_done=len(keys), bytes_done=size)
+                size = sum(len(i.update) for i in items)
+                self._advance(records_done=len(keys), bytes_done=size)
                 self.owner.records_changed(keys)
             case Synced(cursor):
                 await self.store.set_setting(CURSOR_SETTING, str(cursor))
