@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from helpers.relay import RelayProcess, start_relay
@@ -16,18 +15,3 @@ def relay(tmp_path: Path) -> Iterator[RelayProcess]:
     process = start_relay(tmp_path / "relay-data")
     yield process
     process.kill()
-
-
-@pytest.fixture
-def relay_factory(tmp_path: Path) -> Iterator[Callable[..., RelayProcess]]:
-    """Start relays on demand (``factory(name="data", **start_relay_kwargs)``); killed after."""
-    started: list[RelayProcess] = []
-
-    def factory(name: str = "relay-data", **kwargs: Any) -> RelayProcess:
-        process = start_relay(tmp_path / name, **kwargs)
-        started.append(process)
-        return process
-
-    yield factory
-    for process in started:
-        process.kill()
