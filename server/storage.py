@@ -784,7 +784,7 @@ class SQLiteRelayStorage:
         if db is None:
             return
         try:
-            await db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            await db._execute(_checkpoint_in_thread, db._conn)  # type: ignore[no-untyped-call]
         except aiosqlite.Error:
             log.exception("WAL checkpoint failed")
 
@@ -865,7 +865,7 @@ def _merge_in_thread(
     is kept, and it is retried at its next threshold.
     """
     merged: list[_Compacted] = []
-    conn.execute("BEGIN")
+    conn.execute("BEGIN")  # one read snapshot for every record of the round
     try:
         for key in keys:
             row = conn.execute(
@@ -888,8 +888,16 @@ def _merge_in_thread(
             old_upto = int(row[1]) if row is not None else -1
             merged.append((key, old_upto, state, int(entries[-1][0])))
     finally:
-        conn.execute("COMMIT")
+        # Read-only: ROLLBACK ends it even if a statement were still running (COMMIT would
+        # refuse and leave the snapshot open, which blocks every later round and checkpoint).
+        conn.execute("ROLLBACK")
     return merged
+
+
+def _checkpoint_in_thread(conn: sqlite3.Connection) -> None:
+    """``PRAGMA wal_checkpoint(PASSIVE)``, its result row read: a statement left unfinished
+    on the connection would keep the next compaction round from ending its read."""
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _store_compacted_in_thread(conn: sqlite3.Connection, merged: list[_Compacted]) -> None:

@@ -58,7 +58,8 @@ class Checkpointer:
             if self._conn is None:
                 self._conn = await aiosqlite.connect(self.path, isolation_level=None)
                 await self._conn.execute("PRAGMA busy_timeout = 5000")
-            await self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            # Its result row read in full: no statement left running on the connection.
+            await self._conn.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
             self.runs += 1
         except aiosqlite.Error:
             log.exception("%s: WAL checkpoint failed (retried later)", self.path)

@@ -449,3 +449,31 @@ async def test_states_changed_by_commits_are_merged_soon_after(tmp_path: Path) -
     states = await storage.get_states("acme", [("jobs", f"j{i}") for i in range(40)])
     assert all(sorted(_text(states[("jobs", f"j{i}")])) == sorted(f"{i}+") for i in range(40))
     await storage.close()
+
+
+@pytest.mark.asyncio
+async def test_checkpoints_and_compaction_rounds_share_their_connection_without_blocking(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A checkpoint's result row once stayed unread on the connection the compaction reads
+    # with: the next round's COMMIT failed, its read snapshot stayed open, and from then on
+    # every round and every checkpoint failed (the WAL grew without bound).
+    storage = SQLiteRelayStorage(tmp_path, compact_every=8, background_compaction=False)
+    await storage.open()
+    updates = _edits(48)
+    try:
+        for start in range(0, 48, 8):
+            for update in updates[start : start + 8]:
+                await storage.write("acme", "r1", [("jobs", "j1", update)])
+            await storage._checkpoint()
+            assert await storage.compact_pending() == 1
+        assert storage.stats.compactions == 6
+        with sqlite3.connect(storage.path) as db:
+            assert db.execute("SELECT COUNT(*) FROM log").fetchone()[0] == 0
+            busy, _, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0  # no reader left holding an old snapshot
+        states = await storage.get_states("acme", [("jobs", "j1")])
+        assert _text(states[("jobs", "j1")]) == "".join(f"{i}," for i in range(48))
+    finally:
+        await storage.close()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
