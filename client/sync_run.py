@@ -238,6 +238,8 @@ class SyncRun:
 
     async def _list_queued(self) -> None:
         self._relist = False
+        if self.store.outbox.tally()[0] == 0:
+            return  # nothing committed waits (later entries are announced by on_queued)
         entries = await self.store.outbox.list()
         out = self._sent | self._acking  # on their way, or already acknowledged
         for entry in entries:

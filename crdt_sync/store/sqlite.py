@@ -28,7 +28,7 @@ import sqlite3
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -382,19 +382,26 @@ class LocalStore:
         by_collection: dict[str, builtins.list[str]] = {}
         for collection, record_id in dict.fromkeys(keys):
             by_collection.setdefault(collection, []).append(record_id)
+        conn = self.conn
+        # Every chunk's query is queued at once: the SQLite thread reads the next chunk while
+        # this one is handled here.
+        reads = []
         for collection, all_ids in by_collection.items():
-            for start in range(0, len(all_ids), _KEYS_PER_QUERY):
-                ids = all_ids[start : start + _KEYS_PER_QUERY]
+            for ids in _chunks(all_ids, _KEYS_PER_QUERY):
+                query = conn._execute(_read_state_vectors, conn._conn, collection, ids)  # type: ignore[no-untyped-call]
+                reads.append((collection, ids, asyncio.ensure_future(query)))
+        try:
+            for collection, ids, read in reads:
                 # One hop: the column where it is set, the rows to merge where it is not.
-                known, stale = await self.conn._execute(  # type: ignore[no-untyped-call]
-                    _read_state_vectors, self.conn._conn, collection, ids
-                )
+                known, stale = await read
                 computed = []
                 for record_id in ids:
                     key = (collection, record_id)
                     cached = self._cache.get(key) if self._editing != key else None
                     if cached is not None:  # the in-memory doc is never behind the disk
                         found[key] = cached.get_state()
+                        if record_id in stale and not self._writer.in_flight(key):
+                            computed.append((found[key], collection, record_id))
                     elif record_id in known:
                         found[key] = known[record_id]
                     elif record_id in stale:
@@ -410,6 +417,10 @@ class LocalStore:
                         ),
                         lazy=True,
                     )
+        finally:
+            for _, _, read in reads:
+                if not read.done():
+                    read.cancel()
         return [found.get(key, b"") for key in keys]
 
     async def encode_state(
@@ -1392,6 +1403,12 @@ def _read_state_vectors(
         ):
             stale[record_id][0].extend(_unpack(data, bundle))
     return known, stale
+
+
+def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    """``items`` in slices of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _state_vector_of(updates: Sequence[bytes], client_id: int) -> bytes:

@@ -330,6 +330,32 @@ async def test_state_vectors_left_unknown_by_remote_updates_are_recomputed_when_
     assert [stored[f"j{i}"] for i in range(5)] == expected
 
 
+async def test_unknown_state_vectors_of_records_in_memory_are_stored_when_read(
+    tmp_path: Path,
+) -> None:
+    # Records read into memory after remote updates left their column NULL: the background
+    # refresh (or a catch-up) answers from the documents and stores what it answered, so the
+    # next catch-up reads the column instead of merging every row again.
+    async with await LocalStore.open(tmp_path / "source.db") as source:
+        for i in range(6):
+            async with source.edit("jobs", f"j{i}") as job:
+                job["n"] = i
+        updates = [("jobs", f"j{i}", await source.encode_state("jobs", f"j{i}")) for i in range(6)]
+        expected = [await source.state_vector("jobs", f"j{i}") for i in range(6)]
+    path = tmp_path / "replica.db"
+    async with await LocalStore.open(path) as store:
+        await store.apply_remote(updates)  # not in memory: the column is left NULL
+        for i in range(3):
+            await store.get("jobs", f"j{i}")  # now in memory
+        keys = [("jobs", f"j{i}") for i in range(6)]
+        assert await store.state_vectors(keys) == expected
+        await store._writer.drain()
+        with sqlite3.connect(path) as db:
+            stored = dict(db.execute("SELECT id, state_vector FROM records").fetchall())
+        assert [stored[f"j{i}"] for i in range(6)] == expected
+        assert await store.state_vectors(keys[:0]) == []
+
+
 async def test_remote_updates_can_be_raised_before_their_commit(tmp_path: Path) -> None:
     async with await LocalStore.open(tmp_path / "source.db") as source:
         async with source.edit("jobs", "j") as job:
