@@ -74,6 +74,7 @@ from .messages import (
     StateVectorItem,
     UpdateItem,
 )
+from .rate_limit import TokenBucket
 
 __all__ = [
     "CONNECTION_LOST",
@@ -748,7 +749,7 @@ class ServerProtocol(_Protocol[ServerEvent]):
             the server batches its own frames to.
         max_items: the most items (entries, records, collections) per received frame
             (announced in ``welcome``); also the batch size of the server's own frames.
-        rate: messages per second allowed in the long run (token bucket refill); None
+        rate: messages per second allowed in the long run (token bucket refill); None (or 0)
             disables the rate limit. Only enforced when ``receive_data()`` gets ``now``.
         burst: messages allowed in a burst (bucket size); defaults to ``2 * rate``.
         now: the current time, the start of :meth:`idle_for`. Optional.
@@ -768,9 +769,7 @@ class ServerProtocol(_Protocol[ServerEvent]):
         super().__init__(max_frame=max_frame, now=now)
         self.max_items = max_items
         self.rate = rate
-        self.burst = float(burst if burst is not None else 2 * (rate or 0))
-        self._tokens = self.burst
-        self._refilled_at: float | None = None
+        self._bucket = TokenBucket(rate, burst) if rate else None
         self._hello: m.Hello | None = None
         self._tenant: str | None = None
         self._grant: frozenset[str] = frozenset()
@@ -926,18 +925,10 @@ class ServerProtocol(_Protocol[ServerEvent]):
     # -- receiving ------------------------------------------------------------------------
 
     def _admit(self, data: bytes, now: float | None) -> bool:
-        # Token bucket (docs/protocol.md, "Limits"): refill at `rate`, spend one per message.
-        if self.rate is None or now is None:
+        if self._bucket is None or now is None or self._bucket.admit(now):
             return True
-        if self._refilled_at is not None:
-            elapsed = max(0.0, now - self._refilled_at)
-            self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
-        self._refilled_at = now
-        if self._tokens < 1.0:
-            self.fail("rate_limited", f"more than {self.rate:g} messages per second")
-            return False
-        self._tokens -= 1.0
-        return True
+        self.fail("rate_limited", f"more than {self.rate:g} messages per second")
+        return False
 
     def _too_many(self, count: int, what: str) -> bool:
         if count > self.max_items:

@@ -102,8 +102,9 @@ def _parser() -> argparse.ArgumentParser:
         type=_non_negative_float,
         default=DEFAULT_RATE,
         metavar="MSGS_PER_S",
-        help="messages per second per connection (token bucket, burst = 2 s worth); excess "
-        "gets error rate_limited; 0 disables (default %(default)s)",
+        help="messages per second per connection, Yjs and Hocuspocus ones included (token "
+        "bucket, burst = 2 s worth); excess gets error rate_limited (Yjs: close 1008); 0 "
+        "disables (default %(default)s)",
     )
     serve.add_argument(
         "--verifier",

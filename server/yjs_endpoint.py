@@ -37,6 +37,7 @@ from websockets.exceptions import ConnectionClosed as WebSocketClosed
 from websockets.protocol import State as WebSocketState
 
 from crdt_sync.errors import AuthError, InvalidMessage, InvalidState
+from crdt_sync.rate_limit import TokenBucket
 from crdt_sync.yjs_encoding import EMPTY_UPDATE
 from crdt_sync.yjs_sync import (
     CLOSE_PERMISSION_DENIED,
@@ -69,6 +70,7 @@ EMPTY_AWARENESS = b"\x00"
 _CLOSE_INTERNAL = 1011
 _CLOSE_TRY_AGAIN_LATER = 1013
 _CLOSE_UNSUPPORTED_DATA = 1003
+_CLOSE_POLICY_VIOLATION = 1008
 _SLOW_ABORT_AFTER = 1.0
 _replica_ids = itertools.count(1)
 
@@ -123,6 +125,8 @@ class Link:
         self._queued_bytes = 0
         self._wakeup = asyncio.Event()
         self._close: tuple[int, str] | None = None
+        rate = relay.config.rate_limit
+        self._bucket = TokenBucket(rate) if rate else None
 
     @property
     def closing(self) -> bool:
@@ -180,6 +184,7 @@ class Link:
     async def run(self) -> None:
         """Serve the websocket until it closes."""
         sender = asyncio.create_task(self._sender())
+        loop = asyncio.get_running_loop()
         try:
             await self.start()
             async for message in self.ws:
@@ -189,6 +194,9 @@ class Link:
                     self.close(_CLOSE_UNSUPPORTED_DATA, "binary messages only")
                     continue
                 self.relay.metrics.frame_in(self.kind, len(message))
+                if self._bucket is not None and not self._bucket.admit(loop.time()):
+                    self._rate_limited()
+                    continue
                 try:
                     await self.handle(message)
                 except Exception:
@@ -206,6 +214,17 @@ class Link:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, WebSocketClosed):
                 await sender
+
+    def _rate_limited(self) -> None:
+        """Over the relay's messages-per-second limit: close 1008 (its reason says why; the
+        client's reconnect backoff then slows it down). Other connections are unaffected."""
+        assert self._bucket is not None
+        log.warning("disconnecting a %s client: over the rate limit", self.kind)
+        self.relay.metrics.errors.labels("rate_limited").inc()
+        self.close(
+            _CLOSE_POLICY_VIOLATION,
+            f"rate limited: more than {self._bucket.rate:g} messages per second",
+        )
 
     async def start(self) -> None:
         """Called once before the first message is read."""

@@ -4,9 +4,11 @@ the reference server behaviours clients depend on (docs/yjs.md)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 
 import pytest
-from helpers.relay import RelayProcess
+from helpers.relay import RelayProcess, start_relay
 from pycrdt import Doc, Map
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -26,6 +28,16 @@ from crdt_sync.yjs_sync import (
 )
 
 WAIT = 10.0
+RATE = 20
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
+    relay = start_relay(
+        tmp_path_factory.mktemp("yjs-limits") / "data", args=["--rate-limit", str(RATE)]
+    )
+    yield relay
+    relay.kill()
 
 
 def _update(key: str, value: object, client_id: int = 7) -> bytes:
@@ -168,3 +180,54 @@ async def test_graceful_shutdown_closes_yjs_connections_with_1001(relay: RelayPr
     finally:
         await yjs.close()
         await hp.close()
+
+
+async def _flood(ws: ClientConnection, frames: list[bytes]) -> tuple[int, int | None, str]:
+    """Send ``frames`` as fast as possible; ``(messages received, close code, reason)``."""
+    with contextlib.suppress(ConnectionClosed):
+        for frame in frames:
+            await ws.send(frame)
+    received = 0
+    with contextlib.suppress(ConnectionClosed):
+        async with asyncio.timeout(WAIT):
+            async for _ in ws:
+                received += 1
+    await ws.wait_closed()
+    return received, ws.close_code, ws.close_reason or ""
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("endpoint", ["yjs", "hocuspocus"])
+async def test_floods_on_the_yjs_endpoints_are_cut_at_the_rate_limit(
+    limited: RelayProcess, endpoint: str
+) -> None:
+    async with await _open_yjs(limited, "jobs/calm") as bystander:
+        if endpoint == "yjs":
+            offender = await _open_yjs(limited, "jobs/flood")
+            flood = [encode_query_awareness() for _ in range(4 * RATE)]
+        else:
+            offender = await connect(f"{limited.url}/hocuspocus")
+            flood = [_hp("jobs/flood", HP.QUERY_AWARENESS, b"") for _ in range(4 * RATE)]
+        received, code, reason = await _flood(offender, flood)
+        assert code == 1008
+        assert reason == f"rate limited: more than {RATE} messages per second"
+        if endpoint == "yjs":
+            assert 0 < received < len(flood)  # the burst was answered, the rest was not
+        # The relay carries on for everyone else.
+        update = _update("status", "calm")
+        await bystander.send(_sync(SyncType.UPDATE, update))
+        assert decode_message(await _recv(bystander)) == UpdateReceived(update, step2=False)
+        status, metrics = limited.get("/metrics")
+        assert status == 200
+        assert 'crdt_sync_errors_total{code="rate_limited"}' in metrics
+
+
+@pytest.mark.asyncio
+async def test_the_yjs_endpoints_admit_a_steady_rate_under_the_limit(
+    limited: RelayProcess,
+) -> None:
+    async with await _open_yjs(limited, "jobs/steady") as ws:
+        for _ in range(2 * RATE + 10):  # more than the burst, spread out: never refused
+            await ws.send(encode_query_awareness())
+            assert decode_message(await _recv(ws)) == AwarenessReceived(b"\x00")
+            await asyncio.sleep(1.25 / RATE)
