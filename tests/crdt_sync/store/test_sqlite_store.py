@@ -441,6 +441,34 @@ class TestOutbox:
         assert dict(record) == _fields(doc, store)
 
     @pytest.mark.asyncio
+    async def test_discard_restores_deleted_list_items_and_text_spans(
+        self, store: LocalStore
+    ) -> None:
+        async with store.edit("jobs", "j") as job:
+            job["parts"] = ["filter", "belt", "valve", "fuse"]
+            job.text("notes").insert(0, "Zoë: check the café's boiler ☕, then the pump.")
+        await store.outbox.acknowledge([1])
+        async with store.edit("jobs", "j") as job:  # seq 2: will be refused
+            del job.array("parts")[2]
+            del job.array("parts")[0]
+            notes = job.text("notes")
+            notes.delete(len("Zoë: check the café's boiler ☕"), len(", then the pump"))
+            notes.delete(0, len("Zoë: "))
+        async with store.edit("jobs", "j") as job:  # seq 3: later, must stay
+            job.array("parts").append("gasket")
+            job["notes"] += " Done 🚐."
+        await store.outbox.mark_error(2, "rejected", "parts list locked by the office")
+        await store.outbox.discard(2)
+        record = await store.get("jobs", "j")
+        assert record["parts"] == ["filter", "belt", "valve", "fuse", "gasket"]
+        assert record["notes"] == "Zoë: check the café's boiler ☕, then the pump. Done 🚐."
+        doc: pycrdt.Doc[Any] = pycrdt.Doc()  # a peer with the confirmed state and the entries
+        doc.apply_update(await store.confirmed_state("jobs", "j"))
+        for entry in await store.outbox.list():
+            doc.apply_update(entry.update)
+        assert dict(record) == _fields(doc, store)
+
+    @pytest.mark.asyncio
     async def test_resolve_applies_a_fix_and_requeues(self, store: LocalStore) -> None:
         async with store.edit("jobs", "j") as job:
             job["status"] = "closed"
