@@ -10,6 +10,11 @@ Exposed at ``/metrics`` (see :mod:`crdt_sync.server.relay`). Names:
   ``crdt_sync_acks_total`` pushed entries acknowledged; ``crdt_sync_rejects_total`` by code;
 - ``crdt_sync_errors_total`` error frames sent, by code;
 - ``crdt_sync_storage_commits`` storage transactions (group commits) so far;
+  ``crdt_sync_storage_compactions_total`` records whose update log was compacted;
+  ``crdt_sync_storage_maintenance_failures_total`` failed background compaction rounds and
+  WAL checkpoints, by ``task`` (each one is also logged); ``crdt_sync_storage_wal_bytes`` the
+  write-ahead log's size (it should stay small: steady growth means checkpoints cannot
+  complete);
 - ``crdt_sync_message_latency_seconds`` per message type, from the frame's arrival to the
   relay's answer being queued (for ``push``: to the ack, i.e. including the commit).
 """
@@ -17,10 +22,16 @@ Exposed at ``/metrics`` (see :mod:`crdt_sync.server.relay`). Names:
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (
@@ -100,9 +111,49 @@ class RelayMetrics:
         latency.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         latency.total += seconds
 
+    def watch_storage(self, read: Callable[[], StorageNumbers]) -> None:
+        """Export the storage's maintenance numbers, read by ``read()`` at each scrape."""
+        self.registry.register(_StorageMetrics(read))
+
     def render(self) -> bytes:
         """The exposition text (``text/plain; version=0.0.4``)."""
         return generate_latest(self.registry)
+
+
+@dataclass(frozen=True, slots=True)
+class StorageNumbers:
+    """What :meth:`RelayMetrics.watch_storage` exports."""
+
+    compactions: int
+    compaction_failures: int
+    checkpoint_failures: int
+    wal_bytes: int
+
+
+class _StorageMetrics(Collector):
+    def __init__(self, read: Callable[[], StorageNumbers]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[Metric]:
+        numbers = self.read()
+        yield CounterMetricFamily(
+            "crdt_sync_storage_compactions",
+            "Records whose update log was compacted",
+            value=numbers.compactions,
+        )
+        failures = CounterMetricFamily(
+            "crdt_sync_storage_maintenance_failures",
+            "Background storage tasks that failed",
+            labels=["task"],
+        )
+        failures.add_metric(["compaction"], numbers.compaction_failures)
+        failures.add_metric(["checkpoint"], numbers.checkpoint_failures)
+        yield failures
+        yield GaugeMetricFamily(
+            "crdt_sync_storage_wal_bytes",
+            "Size of the storage's write-ahead log",
+            value=numbers.wal_bytes,
+        )
 
 
 class _HotMetrics(Collector):

@@ -84,7 +84,7 @@ from crdt_sync.protocol import (
 )
 
 from .hocuspocus_endpoint import HocuspocusConnection, is_hocuspocus_path
-from .metrics import RelayMetrics
+from .metrics import RelayMetrics, StorageNumbers
 from .storage import RelayStorage, SQLiteRelayStorage
 from .tokens import Grant, Verifier
 from .validation import UpdateRejected, Validator
@@ -206,6 +206,8 @@ class Relay:
             config.data_dir, durable=config.durable
         )
         self.metrics = RelayMetrics()
+        if isinstance(self.storage, SQLiteRelayStorage):
+            self.metrics.watch_storage(self._storage_numbers)
         self._server: Server | None = None
         self._connections: set[_Connection] = set()
         # tenant -> collection -> connections subscribed to it
@@ -292,6 +294,17 @@ class Relay:
                 server.close(close_connections=True)
                 await server.wait_closed()
         await self.storage.close()
+
+    def _storage_numbers(self) -> StorageNumbers:
+        storage = self.storage
+        assert isinstance(storage, SQLiteRelayStorage)
+        stats = storage.stats
+        return StorageNumbers(
+            stats.compactions,
+            stats.compaction_failures,
+            stats.checkpoint_failures,
+            storage.wal_bytes(),
+        )
 
     # -- HTTP endpoints -------------------------------------------------------------------
 

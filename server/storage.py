@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -168,6 +169,10 @@ class StorageStats:
     commits: int = 0
     updates: int = 0
     compactions: int = 0
+    #: Records whose compaction failed, plus compaction rounds and WAL checkpoints that failed
+    #: as a whole (each one is logged).
+    compaction_failures: int = 0
+    checkpoint_failures: int = 0
     batch_sizes: list[int] = field(default_factory=list)
 
 
@@ -483,6 +488,14 @@ class SQLiteRelayStorage:
             self._queue.put_nowait(_WriteRequest(tenant, origin, list(items), future))
         return future
 
+    def wal_bytes(self) -> int:
+        """Size of the write-ahead log file now (0 if there is none). Checkpoints keep it
+        small; steady growth means they cannot complete."""
+        try:
+            return os.stat(f"{self.path}-wal").st_size
+        except FileNotFoundError:
+            return 0
+
     @property
     def healthy(self) -> bool:
         """True while the storage is open and its writer task is running."""
@@ -745,6 +758,7 @@ class SQLiteRelayStorage:
                 try:
                     await self._compact_round()
                 except Exception:  # a bug: keep the relay up, the logs are intact
+                    self.stats.compaction_failures += 1
                     log.exception("relay storage compaction failed")
                     break
 
@@ -759,9 +773,11 @@ class SQLiteRelayStorage:
             reader = self._require(self._checkpoint_db)
             # Read + merge on the compaction connection's thread: neither the writer nor the
             # loop waits for the merge.
+            failed: list[tuple[str, str, str]] = []
             merged = await reader._execute(  # type: ignore[no-untyped-call]
-                _merge_in_thread, reader._conn, keys
+                _merge_in_thread, reader._conn, keys, failed
             )
+            self.stats.compaction_failures += len(failed)
             if merged:
                 writer = self._require(self._writer_db)
                 async with self._lock:
@@ -786,6 +802,7 @@ class SQLiteRelayStorage:
         try:
             await db._execute(_checkpoint_in_thread, db._conn)  # type: ignore[no-untyped-call]
         except aiosqlite.Error:
+            self.stats.checkpoint_failures += 1
             log.exception("WAL checkpoint failed")
 
 
@@ -857,12 +874,14 @@ _Compacted = tuple[tuple[str, str, str], int, bytes, int]
 
 
 def _merge_in_thread(
-    conn: sqlite3.Connection, keys: list[tuple[str, str, str]]
+    conn: sqlite3.Connection,
+    keys: list[tuple[str, str, str]],
+    failed: list[tuple[str, str, str]] | None = None,
 ) -> list[_Compacted]:
     """Read each record's snapshot and log (one read transaction) and merge them.
 
-    A record whose merge fails (a pycrdt error on stored data) is logged and left out: its log
-    is kept, and it is retried at its next threshold.
+    A record whose merge fails (a pycrdt error on stored data) is logged, added to ``failed``
+    and left out: its log is kept, and it is retried at its next threshold.
     """
     merged: list[_Compacted] = []
     conn.execute("BEGIN")  # one read snapshot for every record of the round
@@ -884,6 +903,8 @@ def _merge_in_thread(
                 state = updates[0] if len(updates) == 1 else merge_updates(*updates)
             except Exception:
                 log.exception("compaction of %s failed; the log is kept", key)
+                if failed is not None:
+                    failed.append(key)
                 continue
             old_upto = int(row[1]) if row is not None else -1
             merged.append((key, old_upto, state, int(entries[-1][0])))

@@ -62,6 +62,11 @@ async def test_metrics_count_connections_frames_updates_acks_errors_latency(
         before, "crdt_sync_bytes_out_total"
     )
     assert _sample(after, "crdt_sync_storage_commits") >= 1
+    assert _sample(after, "crdt_sync_storage_wal_bytes") > 0  # the commits went to the WAL
+    assert _sample(after, "crdt_sync_storage_compactions_total") >= 0
+    for task in ("compaction", "checkpoint"):
+        labels = f'task="{task}"'
+        assert _sample(after, "crdt_sync_storage_maintenance_failures_total", labels) == 0
 
 
 def test_other_http_paths_are_not_websocket_upgrades(relay: RelayProcess) -> None:

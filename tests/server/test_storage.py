@@ -214,6 +214,7 @@ async def test_a_failing_compaction_does_not_cost_the_writes(
     assert await storage.compact_pending() == 1
     assert storage.stats.compactions == 1  # attempted and given up, the log is kept
     assert "compaction of ('acme', 'jobs', 'j') failed" in caplog.text
+    assert storage.stats.compaction_failures == 1  # exported as a metric
     assert await storage.head("acme") == 3
     await storage.close()
 
@@ -468,6 +469,7 @@ async def test_checkpoints_and_compaction_rounds_share_their_connection_without_
             await storage._checkpoint()
             assert await storage.compact_pending() == 1
         assert storage.stats.compactions == 6
+        assert (storage.stats.compaction_failures, storage.stats.checkpoint_failures) == (0, 0)
         with sqlite3.connect(storage.path) as db:
             assert db.execute("SELECT COUNT(*) FROM log").fetchone()[0] == 0
             busy, _, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
