@@ -10,9 +10,11 @@ What is stored, per tenant:
   replicas send back in ``sub``);
 - per record ``(collection, record_id)``: a compacted snapshot (one Yjs update) plus a log of
   the updates accepted since; when a record's log reaches ``compact_every`` entries it is
-  merged with ``pycrdt.merge_updates`` (a bounded number of updates at a time, so never the
-  quadratic huge merge; a ``Doc`` is not used because encoding a ``Doc`` drops updates still
-  waiting for their dependencies, which would lose data). Compaction is never part of a group
+  merged at the byte level by :func:`crdt_sync.merge.merge` (at most 64 updates per
+  ``pycrdt.merge_updates`` call, level by level, so a log that grew long under load never
+  costs the quadratic huge merge nor holds the GIL for long; a ``Doc`` is not used because
+  encoding a ``Doc`` drops updates still waiting for their dependencies, which would lose
+  data). Compaction is never part of a group
   commit (so it never delays an ack): a background task reads snapshot and log and merges them
   on a connection of its own, then stores the new snapshot and deletes the merged log rows
   (``seq <= upto``) in a short transaction of its own between group commits. Log rows written
@@ -46,9 +48,9 @@ from pathlib import Path
 from typing import Protocol
 
 import aiosqlite
-from pycrdt import merge_updates
 
 from crdt_sync.errors import InvalidState, StoreError
+from crdt_sync.merge import merge
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +223,7 @@ class StateCache:
         self._entries.move_to_end(key)
         if isinstance(entry, bytes):
             return entry
-        merged = entry[0] if len(entry) == 1 else merge_updates(*entry)
+        merged = merge(entry)
         self._entries[key] = merged
         self._unmerged.pop(key, None)
         self.size += len(merged) - _size(entry)
@@ -252,7 +254,7 @@ class StateCache:
                 continue
             count -= 1
             try:
-                merged = merge_updates(*entry)
+                merged = merge(entry)
             except Exception:  # stored but not mergeable: a read reports it
                 log.debug("could not merge the cached state of %s", key, exc_info=True)
                 continue
@@ -535,7 +537,7 @@ class SQLiteRelayStorage:
             for collection, record_id, data in rows:
                 parts.setdefault((collection, record_id), []).append(data)
             for key, updates in parts.items():
-                state = updates[0] if len(updates) == 1 else merge_updates(*updates)
+                state = merge(updates)
                 found[key] = state
                 read[(tenant, *key)] = state
         finally:
@@ -900,7 +902,7 @@ def _merge_in_thread(
                 continue
             updates = ([bytes(row[0])] if row is not None else []) + [bytes(d) for _, d in entries]
             try:
-                state = updates[0] if len(updates) == 1 else merge_updates(*updates)
+                state = merge(updates)
             except Exception:
                 log.exception("compaction of %s failed; the log is kept", key)
                 if failed is not None:
