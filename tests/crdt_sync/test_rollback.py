@@ -116,15 +116,11 @@ def _sequence_edit(draw: st.DrawFn, length: int, insert_value: Any) -> list[tupl
     return ops
 
 
-@settings(max_examples=150, deadline=None)
-@given(data=st.data(), initial=st.text(_alphabet, min_size=0, max_size=12))
-def test_without_later_edits_the_text_is_exactly_as_before(
-    data: st.DataObject, initial: str
-) -> None:
-    ops = data.draw(_sequence_edit(len(initial), "X"))
-    appended = data.draw(st.sampled_from(["", "!", "🚐"]))
+def _text_edit(ops: list[tuple[str, int, int]]) -> Edit:
+    """The refused edit of the text properties: ``ops`` on ``notes`` by character position,
+    each insertion an ``X``."""
 
-    def refused(fields: Map[Any]) -> None:
+    def edit(fields: Map[Any]) -> None:
         notes = fields["notes"]
         for op, position, count in ops:
             text = str(notes)
@@ -133,6 +129,19 @@ def test_without_later_edits_the_text_is_exactly_as_before(
                 del notes[start : start + len(text[position : position + count].encode())]
             else:
                 notes.insert(len(text[:position].encode()), "X")
+
+    return edit
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), initial=st.text(_alphabet, min_size=0, max_size=12))
+def test_without_later_edits_the_text_is_exactly_as_before(
+    data: st.DataObject, initial: str
+) -> None:
+    ops = data.draw(_sequence_edit(len(initial), "X"))
+    appended = data.draw(st.sampled_from(["", "!", "🚐"]))
+
+    refused = _text_edit(ops)
 
     def later(fields: Map[Any]) -> None:
         notes = fields["notes"]
@@ -190,15 +199,7 @@ def test_later_insertions_anywhere_stay_and_the_original_text_comes_back_around_
     ops = data.draw(_sequence_edit(len(initial), "X"))
     inserts = data.draw(st.lists(st.integers(0, 40), max_size=3))
 
-    def refused(fields: Map[Any]) -> None:
-        notes = fields["notes"]
-        for op, position, count in ops:
-            text = str(notes)
-            if op == "delete":
-                start = len(text[:position].encode())
-                del notes[start : start + len(text[position : position + count].encode())]
-            else:
-                notes.insert(len(text[:position].encode()), "X")
+    refused = _text_edit(ops)
 
     def later(fields: Map[Any]) -> None:
         notes = fields["notes"]

@@ -307,15 +307,24 @@ async def test_wal_is_checkpointed_in_the_background_not_in_commits(tmp_path: Pa
         assert copied >= every
 
 
+async def _remote_records(
+    tmp_path: Path, count: int
+) -> tuple[list[tuple[str, str, bytes]], list[bytes]]:
+    """``count`` records made on another store: their states (as remote updates) and state
+    vectors."""
+    async with await LocalStore.open(tmp_path / "source.db") as source:
+        for i in range(count):
+            async with source.edit("jobs", f"j{i}") as job:
+                job["n"] = i
+        keys = [("jobs", f"j{i}") for i in range(count)]
+        updates = [(c, r, await source.encode_state(c, r)) for c, r in keys]
+        return updates, await source.state_vectors(keys)
+
+
 async def test_state_vectors_left_unknown_by_remote_updates_are_recomputed_when_quiet(
     tmp_path: Path,
 ) -> None:
-    async with await LocalStore.open(tmp_path / "source.db") as source:
-        for i in range(5):
-            async with source.edit("jobs", f"j{i}") as job:
-                job["n"] = i
-        updates = [("jobs", f"j{i}", await source.encode_state("jobs", f"j{i}")) for i in range(5)]
-        expected = [await source.state_vector("jobs", f"j{i}") for i in range(5)]
+    updates, expected = await _remote_records(tmp_path, 5)
     path = tmp_path / "replica.db"
     async with await LocalStore.open(path, cache_size=0) as store:
         await store.apply_remote(updates)  # nothing in memory: the column is left NULL
@@ -336,12 +345,7 @@ async def test_unknown_state_vectors_of_records_in_memory_are_stored_when_read(
     # Records read into memory after remote updates left their column NULL: the background
     # refresh (or a catch-up) answers from the documents and stores what it answered, so the
     # next catch-up reads the column instead of merging every row again.
-    async with await LocalStore.open(tmp_path / "source.db") as source:
-        for i in range(6):
-            async with source.edit("jobs", f"j{i}") as job:
-                job["n"] = i
-        updates = [("jobs", f"j{i}", await source.encode_state("jobs", f"j{i}")) for i in range(6)]
-        expected = [await source.state_vector("jobs", f"j{i}") for i in range(6)]
+    updates, expected = await _remote_records(tmp_path, 6)
     path = tmp_path / "replica.db"
     async with await LocalStore.open(path) as store:
         await store.apply_remote(updates)  # not in memory: the column is left NULL
