@@ -308,14 +308,21 @@ async def wait_until_has(
 
 
 async def ours_throughput(
-    url: str, workdir: Path, records: int, edits: int, prefix: str = "t", tasks: bool = False
+    url: str,
+    workdir: Path,
+    records: int,
+    edits: int,
+    prefix: str = "t",
+    tasks: bool = False,
+    batch: bool = False,
 ) -> dict[str, Any]:
     """Edits/s from A's first single-character edit until B holds every edit.
 
     Records are ``<prefix>-<i>``: use a new prefix per run on the same relay. ``tasks``: the
     edits are made by concurrent tasks (as a UI's event handlers or an import would), each
     still awaiting its own durable commit (they share group commits); otherwise one after the
-    other, each awaited before the next starts.
+    other, each awaited before the next starts. ``batch``: one after the other inside
+    ``a.batch()`` (an import: each edit returns once queued, all durable at the batch's exit).
     """
     ids = [f"{prefix}-{i}" for i in range(records)]
     async with (
@@ -339,14 +346,15 @@ async def ours_throughput(
 
         started = time.perf_counter()
         running = []
-        for i in range(edits):
-            record_id = ids[i % records]
-            if tasks:  # edits enter in creation order (the store applies them one at a time)
-                running.append(asyncio.create_task(edit_one(record_id, lengths[record_id])))
-            else:
-                await edit_one(record_id, lengths[record_id])
-            lengths[record_id] += 1
-        await asyncio.gather(*running)
+        async with a.batch() if batch else contextlib.nullcontext():
+            for i in range(edits):
+                record_id = ids[i % records]
+                if tasks:  # edits enter in creation order (the store applies them in turn)
+                    running.append(asyncio.create_task(edit_one(record_id, lengths[record_id])))
+                else:
+                    await edit_one(record_id, lengths[record_id])
+                lengths[record_id] += 1
+            await asyncio.gather(*running)
         produced = time.perf_counter()
         expected = {r: await a.store.state_vector(COLLECTION, r) for r in ids}
         await wait_until_has(b, watch, expected, 600)
@@ -890,6 +898,8 @@ def run(config: Config, workdir: Path, peer_venv: Path) -> dict[str, Any]:
                 "throughput_many": [],
                 "throughput_one_tasks": [],
                 "throughput_many_tasks": [],
+                "throughput_one_batch": [],
+                "throughput_many_batch": [],
                 "latency": [],
                 "relay_only": [],
             }
@@ -902,11 +912,13 @@ def run(config: Config, workdir: Path, peer_venv: Path) -> dict[str, Any]:
                     entry.setdefault(key, []).append(
                         asyncio.run(relay_only_throughput(relay.url, edits, raw_id, batch))
                     )
-                for kind, records, tasks in (
-                    ("throughput_one", 1, False),
-                    ("throughput_many", config.many_records, False),
-                    ("throughput_one_tasks", 1, True),
-                    ("throughput_many_tasks", config.many_records, True),
+                for kind, records, mode in (
+                    ("throughput_one", 1, ""),
+                    ("throughput_many", config.many_records, ""),
+                    ("throughput_one_tasks", 1, "tasks"),
+                    ("throughput_many_tasks", config.many_records, "tasks"),
+                    ("throughput_one_batch", 1, "batch"),
+                    ("throughput_many_batch", config.many_records, "batch"),
                 ):
                     log(f"{side}: {kind} run {run_index + 1}")
                     path = workdir / side / f"{kind}-{run_index}"
@@ -919,7 +931,8 @@ def run(config: Config, workdir: Path, peer_venv: Path) -> dict[str, Any]:
                                 records,
                                 config.edits,
                                 f"{kind}-{run_index}",
-                                tasks=tasks,
+                                tasks=mode == "tasks",
+                                batch=mode == "batch",
                             )
                         )
                     )
@@ -1040,9 +1053,9 @@ def summarize(results: dict[str, Any], config: Config) -> tuple[str, list[str]]:
         return sides
 
     def rate(kind: str) -> Callable[[dict[str, Any]], float | None]:
-        # The peer has one producer only (no await per edit): its rows repeat for ours' two.
+        # The peer has one producer only (no await per edit): its rows repeat for each of ours.
         def get(e: dict[str, Any]) -> float | None:
-            runs = e.get(kind) or e.get(kind.removesuffix("_tasks"))
+            runs = e.get(kind) or e.get(kind.removesuffix("_tasks").removesuffix("_batch"))
             return median(r["edits_per_s"] for r in runs) if runs else None
 
         return get
@@ -1061,6 +1074,8 @@ def summarize(results: dict[str, Any], config: Config) -> tuple[str, list[str]]:
     p99 = per_side(lat(0.99))
     one_tasks = per_side(rate("throughput_one_tasks"))
     many_tasks = per_side(rate("throughput_many_tasks"))
+    one_batch = per_side(rate("throughput_one_batch"))
+    many_batch = per_side(rate("throughput_many_batch"))
     label = f"{config.edits} edits"
     rows.append((f"throughput, 1 record, {label} one after the other", "/s", True, one, ">= 5x"))
     rows.append(
@@ -1071,6 +1086,11 @@ def summarize(results: dict[str, Any], config: Config) -> tuple[str, list[str]]:
     rows.append(
         (f"throughput, {config.many_records} records, {label} from tasks", "/s", True,
          many_tasks, ">= 5x")
+    )  # fmt: skip
+    rows.append((f"throughput, 1 record, {label} in a batch", "/s", True, one_batch, ">= 5x"))
+    rows.append(
+        (f"throughput, {config.many_records} records, {label} in a batch", "/s", True,
+         many_batch, ">= 5x")
     )  # fmt: skip
     for batch in config.push_batches:
         key = "relay_only" if batch == 1 else f"relay_only_b{batch}"
@@ -1139,6 +1159,8 @@ def summarize(results: dict[str, Any], config: Config) -> tuple[str, list[str]]:
         (many, f"{config.many_records} records, edits one after the other"),
         (one_tasks, "1 record, edits from tasks"),
         (many_tasks, f"{config.many_records} records, edits from tasks"),
+        (one_batch, "1 record, edits in a batch"),
+        (many_batch, f"{config.many_records} records, edits in a batch"),
     ):
         if sides.ours and sides.peer_memory:
             ratio = sides.ours / sides.peer_memory

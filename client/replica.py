@@ -265,6 +265,12 @@ class Replica:
         """
         return self.store.edit(collection, record_id, create=create)
 
+    def batch(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Edits made in the block are durable together, when it exits (the store's
+        :meth:`~crdt_sync.store.sqlite.LocalStore.batch`): for imports and bulk changes. Each
+        edit is pushed as soon as it is committed, as always."""
+        return self.store.batch()
+
     def _entry_queued(self, _entry: OutboxEntry) -> None:
         if self._sync_run is None:  # else the sync run pushes the entry and recounts
             self._recount()

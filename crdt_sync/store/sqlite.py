@@ -53,6 +53,7 @@ from ..outbox import OutboxEntry, OutboxStatus
 from ..record import Record, RecordEditor, lww_of, read_fields
 from ..rollback import compensate
 from ..yjs_encoding import EMPTY_UPDATE, decode_state_vector
+from . import batch as batches
 from .checkpoints import Checkpointer
 from .group_commit import GroupCommit, Key, WriteBody
 from .idle_compaction import IdleCompactor
@@ -470,7 +471,8 @@ class LocalStore:
         """Edit one record in one transaction: one update, one outbox entry.
 
         ``async with store.edit("jobs", "job-42") as job: job["status"] = "done"``.
-        When the block exits normally the edit is durable. If it raises, nothing is saved.
+        When the block exits normally the edit is durable (inside :meth:`batch`: when the
+        batch exits). If it raises, nothing is saved.
         Edits are applied one at a time, in the order they are entered; concurrent edits (from
         several tasks) share their commits.
 
@@ -510,7 +512,38 @@ class LocalStore:
                 self._editing = None
                 self._editing_task = None
         if committed is not None:
-            await asyncio.shield(committed)
+            batch = batches.current(self)
+            if batch is None:
+                await asyncio.shield(committed)
+            else:
+                batch.add(committed)  # the batch's exit waits for it
+
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        """Edits made in the block are durable together, when it exits.
+
+        ``async with store.batch(): for job in jobs: async with store.edit(...) as j: ...``.
+        Inside the block an edit returns once it is applied in memory and queued for its group
+        commit (reads already see it); the exit waits for every commit, so an import runs at
+        the group commit's pace instead of one commit round trip per edit. Edits made by tasks
+        started inside the block join it; a batch inside a batch is part of the outer one.
+
+        Raises:
+            StoreError: (at the exit) an edit of the batch could not be written; the first such
+                error. That edit is not kept in memory either; the others are unaffected. If
+                the block itself raises, its exception propagates once the commits settled.
+        """
+        if batches.current(self) is not None:
+            yield  # part of the enclosing batch
+            return
+        batch, token = batches.enter(self)
+        try:
+            yield
+        finally:
+            batches.leave(token)
+            error = await batch.settle()
+        if error is not None:
+            raise error
 
     async def _doc_for_edit(
         self, collection: str, record_id: str, create: bool

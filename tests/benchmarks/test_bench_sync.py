@@ -56,6 +56,12 @@ async def test_throughput_one_and_many_records_reach_the_other_replica(
     many = await bs.ours_throughput(relay.url, tmp_path / "many", 4, 18, "many")
     assert many["complete"] is True
     assert many["records"] == 4
+    for mode in ("tasks", "batch"):
+        (tmp_path / mode).mkdir()
+        result = await bs.ours_throughput(
+            relay.url, tmp_path / mode, 3, 20, mode, tasks=mode == "tasks", batch=mode == "batch"
+        )
+        assert result["complete"] is True, mode
 
 
 @pytest.mark.asyncio
