@@ -17,6 +17,7 @@ from crdt_sync.protocol import DEFAULT_MAX_FRAME, DEFAULT_MAX_ITEMS, DEFAULT_RAT
 
 from . import tokens
 from .relay import RelayConfig, serve_until_signalled
+from .storage import DEFAULT_STATE_CACHE_BYTES
 from .validation import load_object
 
 DEFAULT_DATA = "./relay-data"
@@ -107,6 +108,14 @@ def _parser() -> argparse.ArgumentParser:
         "disables (default %(default)s)",
     )
     serve.add_argument(
+        "--state-cache-mb",
+        type=_non_negative_float,
+        default=DEFAULT_STATE_CACHE_BYTES / 2**20,
+        metavar="MB",
+        help="memory for merged record states kept to answer catch-ups without reading the "
+        "database (least recently used out first); 0 disables (default %(default)g)",
+    )
+    serve.add_argument(
         "--verifier",
         metavar="MODULE:FUNCTION",
         help="custom token verifier: FUNCTION(token) -> crdt_sync.server.tokens.Grant (or an "
@@ -179,6 +188,13 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    asyncio.run(serve_until_signalled(relay_config(args)))
+    return 0
+
+
+def relay_config(args: argparse.Namespace) -> RelayConfig:
+    """The :class:`RelayConfig` of parsed ``serve`` arguments (resolves the secret: a
+    development secret is created in the data directory when none is given)."""
     data_dir = Path(args.data)
     if args.verifier:
         verifier: tokens.Verifier = load_object(args.verifier)
@@ -195,7 +211,7 @@ def _serve(args: argparse.Namespace) -> int:
             )
         verifier = tokens.secret_verifier(secret)
     validator = load_object(args.validator) if args.validator else None
-    config = RelayConfig(
+    return RelayConfig(
         host=args.host,
         port=args.port,
         data_dir=data_dir,
@@ -206,9 +222,8 @@ def _serve(args: argparse.Namespace) -> int:
         max_frame=args.max_frame_bytes,
         max_items=args.max_items,
         rate_limit=args.rate_limit,
+        state_cache_bytes=int(args.state_cache_mb * 2**20),
     )
-    asyncio.run(serve_until_signalled(config))
-    return 0
 
 
 def _token(args: argparse.Namespace) -> int:

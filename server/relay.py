@@ -85,7 +85,7 @@ from crdt_sync.protocol import (
 
 from .hocuspocus_endpoint import HocuspocusConnection, is_hocuspocus_path
 from .metrics import RelayMetrics, StorageNumbers
-from .storage import RelayStorage, SQLiteRelayStorage
+from .storage import DEFAULT_STATE_CACHE_BYTES, RelayStorage, SQLiteRelayStorage
 from .tokens import Grant, Verifier
 from .validation import UpdateRejected, Validator
 from .yjs_endpoint import AWARENESS_CHECK_INTERVAL, PING_INTERVAL, Link, YjsConnection, is_yjs_path
@@ -125,6 +125,8 @@ class RelayConfig:
             over twice this (close 1009) before they are even buffered whole.
         max_items: most items per received frame, and the batch size of sent frames.
         rate_limit: messages per second per connection (burst: twice that); 0 disables.
+        state_cache_bytes: memory for merged record states kept to answer catch-ups without
+            reading the database (ignored when a storage is passed); 0 disables.
         send_queue_frames: frames a connection may have queued before it counts as too slow.
         send_queue_bytes: bytes a connection may have queued before it counts as too slow.
         ping_interval: websocket-level keepalive ping interval (seconds; None disables).
@@ -142,6 +144,7 @@ class RelayConfig:
     max_frame: int = DEFAULT_MAX_FRAME
     max_items: int = DEFAULT_MAX_ITEMS
     rate_limit: float = DEFAULT_RATE
+    state_cache_bytes: int = DEFAULT_STATE_CACHE_BYTES
     send_queue_frames: int = 4096
     send_queue_bytes: int = 64 * 1024 * 1024
     ping_interval: float | None = 20.0
@@ -203,7 +206,7 @@ class Relay:
         self.config = config
         self.verifier: Verifier = config.verifier
         self.storage: RelayStorage = storage or SQLiteRelayStorage(
-            config.data_dir, durable=config.durable
+            config.data_dir, durable=config.durable, state_cache_bytes=config.state_cache_bytes
         )
         self.metrics = RelayMetrics()
         if isinstance(self.storage, SQLiteRelayStorage):

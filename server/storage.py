@@ -54,6 +54,9 @@ from crdt_sync.merge import merge
 
 log = logging.getLogger(__name__)
 
+#: Default memory budget of :class:`StateCache` (``crdt-sync serve --state-cache-mb``).
+DEFAULT_STATE_CACHE_BYTES = 64 * 1024 * 1024
+
 RecordKey = tuple[str, str]
 """``(collection, record_id)``."""
 
@@ -360,7 +363,7 @@ class SQLiteRelayStorage:
         checkpoint_every: int = 256,
         compact_batch: int = 16,
         background_compaction: bool = True,
-        state_cache_bytes: int = 64 * 1024 * 1024,
+        state_cache_bytes: int = DEFAULT_STATE_CACHE_BYTES,
     ) -> None:
         self.states = StateCache(state_cache_bytes)
         self._premerge_scheduled = False

@@ -31,7 +31,8 @@ def test_serve_help_documents_every_flag(tmp_path: Path) -> None:
     result = _run(["serve", "--help"], tmp_path)
     assert result.returncode == 0
     flags = ["--host", "--port", "--data", "--secret", "--durable", "--max-frame-bytes",
-             "--max-items", "--rate-limit", "--verifier", "--validator", "--log-level"]  # fmt: skip
+             "--max-items", "--rate-limit", "--state-cache-mb", "--early-fanout", "--verifier",
+             "--validator", "--log-level"]  # fmt: skip
     for flag in flags:
         assert flag in result.stdout, flag
     assert "CRDT_SYNC_SECRET" in result.stdout
@@ -84,3 +85,23 @@ def test_serve_without_secret_uses_a_persisted_development_secret(tmp_path: Path
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0
     assert "WARNING" in stderr and "development secret" in stderr
+
+
+def test_serve_flags_map_onto_the_relay_config_and_its_storage(tmp_path: Path) -> None:
+    from crdt_sync.server.cli import _parser, relay_config
+    from crdt_sync.server.relay import Relay
+    from crdt_sync.server.storage import SQLiteRelayStorage
+
+    args = _parser().parse_args(
+        ["serve", "--data", str(tmp_path), "--secret", "s", "--port", "0", "--durable",
+         "--early-fanout", "--rate-limit", "0", "--state-cache-mb", "0.5", "--max-items", "7"]
+    )  # fmt: skip
+    config = relay_config(args)
+    assert (config.port, config.durable, config.early_fanout) == (0, True, True)
+    assert (config.rate_limit, config.max_items) == (0, 7)
+    assert config.state_cache_bytes == 512 * 1024
+    storage = Relay(config).storage
+    assert isinstance(storage, SQLiteRelayStorage)
+    assert storage.states.max_bytes == 512 * 1024 and storage.durable
+    default = relay_config(_parser().parse_args(["serve", "--data", str(tmp_path)]))
+    assert default.state_cache_bytes == 64 * 1024 * 1024
