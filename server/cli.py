@@ -17,7 +17,7 @@ from crdt_sync.protocol import DEFAULT_MAX_FRAME, DEFAULT_MAX_ITEMS, DEFAULT_RAT
 
 from . import tokens
 from .relay import RelayConfig, serve_until_signalled
-from .storage import DEFAULT_STATE_CACHE_BYTES
+from .storage import DEFAULT_FORGET_ORIGINS_AFTER, DEFAULT_STATE_CACHE_BYTES
 from .validation import load_object
 
 DEFAULT_DATA = "./relay-data"
@@ -29,6 +29,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
     return value
 
 
@@ -114,6 +121,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MB",
         help="memory for merged record states kept to answer catch-ups without reading the "
         "database (least recently used out first); 0 disables (default %(default)g)",
+    )
+    serve.add_argument(
+        "--forget-origins-after",
+        type=_non_negative_int,
+        default=DEFAULT_FORGET_ORIGINS_AFTER,
+        metavar="N",
+        help="changes of a tenant after which the relay forgets which replica made a change "
+        "(keeps its change index about one row per record; a replica offline for longer gets "
+        "its own older changes in its catch-up too); 0 never (default %(default)s)",
     )
     serve.add_argument(
         "--verifier",
@@ -223,6 +239,7 @@ def relay_config(args: argparse.Namespace) -> RelayConfig:
         max_items=args.max_items,
         rate_limit=args.rate_limit,
         state_cache_bytes=int(args.state_cache_mb * 2**20),
+        forget_origins_after=args.forget_origins_after,
     )
 
 

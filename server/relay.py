@@ -85,7 +85,12 @@ from crdt_sync.protocol import (
 
 from .hocuspocus_endpoint import HocuspocusConnection, is_hocuspocus_path
 from .metrics import RelayMetrics, StorageNumbers
-from .storage import DEFAULT_STATE_CACHE_BYTES, RelayStorage, SQLiteRelayStorage
+from .storage import (
+    DEFAULT_FORGET_ORIGINS_AFTER,
+    DEFAULT_STATE_CACHE_BYTES,
+    RelayStorage,
+    SQLiteRelayStorage,
+)
 from .tokens import Grant, Verifier
 from .validation import UpdateRejected, Validator
 from .yjs_endpoint import AWARENESS_CHECK_INTERVAL, PING_INTERVAL, Link, YjsConnection, is_yjs_path
@@ -127,6 +132,9 @@ class RelayConfig:
         rate_limit: messages per second per connection (burst: twice that); 0 disables.
         state_cache_bytes: memory for merged record states kept to answer catch-ups without
             reading the database (ignored when a storage is passed); 0 disables.
+        forget_origins_after: changes of a tenant after which a change row forgets which
+            replica made it (see :class:`~crdt_sync.server.storage.SQLiteRelayStorage`); 0
+            never (ignored when a storage is passed).
         send_queue_frames: frames a connection may have queued before it counts as too slow.
         send_queue_bytes: bytes a connection may have queued before it counts as too slow.
         ping_interval: websocket-level keepalive ping interval (seconds; None disables).
@@ -145,6 +153,7 @@ class RelayConfig:
     max_items: int = DEFAULT_MAX_ITEMS
     rate_limit: float = DEFAULT_RATE
     state_cache_bytes: int = DEFAULT_STATE_CACHE_BYTES
+    forget_origins_after: int = DEFAULT_FORGET_ORIGINS_AFTER
     send_queue_frames: int = 4096
     send_queue_bytes: int = 64 * 1024 * 1024
     ping_interval: float | None = 20.0
@@ -206,7 +215,10 @@ class Relay:
         self.config = config
         self.verifier: Verifier = config.verifier
         self.storage: RelayStorage = storage or SQLiteRelayStorage(
-            config.data_dir, durable=config.durable, state_cache_bytes=config.state_cache_bytes
+            config.data_dir,
+            durable=config.durable,
+            state_cache_bytes=config.state_cache_bytes,
+            forget_origins_after=config.forget_origins_after,
         )
         self.metrics = RelayMetrics()
         if isinstance(self.storage, SQLiteRelayStorage):

@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 
 #: Default memory budget of :class:`StateCache` (``crdt-sync serve --state-cache-mb``).
 DEFAULT_STATE_CACHE_BYTES = 64 * 1024 * 1024
+#: Default ``forget_origins_after`` (``crdt-sync serve --forget-origins-after``).
+DEFAULT_FORGET_ORIGINS_AFTER = 1_000_000
+_FORGET_SEQS = 10_000  # seqs per forget_origins transaction (short: commits wait for it)
 
 RecordKey = tuple[str, str]
 """``(collection, record_id)``."""
@@ -349,8 +352,14 @@ class SQLiteRelayStorage:
         compact_batch: most records merged by one compaction transaction.
         state_cache_bytes: memory budget of the merged states kept for :meth:`get_states`
             (:class:`StateCache`); 0 disables it.
-        background_compaction: compact due records in a background task (default). When
-            false, only :meth:`compact_pending` compacts (tests use it to control timing).
+        background_compaction: compact due records (and forget due origins) in a background
+            task (default). When false, only :meth:`compact_pending` and
+            :meth:`forget_due_origins` do it (tests use them to control timing).
+        forget_origins_after: how many changes of a tenant a change row keeps its origin
+            (the replica that made it) before :meth:`forget_origins` collapses it, in the
+            background; 0 never. A replica offline for longer then gets its own older changes
+            reported in its catch-up too (a few extra diffs), and the ``changes`` table stays
+            about one row per record instead of one per record and replica that ever wrote it.
     """
 
     def __init__(
@@ -364,6 +373,7 @@ class SQLiteRelayStorage:
         compact_batch: int = 16,
         background_compaction: bool = True,
         state_cache_bytes: int = DEFAULT_STATE_CACHE_BYTES,
+        forget_origins_after: int = DEFAULT_FORGET_ORIGINS_AFTER,
     ) -> None:
         self.states = StateCache(state_cache_bytes)
         self._premerge_scheduled = False
@@ -377,6 +387,9 @@ class SQLiteRelayStorage:
         self._compact_lock = asyncio.Lock()  # one compaction round at a time
         self._compactor_task: asyncio.Task[None] | None = None
         self._compacted = asyncio.Condition()  # notified after every compaction round
+        self.forget_origins_after = forget_origins_after
+        self._forgotten: dict[str, int] = {}  # tenant -> origins forgotten below this seq
+        self._forget_due: dict[str, int] = {}  # tenant -> forget below this seq, when idle
         self.max_batch = max_batch
         self.checkpoint_every = checkpoint_every
         self._checkpoint_db: aiosqlite.Connection | None = None
@@ -580,34 +593,33 @@ class SQLiteRelayStorage:
         """Collapse change rows older than ``before_seq`` into one origin-less row per record.
 
         Afterwards a replica whose cursor predates ``before_seq`` also gets records it changed
-        itself (conservative: a few extra diffs, never a missed change).
+        itself (conservative: a few extra diffs, never a missed change). Runs in short
+        transactions of :data:`_FORGET_SEQS` seqs each, between group commits.
 
         Returns:
             The number of rows removed.
         """
-        db = self._require(self._writer_db)
-        # Goes through the writer's connection but outside its batches: serialize with them.
-        async with self._lock:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                await db.execute(
-                    "INSERT INTO changes (tenant, collection, record_id, origin, seq) "
-                    "SELECT tenant, collection, record_id, '', MAX(seq) FROM changes "
-                    "WHERE tenant = ? AND seq < ? AND origin != '' "
-                    "GROUP BY collection, record_id "
-                    "ON CONFLICT (tenant, collection, record_id, origin) "
-                    "DO UPDATE SET seq = MAX(seq, excluded.seq)",
-                    (tenant, before_seq),
+        removed = 0
+        start = self._forgotten.get(tenant, 0)
+        for low in range(start, before_seq, _FORGET_SEQS):
+            high = min(low + _FORGET_SEQS, before_seq)
+            db = self._require(self._writer_db)
+            # The writer's connection, outside its batches: serialize with them.
+            async with self._lock:
+                removed += await db._execute(  # type: ignore[no-untyped-call]
+                    _forget_in_thread, db._conn, tenant, low, high
                 )
-                cursor = await db.execute(
-                    "DELETE FROM changes WHERE tenant = ? AND seq < ? AND origin != ''",
-                    (tenant, before_seq),
-                )
-                removed = cursor.rowcount
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
+            self._forgotten[tenant] = max(self._forgotten.get(tenant, 0), high)
+        return removed
+
+    async def forget_due_origins(self) -> int:
+        """Forget the origins that ``forget_origins_after`` made due; the background task
+        does this by itself. Returns the number of rows removed."""
+        removed = 0
+        while self._forget_due and not self._closing:
+            tenant, before = next(iter(self._forget_due.items()))
+            del self._forget_due[tenant]
+            removed += await self.forget_origins(tenant, before)
         return removed
 
     def _require(self, db: aiosqlite.Connection | None) -> aiosqlite.Connection:
@@ -726,6 +738,13 @@ class SQLiteRelayStorage:
         if due:
             self._compact_due.update(dict.fromkeys(due))
             self._compact_wakeup.set()
+        if self.forget_origins_after and new_tenants:
+            step = max(1, self.forget_origins_after // 10)  # not after every commit
+            for tenant, head in new_tenants:
+                below = head - self.forget_origins_after
+                if below - self._forgotten.get(tenant, 0) >= step:
+                    self._forget_due[tenant] = below
+                    self._compact_wakeup.set()
         self._commits_since_checkpoint += 1
         if self._commits_since_checkpoint >= self.checkpoint_every and (
             self._checkpoint_task is None or self._checkpoint_task.done()
@@ -766,6 +785,11 @@ class SQLiteRelayStorage:
                     self.stats.compaction_failures += 1
                     log.exception("relay storage compaction failed")
                     break
+            if self._forget_due and not self._closing:
+                try:
+                    await self.forget_due_origins()
+                except Exception:  # the change rows are intact: retried at the next step
+                    log.exception("forgetting old change origins failed")
 
     async def _compact_round(self) -> int:
         """Merge up to ``compact_batch`` due records, then store them in one transaction."""
@@ -918,6 +942,31 @@ def _merge_in_thread(
         # refuse and leave the snapshot open, which blocks every later round and checkpoint).
         conn.execute("ROLLBACK")
     return merged
+
+
+def _forget_in_thread(conn: sqlite3.Connection, tenant: str, low: int, high: int) -> int:
+    """One transaction of :meth:`SQLiteRelayStorage.forget_origins`: the rows with
+    ``low <= seq < high``. Returns the number of rows removed."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "INSERT INTO changes (tenant, collection, record_id, origin, seq) "
+            "SELECT tenant, collection, record_id, '', MAX(seq) FROM changes "
+            "WHERE tenant = ? AND seq >= ? AND seq < ? AND origin != '' "
+            "GROUP BY collection, record_id "
+            "ON CONFLICT (tenant, collection, record_id, origin) "
+            "DO UPDATE SET seq = MAX(seq, excluded.seq)",
+            (tenant, low, high),
+        )
+        removed = conn.execute(
+            "DELETE FROM changes WHERE tenant = ? AND seq >= ? AND seq < ? AND origin != ''",
+            (tenant, low, high),
+        ).rowcount
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return int(removed)
 
 
 def _checkpoint_in_thread(conn: sqlite3.Connection) -> None:

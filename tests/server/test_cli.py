@@ -32,7 +32,7 @@ def test_serve_help_documents_every_flag(tmp_path: Path) -> None:
     assert result.returncode == 0
     flags = ["--host", "--port", "--data", "--secret", "--durable", "--max-frame-bytes",
              "--max-items", "--rate-limit", "--state-cache-mb", "--early-fanout", "--verifier",
-             "--validator", "--log-level"]  # fmt: skip
+             "--validator", "--log-level", "--forget-origins-after"]  # fmt: skip
     for flag in flags:
         assert flag in result.stdout, flag
     assert "CRDT_SYNC_SECRET" in result.stdout
@@ -94,7 +94,8 @@ def test_serve_flags_map_onto_the_relay_config_and_its_storage(tmp_path: Path) -
 
     args = _parser().parse_args(
         ["serve", "--data", str(tmp_path), "--secret", "s", "--port", "0", "--durable",
-         "--early-fanout", "--rate-limit", "0", "--state-cache-mb", "0.5", "--max-items", "7"]
+         "--early-fanout", "--rate-limit", "0", "--state-cache-mb", "0.5", "--max-items", "7",
+         "--forget-origins-after", "500"]
     )  # fmt: skip
     config = relay_config(args)
     assert (config.port, config.durable, config.early_fanout) == (0, True, True)
@@ -103,5 +104,6 @@ def test_serve_flags_map_onto_the_relay_config_and_its_storage(tmp_path: Path) -
     storage = Relay(config).storage
     assert isinstance(storage, SQLiteRelayStorage)
     assert storage.states.max_bytes == 512 * 1024 and storage.durable
+    assert storage.forget_origins_after == 500
     default = relay_config(_parser().parse_args(["serve", "--data", str(tmp_path)]))
     assert default.state_cache_bytes == 64 * 1024 * 1024

@@ -503,3 +503,68 @@ async def test_a_long_log_is_read_and_compacted_whole(tmp_path: Path) -> None:
         assert _text((await storage.get_states("acme", [("jobs", "j")]))[("jobs", "j")]) == expected
     finally:
         await storage.close()
+
+
+@pytest.mark.asyncio
+async def test_old_origins_are_forgotten_in_the_background_and_nothing_is_missed(
+    tmp_path: Path,
+) -> None:
+    storage = SQLiteRelayStorage(tmp_path, forget_origins_after=20)
+    await storage.open()
+    try:
+        u = _edits(1)[0]
+        for i in range(10):
+            await storage.write("acme", "alice", [("jobs", f"a{i}", u)])  # seqs 1-10
+        for i in range(10):
+            await storage.write("acme", "bob", [("jobs", f"b{i}", u)])  # seqs 11-20
+        for i in range(30):
+            await storage.write("acme", "carol", [("jobs", f"c{i % 5}", u)])  # seqs 21-50
+        # Rows more than 20 changes old lose their origin, by themselves (background task).
+        for _ in range(200):
+            with sqlite3.connect(storage.path) as db:
+                named = db.execute(
+                    "SELECT COUNT(*) FROM changes WHERE origin != '' AND seq < 30"
+                ).fetchone()[0]
+            if named == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert named == 0
+        with sqlite3.connect(storage.path) as db:
+            rows = dict(db.execute("SELECT origin, COUNT(*) FROM changes GROUP BY origin"))
+        assert rows == {"": 20, "carol": 5}  # a0-a9 and b0-b9 collapsed; carol's are recent
+        # A cursor from before the horizon gets alice's own old records too (a5-a9: a few
+        # extra diffs); a recent cursor is answered exactly as before.
+        old = await storage.changed_since("acme", ["jobs"], 5, "alice")
+        assert len(old) == 20 and ("jobs", "a7") in old and ("jobs", "a2") not in old
+        assert await storage.changed_since("acme", ["jobs"], 48, "alice") == [
+            ("jobs", "c3"),
+            ("jobs", "c4"),
+        ]
+        assert await storage.changed_since("acme", ["jobs"], 48, "carol") == []
+    finally:
+        await storage.close()
+
+
+@pytest.mark.asyncio
+async def test_forgetting_origins_runs_in_short_transactions_and_can_be_turned_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import crdt_sync.server.storage as storage_module
+
+    monkeypatch.setattr(storage_module, "_FORGET_SEQS", 4)
+    storage = SQLiteRelayStorage(tmp_path, forget_origins_after=0, background_compaction=False)
+    await storage.open()
+    try:
+        u = _edits(1)[0]
+        for i in range(30):
+            await storage.write("acme", f"replica-{i}", [("jobs", f"r{i % 3}", u)])
+        assert await storage.forget_due_origins() == 0  # 0: never by itself
+        assert await storage.forget_origins("acme", before_seq=25) == 24  # seqs 1..24
+        assert await storage.forget_origins("acme", before_seq=25) == 0  # done already
+        with sqlite3.connect(storage.path) as db:
+            origins = db.execute(
+                "SELECT origin, COUNT(*) FROM changes GROUP BY origin = ''"
+            ).fetchall()
+        assert sorted(count for _, count in origins) == [3, 6]  # r0..r2 forgotten; 6 recent
+    finally:
+        await storage.close()
