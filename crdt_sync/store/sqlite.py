@@ -524,9 +524,10 @@ class LocalStore:
 
         ``async with store.batch(): for job in jobs: async with store.edit(...) as j: ...``.
         Inside the block an edit returns once it is applied in memory and queued for its group
-        commit (reads already see it); the exit waits for every commit, so an import runs at
-        the group commit's pace instead of one commit round trip per edit. Edits made by tasks
-        started inside the block join it; a batch inside a batch is part of the outer one.
+        commit (a read of that record waits for the commit); the exit waits for every commit,
+        so an import runs at the group commit's pace instead of one commit round trip per
+        edit. Edits made by tasks started inside the block join it; a batch inside a batch is
+        part of the outer one.
 
         Raises:
             StoreError: (at the exit) an edit of the batch could not be written; the first such
