@@ -30,7 +30,7 @@ class TokenBucket:
     def admit(self, now: float) -> bool:
         """Spend one token for a message arriving at ``now`` (seconds, monotonic); False when
         the bucket is empty (the message is over the limit and nothing is spent)."""
-        if self._refilled_at is not None:
+        if self._refilled_at is not None and self._tokens < self.burst:
             elapsed = max(0.0, now - self._refilled_at)
             self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
         self._refilled_at = now
@@ -38,3 +38,8 @@ class TokenBucket:
             return False
         self._tokens -= 1.0
         return True
+
+    def credit(self, count: float) -> None:
+        """Add ``count`` tokens, beyond the burst if need be: messages a legitimate event
+        makes the peer send (e.g. the handshake of a document it just opened)."""
+        self._tokens += count

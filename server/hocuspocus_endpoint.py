@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 PATH = "/hocuspocus"
 #: Seconds between connection-level Pings (providers give up after 30 s of silence).
 APP_PING_INTERVAL = 10.0
+#: Messages a provider sends to open a document (auth, sync step 1, awareness and its query):
+#: credited to the rate limit when a document is opened.
+_ATTACH_MESSAGES = 4
 
 
 def is_hocuspocus_path(path: str) -> bool:
@@ -196,6 +199,8 @@ class HocuspocusConnection(Link):
             return
         key: RoomKey = (grant.tenant, parsed[0], parsed[1])
         doc = self.documents[name] = _Document(self, name, key, grant)
+        # One socket carries every document: opening many at once is not a flood.
+        self.credit_messages(_ATTACH_MESSAGES)
         held = self.session.authenticate(name)
         self.relay.yjs_rooms.join(key, doc)
         awareness = self.relay.yjs_rooms.full_awareness(key)

@@ -215,6 +215,11 @@ class Link:
             with contextlib.suppress(asyncio.CancelledError, WebSocketClosed):
                 await sender
 
+    def credit_messages(self, count: int) -> None:
+        """Let ``count`` more messages through the rate limit (a document's handshake)."""
+        if self._bucket is not None:
+            self._bucket.credit(count)
+
     def _rate_limited(self) -> None:
         """Over the relay's messages-per-second limit: close 1008 (its reason says why; the
         client's reconnect backoff then slows it down). Other connections are unaffected."""

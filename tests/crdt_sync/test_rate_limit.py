@@ -55,3 +55,13 @@ def test_never_more_than_the_burst_plus_the_rate_over_any_window(
 def test_a_steady_sender_at_the_rate_is_never_refused(rate: float, count: int) -> None:
     bucket = TokenBucket(rate)
     assert all(bucket.admit(i / rate) for i in range(count))
+
+
+def test_credit_lets_messages_through_beyond_the_burst_and_refill_keeps_it() -> None:
+    bucket = TokenBucket(1, burst=2)
+    assert bucket.admit(0.0) and bucket.admit(0.0)
+    assert not bucket.admit(0.0)
+    bucket.credit(5)  # e.g. a document's handshake: more than the burst
+    assert bucket.admit(0.0)
+    assert all(bucket.admit(10.0) for _ in range(4))  # a refill never takes credit away
+    assert not bucket.admit(10.0)

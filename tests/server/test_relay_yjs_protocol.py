@@ -231,3 +231,26 @@ async def test_the_yjs_endpoints_admit_a_steady_rate_under_the_limit(
             await ws.send(encode_query_awareness())
             assert decode_message(await _recv(ws)) == AwarenessReceived(b"\x00")
             await asyncio.sleep(1.25 / RATE)
+
+
+@pytest.mark.asyncio
+async def test_a_hocuspocus_socket_may_open_many_documents_at_once(limited: RelayProcess) -> None:
+    # One socket carries every document: opening 60 at once is 180 messages, far past the
+    # burst of 40, and is not a flood (each opened document credits its handshake).
+    token = limited.token("acme", ["jobs"])
+    auth = write_var_uint(0) + write_var_string(token) + write_var_string("4.8.0")
+    count = 3 * RATE
+    async with connect(f"{limited.url}/hocuspocus") as ws:
+        for i in range(count):
+            name = f"jobs/open-{i}"
+            await ws.send(_hp(name, HP.AUTH, auth))
+            await ws.send(_hp(name, HP.SYNC, encode_sync(SyncType.STEP1, b"\x00")))
+            await ws.send(_hp(name, HP.QUERY_AWARENESS))
+        authenticated: set[str] = set()
+        synced: set[str] = set()
+        while len(authenticated) < count or len(synced) < count:
+            name, kind, payload = _parse_hp(await _recv(ws))
+            if kind == HP.AUTH and payload[:1] == bytes([2]):
+                authenticated.add(name)
+            elif kind == HP.SYNC and payload[:1] == bytes([SyncType.STEP2]):
+                synced.add(name)  # the held SyncStep1 was answered
