@@ -602,6 +602,8 @@ class SQLiteRelayStorage:
         removed = 0
         start = self._forgotten.get(tenant, 0)
         for low in range(start, before_seq, _FORGET_SEQS):
+            if self._closing:
+                break  # a shutdown does not wait for the rest (it is resumed later)
             high = min(low + _FORGET_SEQS, before_seq)
             db = self._require(self._writer_db)
             # The writer's connection, outside its batches: serialize with them.
