@@ -5,6 +5,7 @@ from __future__ import annotations
 from .clock import HybridClock as HybridClock
 from .clock import Timestamp as Timestamp
 from .errors import AuthError as AuthError
+from .errors import BatchError as BatchError
 from .errors import ConnectionClosed as ConnectionClosed
 from .errors import CorruptStoreError as CorruptStoreError
 from .errors import CrdtSyncError as CrdtSyncError

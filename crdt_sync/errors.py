@@ -8,7 +8,8 @@ The hierarchy::
     ├── RecordNotFound        no record with that collection and id in this store
     ├── StoreError            the local store cannot be used; always names the file
     │   ├── SchemaVersionError    written by a newer crdt-sync
-    │   └── CorruptStoreError     not a crdt-sync store, or damaged
+    │   ├── CorruptStoreError     not a crdt-sync store, or damaged
+    │   └── BatchError            edits of a ``batch()`` that could not be written
     ├── OutboxError           an outbox operation that does not fit the entry's state
     ├── ProtocolError         the peer sent something the protocol does not allow
     │   ├── InvalidMessage        malformed frame
@@ -70,6 +71,23 @@ class SchemaVersionError(StoreError):
 
 class CorruptStoreError(StoreError):
     """The file is not a crdt-sync store, or it is damaged."""
+
+
+class BatchError(StoreError):
+    """Edits of a ``batch()`` could not be written: ``failed`` lists their records, in order
+    (each once). The batch's other edits are durable; ``__cause__`` is the first failure."""
+
+    def __init__(
+        self, path: str | Path, failed: list[tuple[str, str]], edits: int, first: BaseException
+    ) -> None:
+        self.failed = failed
+        self.edits = edits
+        names = ", ".join(f"{c}/{r}" for c, r in failed[:5]) + (" ..." if len(failed) > 5 else "")
+        super().__init__(
+            path,
+            f"edits of {len(failed)} record(s) of the batch ({edits} edits) could not be "
+            f"written and were not kept: {names} ({first})",
+        )
 
 
 class OutboxError(CrdtSyncError):

@@ -7,7 +7,7 @@ import crdt_sync.client
 import crdt_sync
 
 CORE = {
-    "ArrayEditor", "AuthError", "Conflict", "ConflictLogEntry", "ConnectionClosed",
+    "ArrayEditor", "AuthError", "BatchError", "Conflict", "ConflictLogEntry", "ConnectionClosed",
     "CorruptStoreError", "CrdtSyncError", "HybridClock", "InvalidEdit", "InvalidMessage",
     "InvalidState", "LocalStore", "LwwPolicy", "MapEditor", "MessageTooBig", "OfflineError",
     "Outbox", "OutboxEntry", "OutboxError", "OutboxStatus", "ProtocolError", "Record",

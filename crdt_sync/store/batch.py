@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EditBatch", "current", "enter", "leave"]
+__all__ = ["EditBatch", "Settled", "current", "enter", "leave"]
 
 _CURRENT: ContextVar[EditBatch | None] = ContextVar("crdt_sync_edit_batch", default=None)
 
@@ -26,28 +27,44 @@ class EditBatch:
     def __init__(self, owner: object) -> None:
         self.owner = owner
         self.closed = False
-        self._pending: list[asyncio.Future[Any]] = []
+        self._pending: list[tuple[asyncio.Future[Any], tuple[str, str]]] = []
 
-    def add(self, committed: asyncio.Future[Any]) -> None:
-        """An edit of the batch was queued for this commit."""
-        self._pending.append(committed)
+    def add(self, committed: asyncio.Future[Any], key: tuple[str, str]) -> None:
+        """An edit of record ``key`` was queued for this commit."""
+        self._pending.append((committed, key))
 
-    async def settle(self) -> BaseException | None:
-        """Close the batch and wait for every commit of its edits; the first failure, if any.
+    async def settle(self) -> Settled:
+        """Close the batch and wait for every commit of its edits.
 
         A cancelled wait leaves the commits running (they are not the waiter's to cancel).
         """
         self.closed = True
         pending, self._pending = self._pending, []
         if pending:
-            await asyncio.wait(pending)
-        for committed in pending:
+            await asyncio.wait([committed for committed, _ in pending])
+        failed: dict[tuple[str, str], None] = {}
+        first: BaseException | None = None
+        for committed, key in pending:
             if committed.cancelled():
-                return asyncio.CancelledError("an edit's commit was cancelled (store closed?)")
-            error = committed.exception()
+                error: BaseException | None = asyncio.CancelledError(
+                    "the edit's commit was cancelled (store closed?)"
+                )
+            else:
+                error = committed.exception()
             if error is not None:
-                return error
-        return None
+                failed[key] = None
+                first = first or error
+        return Settled(len(pending), list(failed), first)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """How the edits of a batch ended: how many, the records of those that failed (in
+    order, each once), and the first failure."""
+
+    edits: int
+    failed: list[tuple[str, str]]
+    first: BaseException | None
 
 
 def current(owner: object) -> EditBatch | None:

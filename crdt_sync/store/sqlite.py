@@ -39,6 +39,7 @@ from pycrdt import Doc, TransactionEvent, get_state, merge_updates
 from .. import lww as lww_layer
 from ..clock import DEFAULT_MAX_SKEW_MS, HybridClock, Timestamp
 from ..errors import (
+    BatchError,
     CorruptStoreError,
     InvalidState,
     OutboxError,
@@ -516,7 +517,7 @@ class LocalStore:
             if batch is None:
                 await asyncio.shield(committed)
             else:
-                batch.add(committed)  # the batch's exit waits for it
+                batch.add(committed, key)  # the batch's exit waits for it
 
     @contextlib.asynccontextmanager
     async def batch(self) -> AsyncIterator[None]:
@@ -530,9 +531,10 @@ class LocalStore:
         part of the outer one.
 
         Raises:
-            StoreError: (at the exit) an edit of the batch could not be written; the first such
-                error. That edit is not kept in memory either; the others are unaffected. If
-                the block itself raises, its exception propagates once the commits settled.
+            BatchError: (at the exit) edits of the batch could not be written; ``failed``
+                names their records. Those edits are not kept in memory either; the others are
+                durable. If the block itself raises, its exception propagates once the commits
+                settled.
         """
         if batches.current(self) is not None:
             yield  # part of the enclosing batch
@@ -542,9 +544,11 @@ class LocalStore:
             yield
         finally:
             batches.leave(token)
-            error = await batch.settle()
-        if error is not None:
-            raise error
+            settled = await batch.settle()
+        if settled.first is not None:
+            raise BatchError(
+                self.path, settled.failed, settled.edits, settled.first
+            ) from settled.first
 
     async def _doc_for_edit(
         self, collection: str, record_id: str, create: bool

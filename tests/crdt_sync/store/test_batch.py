@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from crdt_sync.errors import RecordNotFound, StoreError
+from crdt_sync.errors import BatchError, RecordNotFound, StoreError
 from crdt_sync.store import batch as batches
 from crdt_sync.store.sqlite import LocalStore
 
@@ -74,7 +74,7 @@ async def test_a_failed_commit_is_raised_at_the_exit_and_the_other_edits_are_kep
         await store.conn.execute("PRAGMA busy_timeout = 0")
         lock = _WriteLock(path)
         try:
-            with pytest.raises(StoreError, match="locked"):
+            with pytest.raises(BatchError, match="locked") as raised:
                 async with store.batch():
                     async with store.edit("jobs", "lost") as job:
                         job["n"] = 1
@@ -84,6 +84,9 @@ async def test_a_failed_commit_is_raised_at_the_exit_and_the_other_edits_are_kep
                         job["n"] = 2
         finally:
             lock.release()
+        assert isinstance(raised.value, StoreError)
+        assert (raised.value.failed, raised.value.edits) == ([("jobs", "lost")], 2)
+        assert "jobs/lost" in str(raised.value)
         with pytest.raises(RecordNotFound):
             await store.get("jobs", "lost")  # not kept in memory either
         assert (await store.get("jobs", "kept"))["n"] == 2
