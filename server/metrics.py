@@ -10,7 +10,7 @@ Exposed at ``/metrics`` (see :mod:`crdt_sync.server.relay`). Names:
   ``crdt_sync_acks_total`` pushed entries acknowledged; ``crdt_sync_rejects_total`` by code;
 - ``crdt_sync_errors_total`` error frames sent, by code;
 - ``crdt_sync_storage_commits`` storage transactions (group commits) so far;
-  ``crdt_sync_storage_compactions_total`` records whose update log was compacted;
+  ``crdt_sync_storage_compactions_total`` record compactions attempted;
   ``crdt_sync_storage_maintenance_failures_total`` failed background compaction rounds and
   WAL checkpoints, by ``task`` (each one is also logged); ``crdt_sync_storage_wal_bytes`` the
   write-ahead log's size (it should stay small: steady growth means checkpoints cannot
@@ -138,7 +138,7 @@ class _StorageMetrics(Collector):
         numbers = self.read()
         yield CounterMetricFamily(
             "crdt_sync_storage_compactions",
-            "Records whose update log was compacted",
+            "Record compactions attempted (the failed ones are also maintenance failures)",
             value=numbers.compactions,
         )
         failures = CounterMetricFamily(

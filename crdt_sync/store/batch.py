@@ -3,7 +3,7 @@
 Inside a batch an edit returns as soon as it is applied in memory and queued for its group
 commit, instead of waiting for that commit; the batch's exit waits for every one of them. An
 import or a bulk change then goes at the speed of the group commit, not of one commit round
-trip per edit, and is still durable (or reports its first failure) when the block exits.
+trip per edit, and is still durable (or says which records' edits failed) when the block exits.
 
 The batch is found through a context variable, so edits made by tasks started inside the
 block join it too (until it exits; later ones wait for their own commit again).
