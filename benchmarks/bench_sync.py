@@ -545,6 +545,43 @@ async def relay_only_throughput(
     }
 
 
+async def relay_only_latency(url: str, samples: int, record_id: str) -> dict[str, Any]:
+    """The relay alone: protocol clients without a local store, one update at a time.
+
+    A pushes one single-character update and waits until B (subscribed to the collection)
+    receives it, ``samples`` times after 20 warm-up updates. The relay commits each update
+    before fanning it out. B's copy is checked against A's text.
+    """
+    doc: Doc[Any] = Doc()
+    updates = [change_text(doc, "x") for _ in range(20 + samples + 1)]
+    collection = f"{RAW_COLLECTION}-{record_id}"
+    a = await ProtocolLink.open(url, f"{record_id}-a", token([collection]))
+    b = await ProtocolLink.open(url, f"{record_id}-b", token([collection]))
+    b.protocol.subscribe([collection], None)
+    await b.flush()
+    await b.next(Synced)
+    await a.push_all([(1, collection, record_id, updates[0])])
+    values: list[float] = []
+    copy: Doc[Any] = Doc()
+    copy.apply_update(updates[0])
+    for i, update in enumerate(updates[1:], start=2):
+        started = time.perf_counter()
+        a.protocol.push([(i, collection, record_id, update)])
+        await a.flush()
+        event = await b.next(UpdatesReceived)
+        while not event.items:  # a cursor-only frame: the update itself comes next
+            event = await b.next(UpdatesReceived)
+        if i > 21:
+            values.append(time.perf_counter() - started)
+        for item in event.items:
+            copy.apply_update(item.update)
+    body = copy.get(FIELDS_ROOT, type=Map).get("body")
+    complete = str(body) == str(doc.get(FIELDS_ROOT, type=Map)["body"])
+    await a.close()
+    await b.close()
+    return {"samples": values, "complete": complete}
+
+
 def change_text(doc: Doc[Any], char: str) -> bytes:
     """Append ``char`` to the record's ``body`` text (created if missing); the update made."""
     captured: list[bytes] = []
@@ -902,6 +939,7 @@ def run(config: Config, workdir: Path, peer_venv: Path) -> dict[str, Any]:
                 "throughput_many_batch": [],
                 "latency": [],
                 "relay_only": [],
+                "relay_only_latency": [],
             }
             for run_index in range(config.runs):
                 for batch in config.push_batches:
@@ -936,6 +974,12 @@ def run(config: Config, workdir: Path, peer_venv: Path) -> dict[str, Any]:
                             )
                         )
                     )
+                log(f"{side}: relay-only latency run {run_index + 1}")
+                entry["relay_only_latency"].append(
+                    asyncio.run(
+                        relay_only_latency(relay.url, config.samples, f"raw-lat-{run_index}")
+                    )
+                )
                 log(f"{side}: latency run {run_index + 1}")
                 path = workdir / side / f"latency-{run_index}"
                 path.mkdir(parents=True)
@@ -1060,11 +1104,9 @@ def summarize(results: dict[str, Any], config: Config) -> tuple[str, list[str]]:
 
         return get
 
-    def lat(q: float) -> Callable[[dict[str, Any]], float | None]:
+    def lat(q: float, kind: str = "latency") -> Callable[[dict[str, Any]], float | None]:
         return lambda e: (
-            median(percentile(r["samples"], q) * 1000 for r in e["latency"])
-            if e.get("latency")
-            else None
+            median(percentile(r["samples"], q) * 1000 for r in e[kind]) if e.get(kind) else None
         )
 
     rows: list[tuple[str, str, bool, Sides, str]] = []
@@ -1107,6 +1149,13 @@ def summarize(results: dict[str, Any], config: Config) -> tuple[str, list[str]]:
         )
     rows.append(("latency p50 (edit on A -> event on B)", "ms", False, p50, ""))
     rows.append(("latency p99", "ms", False, p99, "< 1 ms"))
+    rows.append(
+        ("latency p50, relay only (protocol clients, no local store)", "ms", False,
+         per_side(lat(0.5, "relay_only_latency")), "")
+    )  # fmt: skip
+    rows.append(
+        ("latency p99, relay only", "ms", False, per_side(lat(0.99, "relay_only_latency")), "")
+    )  # fmt: skip
 
     catchup = ours.get("catchup")
     small_r, small_l = config.catchup_small

@@ -72,6 +72,14 @@ async def test_relay_only_throughput_delivers_every_update(relay: Any) -> None:
 
 
 @pytest.mark.asyncio
+async def test_relay_only_latency_samples_each_update_once(relay: Any) -> None:
+    result = await bs.relay_only_latency(relay.url, 8, "raw-lat-test")
+    assert result["complete"] is True
+    assert len(result["samples"]) == 8
+    assert all(0 < s < 30 for s in result["samples"])
+
+
+@pytest.mark.asyncio
 async def test_latency_samples_each_edit_once(tmp_path: Path, relay: Any) -> None:
     result = await bs.ours_latency(relay.url, tmp_path, 6, "lat-test")
     assert result["complete"] is True
