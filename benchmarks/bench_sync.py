@@ -560,21 +560,27 @@ async def relay_only_latency(url: str, samples: int, record_id: str) -> dict[str
     b.protocol.subscribe([collection], None)
     await b.flush()
     await b.next(Synced)
-    await a.push_all([(1, collection, record_id, updates[0])])
     values: list[float] = []
     copy: Doc[Any] = Doc()
-    copy.apply_update(updates[0])
+    received = 0
+
+    async def receive_upto(count: int) -> None:
+        nonlocal received
+        while received < count:  # cursor-only frames carry no items
+            event = await b.next(UpdatesReceived)
+            for item in event.items:
+                copy.apply_update(item.update)
+            received += len(event.items)
+
+    await a.push_all([(1, collection, record_id, updates[0])])
+    await receive_upto(1)
     for i, update in enumerate(updates[1:], start=2):
         started = time.perf_counter()
         a.protocol.push([(i, collection, record_id, update)])
         await a.flush()
-        event = await b.next(UpdatesReceived)
-        while not event.items:  # a cursor-only frame: the update itself comes next
-            event = await b.next(UpdatesReceived)
+        await receive_upto(i)  # B holds this very update
         if i > 21:
             values.append(time.perf_counter() - started)
-        for item in event.items:
-            copy.apply_update(item.update)
     body = copy.get(FIELDS_ROOT, type=Map).get("body")
     complete = str(body) == str(doc.get(FIELDS_ROOT, type=Map)["body"])
     await a.close()
