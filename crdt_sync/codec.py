@@ -201,6 +201,17 @@ def _row(value: Any, what: str, width: int) -> list[Any]:
     return value
 
 
+def _is_key(collection: Any, record_id: Any) -> bool:
+    """Whether both are names :func:`_name` accepts (the items' fast path: no errors to
+    build; anything else goes through the checks that say what is wrong)."""
+    return (
+        type(collection) is str
+        and 0 < len(collection) <= MAX_NAME_LENGTH
+        and type(record_id) is str
+        and 0 < len(record_id) <= MAX_NAME_LENGTH
+    )
+
+
 def _names(value: Any, what: str) -> tuple[str, ...]:
     return tuple(_name(v, what) for v in _list(value, what))
 
@@ -216,9 +227,10 @@ def _hello(obj: dict[str, Any]) -> Hello:
     )
 
 
-# The item parsers below check the common, valid row inline (one pass, no helper calls: a
-# catch-up frame holds up to max_items rows) and fall back to the field checkers, which say
-# what is wrong, for any other row. Both accept exactly the same rows.
+# The item parsers below check the common, valid row in one pass (the record key through
+# _is_key, the rest inline: a catch-up frame holds up to max_items rows) and fall back to the
+# field checkers, which say what is wrong, for any other row. Both accept exactly the same
+# rows.
 
 
 def _push(obj: dict[str, Any]) -> Push:
@@ -229,10 +241,7 @@ def _push(obj: dict[str, Any]) -> Push:
             if (
                 type(seq) is int
                 and 0 <= seq <= MAX_INT
-                and type(collection) is str
-                and 0 < len(collection) <= MAX_NAME_LENGTH
-                and type(record_id) is str
-                and 0 < len(record_id) <= MAX_NAME_LENGTH
+                and _is_key(collection, record_id)
                 and type(update) is bytes
             ):
                 items.append(PushItem(seq, collection, record_id, update))
@@ -261,13 +270,7 @@ def _state_vectors(obj: dict[str, Any]) -> StateVectors:
     for row in _list(_field(obj, "items"), "sv items"):
         if type(row) is list and len(row) == 3:
             collection, record_id, state_vector = row
-            if (
-                type(collection) is str
-                and 0 < len(collection) <= MAX_NAME_LENGTH
-                and type(record_id) is str
-                and 0 < len(record_id) <= MAX_NAME_LENGTH
-                and type(state_vector) is bytes
-            ):
+            if _is_key(collection, record_id) and type(state_vector) is bytes:
                 items.append(
                     StateVectorItem(collection, record_id, state_vector or EMPTY_STATE_VECTOR)
                 )
@@ -338,12 +341,7 @@ def _changed(obj: dict[str, Any]) -> Changed:
     for row in _list(_field(obj, "items"), "changed items"):
         if type(row) is list and len(row) == 2:
             collection, record_id = row
-            if (
-                type(collection) is str
-                and 0 < len(collection) <= MAX_NAME_LENGTH
-                and type(record_id) is str
-                and 0 < len(record_id) <= MAX_NAME_LENGTH
-            ):
+            if _is_key(collection, record_id):
                 items.append(RecordKey(collection, record_id))
                 continue
         collection, record_id = _row(row, "changed item", 2)
@@ -364,13 +362,7 @@ def _updates(obj: dict[str, Any]) -> Updates:
     for row in _list(_field(obj, "items"), "updates items"):
         if type(row) is list and len(row) == 3:
             collection, record_id, update = row
-            if (
-                type(collection) is str
-                and 0 < len(collection) <= MAX_NAME_LENGTH
-                and type(record_id) is str
-                and 0 < len(record_id) <= MAX_NAME_LENGTH
-                and type(update) is bytes
-            ):
+            if _is_key(collection, record_id) and type(update) is bytes:
                 items.append(UpdateItem(collection, record_id, update))
                 continue
         collection, record_id, update = _row(row, "updates item", 3)
