@@ -25,9 +25,11 @@ awareness"); replies go back to the name as received, and :attr:`HocuspocusEvent
 the part before the ``\\0``.
 
 Per document, a socket goes through: unknown -> (Token received) authenticating -> (the driver
-calls :meth:`HocuspocusServerSession.authenticate`) open, or (``deny``) unknown again. Messages
-for a document that is not open yet are held (bounded) and released, in order, when the driver
-authenticates it; ``deny`` drops them. This mirrors the reference server's ``ClientConnection``.
+calls :meth:`HocuspocusServerSession.authenticate`) open, or (``deny``) refused. Messages for a
+document that is not open yet are held (bounded) and released, in order, when the driver
+authenticates it; ``deny`` drops them, and the refused document's later traffic too, until a
+new token for it arrives. Only documents whose token is not answered yet count against the
+pending limit: a refusal never closes the socket.
 """
 
 from __future__ import annotations
@@ -228,6 +230,11 @@ class _Document:
     state: _DocState
     held: list[HocuspocusEvent] = field(default_factory=list)
     held_bytes: int = 0
+    resync: bool = False  # refused earlier on this socket: resynchronise once open
+
+
+#: An empty y-protocols state vector: "send me everything".
+_EMPTY_STATE_VECTOR = b"\x00"
 
 
 class HocuspocusServerSession:
@@ -246,21 +253,40 @@ class HocuspocusServerSession:
     - Commands for a document that is not open raise :class:`~crdt_sync.errors.InvalidState`,
       and so does any command once the session is closing.
 
+    A document the server refused (:meth:`deny`) or closed (:meth:`close_document`) is
+    *refused* on this socket: a provider keeps sending for it after ``authenticationFailed``
+    (the messages already in flight, its edits, its awareness renewals every 15 s), and those
+    messages are dropped without counting against any limit. A new token for it is checked as
+    for a new document; if it is accepted, :meth:`authenticate` returns a
+    :class:`SyncStepOneReceived` with an empty state vector before the held events, so that
+    the driver's answer (everything, plus the server's SyncStep1) resynchronises both sides:
+    the provider sends no SyncStep1 after a token refresh, yet it missed what others wrote
+    while refused, and the server missed what it wrote. A provider's ``Close`` forgets the
+    document entirely.
+
     Args:
-        max_pending_documents: documents awaiting authentication at once (reference: 100).
+        max_pending_documents: documents whose token has not been answered yet, at once
+            (reference: 100). Refused and open documents never count.
         max_held_messages: messages held for documents that are not open yet (reference: 1000).
         max_held_bytes: bytes of such messages (reference: 5 MiB).
+        max_refused_documents: refused documents remembered per socket; beyond it the oldest
+            is forgotten (a message for it then waits for a token, as for an unknown name).
     """
 
     __slots__ = (
         "_documents",
+        "_held_bytes",
+        "_held_messages",
         "_out",
+        "_pending",
+        "_refused",
         "close_code",
         "close_exc",
         "close_reason",
         "max_held_bytes",
         "max_held_messages",
         "max_pending_documents",
+        "max_refused_documents",
     )
 
     def __init__(
@@ -268,11 +294,17 @@ class HocuspocusServerSession:
         max_pending_documents: int = 100,
         max_held_messages: int = 1000,
         max_held_bytes: int = 5 * 1024 * 1024,
+        max_refused_documents: int = 10_000,
     ) -> None:
         self.max_pending_documents = max_pending_documents
         self.max_held_messages = max_held_messages
         self.max_held_bytes = max_held_bytes
+        self.max_refused_documents = max_refused_documents
         self._documents: dict[str, _Document] = {}
+        self._refused: dict[str, None] = {}  # insertion-ordered: the oldest is forgotten first
+        self._pending = 0  # documents WAITING_TOKEN or AUTHENTICATING
+        self._held_messages = 0
+        self._held_bytes = 0
         self._out: list[bytes] = []
         self.close_code: int | None = None
         self.close_reason = ""
@@ -287,6 +319,21 @@ class HocuspocusServerSession:
     def open_documents(self) -> list[str]:
         """Names (as the provider sent them) of the authenticated documents."""
         return [n for n, d in self._documents.items() if d.state is _DocState.OPEN]
+
+    @property
+    def pending_documents(self) -> int:
+        """Documents whose token has not been answered yet (the limit's count)."""
+        return self._pending
+
+    @property
+    def refused_documents(self) -> list[str]:
+        """Names refused or closed by the server on this socket, oldest first."""
+        return list(self._refused)
+
+    @property
+    def held_messages(self) -> int:
+        """Messages held for documents that are not open yet."""
+        return self._held_messages
 
     def is_open(self, name: str) -> bool:
         """Whether ``name`` is authenticated on this socket."""
@@ -307,11 +354,13 @@ class HocuspocusServerSession:
             return []
         if event is None or isinstance(event, PongReceived):
             return [] if event is None else [event]
-        doc = self._documents.get(event.name)
+        name = event.name
+        doc = self._documents.get(name)
         if isinstance(event, DocumentClosed):
+            self._refused.pop(name, None)
             if doc is None:
                 return []
-            del self._documents[event.name]
+            self._forget(name)
             return [event] if doc.state is _DocState.OPEN else []
         if doc is not None and doc.state is _DocState.OPEN:
             return [event]
@@ -319,41 +368,72 @@ class HocuspocusServerSession:
             if doc is None:
                 if not self._admit_document():
                     return []
-                doc = self._documents[event.name] = _Document(_DocState.AUTHENTICATING)
+                refused_before = self._refused.pop(name, 0) is None
+                doc = self._documents[name] = _Document(_DocState.AUTHENTICATING)
+                doc.resync = refused_before
+                self._pending += 1
             elif doc.state is _DocState.WAITING_TOKEN:
                 doc.state = _DocState.AUTHENTICATING
             else:
                 return []  # a second token while the first is checked: ignored
             return [event]
         if doc is None:
+            if name in self._refused:
+                return []  # traffic of a refused document: dropped, counts for nothing
             if not self._admit_document():
                 return []
-            doc = self._documents[event.name] = _Document(_DocState.WAITING_TOKEN)
+            doc = self._documents[name] = _Document(_DocState.WAITING_TOKEN)
+            self._pending += 1
         self._hold(doc, event, len(frame))
         return []
 
-    def _pending_documents(self) -> int:
-        return sum(1 for d in self._documents.values() if d.state is not _DocState.OPEN)
-
     def _admit_document(self) -> bool:
-        if self._pending_documents() >= self.max_pending_documents:
+        if self._pending >= self.max_pending_documents:
             self._fail(CLOSE_RESET, "too many documents awaiting authentication")
             return False
         return True
 
     def _hold(self, doc: _Document, event: HocuspocusEvent, size: int) -> None:
-        held = sum(len(d.held) for d in self._documents.values())
-        held_bytes = sum(d.held_bytes for d in self._documents.values())
-        if held + 1 > self.max_held_messages or held_bytes + size > self.max_held_bytes:
+        if (
+            self._held_messages + 1 > self.max_held_messages
+            or self._held_bytes + size > self.max_held_bytes
+        ):
             self._fail(CLOSE_RESET, "too many messages before authentication")
             return
         doc.held.append(event)
         doc.held_bytes += size
+        self._held_messages += 1
+        self._held_bytes += size
+
+    def _release(self, doc: _Document) -> list[HocuspocusEvent]:
+        """Take ``doc``'s held messages out of the counts (it is open or forgotten now)."""
+        held = doc.held
+        if doc.state is not _DocState.OPEN:
+            self._pending -= 1
+        self._held_messages -= len(held)
+        self._held_bytes -= doc.held_bytes
+        doc.held, doc.held_bytes = [], 0
+        return held
+
+    def _forget(self, name: str) -> None:
+        doc = self._documents.pop(name, None)
+        if doc is not None:
+            self._release(doc)
+
+    def _refuse(self, name: str) -> None:
+        """Forget ``name`` and remember it as refused (the oldest beyond the cap goes)."""
+        self._forget(name)
+        self._refused.pop(name, None)
+        self._refused[name] = None
+        if len(self._refused) > self.max_refused_documents:
+            del self._refused[next(iter(self._refused))]
 
     def _fail(self, code: int, reason: str) -> None:
         self.close_code = code
         self.close_reason = reason
         self._documents.clear()
+        self._refused.clear()
+        self._pending = self._held_messages = self._held_bytes = 0
 
     # -- output --------------------------------------------------------------------------
 
@@ -377,7 +457,9 @@ class HocuspocusServerSession:
         For a document already open (a provider refreshing its token), does nothing.
 
         Returns:
-            The events held for ``name`` while it was not open, to act on now, in order.
+            The events held for ``name`` while it was not open, to act on now, in order;
+            for a document refused earlier on this socket, first a
+            :class:`SyncStepOneReceived` with an empty state vector (see the class docstring).
 
         Raises:
             InvalidState: no token is being checked for ``name``, or the session is closing.
@@ -394,14 +476,18 @@ class HocuspocusServerSession:
                 write_var_uint(AuthType.AUTHENTICATED) + write_var_string(scope),
             )
         )
+        held = self._release(doc)
         doc.state = _DocState.OPEN
-        held, doc.held, doc.held_bytes = doc.held, [], 0
+        if doc.resync:
+            doc.resync = False
+            held.insert(0, SyncStepOneReceived(name, _EMPTY_STATE_VECTOR))
         return held
 
     def deny(self, name: str, reason: str) -> None:
-        """Refuse ``name``: queue ``PermissionDenied(reason)`` and forget the document (its
-        held messages are dropped). The socket stays open for other documents. Works for an
-        open document too (its token was refreshed and refused)."""
+        """Refuse ``name``: queue ``PermissionDenied(reason)``; the document is refused on
+        this socket (its held messages and later traffic are dropped, see the class
+        docstring). The socket stays open for other documents. Works for an open document
+        too (its token was refreshed and refused, or an update of it was rejected)."""
         self._queue(
             encode_frame(
                 name,
@@ -409,7 +495,7 @@ class HocuspocusServerSession:
                 write_var_uint(AuthType.PERMISSION_DENIED) + write_var_string(reason),
             )
         )
-        self._documents.pop(name, None)
+        self._refuse(name)
 
     def answer_sync_step1(self, name: str, missing: bytes, state_vector: bytes) -> None:
         """Answer a SyncStep1 for ``name``: SyncStep2(``missing``), then the server's own
@@ -452,10 +538,11 @@ class HocuspocusServerSession:
         self._queue(encode_frame(name, MessageType.STATELESS, write_var_string(payload)))
 
     def close_document(self, name: str, reason: str) -> None:
-        """Tell the provider ``name`` is closed (Close with ``reason``) and forget it."""
+        """Tell the provider ``name`` is closed (Close with ``reason``); the document is then
+        refused on this socket, as after :meth:`deny`."""
         self._require_open(name)
         self._queue(encode_frame(name, MessageType.CLOSE, write_var_string(reason)))
-        del self._documents[name]
+        self._refuse(name)
 
     def ping(self) -> None:
         """Queue a connection-level Ping; v4 providers answer with a Pong. Any frame from the

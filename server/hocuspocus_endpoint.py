@@ -6,7 +6,9 @@ name is ``<collection>/<record id>`` (a v4 ``"\\0<session>"`` suffix is allowed)
 1. The provider's Auth(Token): verified with the relay's verifier; the grant must cover the
    collection. Then ``Authenticated("read-write")`` (messages the provider sent meanwhile are
    handled next, in order) and the awareness states present; otherwise
-   ``PermissionDenied(reason)``, and the socket stays open for the other documents.
+   ``PermissionDenied(reason)``, and the socket stays open for the other documents (the
+   refused document's later traffic is dropped until a new token for it; see
+   :class:`~crdt_sync.hocuspocus.HocuspocusServerSession`).
 2. SyncStep1: answered with SyncStep2 (from the committed state) and the relay's own SyncStep1.
 3. SyncStep2/Update: validated and group-committed; ``SyncStatus(true)`` is sent only once the
    update is durably stored (an empty update is acknowledged after the document's previous
@@ -173,6 +175,10 @@ class HocuspocusConnection(Link):
 
     async def _on_token(self, event: TokenReceived) -> None:
         name = event.name
+        if name not in self.documents:
+            # One socket carries every document: opening many at once is not a flood, whether
+            # each is accepted or refused (a refused one's messages in flight are dropped).
+            self.credit_messages(_ATTACH_MESSAGES)
         parsed = parse_document_name(name)
         reason = None
         grant: Grant | None = None
@@ -199,8 +205,6 @@ class HocuspocusConnection(Link):
             return
         key: RoomKey = (grant.tenant, parsed[0], parsed[1])
         doc = self.documents[name] = _Document(self, name, key, grant)
-        # One socket carries every document: opening many at once is not a flood.
-        self.credit_messages(_ATTACH_MESSAGES)
         held = self.session.authenticate(name)
         self.relay.yjs_rooms.join(key, doc)
         awareness = self.relay.yjs_rooms.full_awareness(key)

@@ -231,3 +231,144 @@ def test_token_refresh_on_an_open_document() -> None:
     assert session.data_to_send() == []
     session.deny("jobs/j1", "expired")
     assert not session.is_open("jobs/j1")
+
+
+def _refuse(session: HocuspocusServerSession, name: str) -> None:
+    """A provider's attach sequence for ``name`` (token, sync step 1, awareness), refused."""
+    assert session.receive_data(_name(name) + bytes([2, 0]) + _name("bad")) == [
+        TokenReceived(name, "bad", None)
+    ]
+    session.deny(name, "bad_token")
+    # What the provider sent before it heard the refusal, and keeps sending after it.
+    assert session.receive_data(_name(name) + bytes([0, 0, 1, 0])) == []
+    assert session.receive_data(_name(name) + bytes([1, 1, 0])) == []
+    assert session.receive_data(_name(name) + bytes([0, 2, 2, 0, 0])) == []
+
+
+def test_refused_documents_never_count_against_the_pending_limit() -> None:
+    session = HocuspocusServerSession(max_pending_documents=3)
+    for i in range(50):
+        _refuse(session, f"jobs/bad-{i}")
+    assert not session.closing
+    assert session.pending_documents == 0 and session.held_messages == 0
+    assert len(session.refused_documents) == 50
+    _open(session, "jobs/ok")
+    assert session.is_open("jobs/ok") and not session.closing
+    # The limit still counts documents whose token is not answered yet.
+    for name in ("a", "b", "c"):
+        session.receive_data(_name(name) + bytes([3]))
+    assert session.pending_documents == 3 and not session.closing
+    session.receive_data(_name("d") + bytes([3]))
+    assert session.close_code == CLOSE_RESET
+
+
+def test_an_authenticated_document_leaves_the_pending_count() -> None:
+    session = HocuspocusServerSession(max_pending_documents=1)
+    for i in range(10):
+        _open(session, f"d{i}")
+    assert session.pending_documents == 0 and not session.closing
+    assert len(session.open_documents) == 10
+
+
+def test_a_refused_document_authenticated_again_is_resynchronised() -> None:
+    session = HocuspocusServerSession()
+    _refuse(session, "jobs/j1")
+    assert session.receive_data(AUTH) == [TokenReceived("jobs/j1", "tok", "4.8.0")]
+    assert "jobs/j1" not in session.refused_documents
+    assert session.receive_data(AWARENESS) == []
+    # The provider sends no SyncStep1 after a token refresh: the session asks for one.
+    assert session.authenticate("jobs/j1") == [
+        SyncStepOneReceived("jobs/j1", b"\x00"),
+        AwarenessReceived("jobs/j1", b"\x00"),
+    ]
+    session.data_to_send()
+    # Only once: a later token refresh of the open document changes nothing.
+    session.receive_data(AUTH)
+    assert session.authenticate("jobs/j1") == []
+
+
+def test_an_open_document_refused_later_drops_its_traffic() -> None:
+    session = HocuspocusServerSession(max_pending_documents=1)
+    _open(session)
+    session.deny("jobs/j1", "rejected: job closed")
+    assert session.refused_documents == ["jobs/j1"]
+    for frame in (UPDATE, AWARENESS, STEP1):
+        assert session.receive_data(frame) == []
+    assert session.pending_documents == 0 and session.held_messages == 0
+
+
+def test_a_document_closed_by_the_server_drops_its_traffic() -> None:
+    session = HocuspocusServerSession()
+    _open(session, "d")
+    session.close_document("d", "bye")
+    assert session.receive_data(_name("d") + bytes([3])) == []
+    assert session.pending_documents == 0
+
+
+def test_the_providers_close_forgets_a_refused_document() -> None:
+    session = HocuspocusServerSession()
+    _refuse(session, "jobs/j1")
+    assert session.receive_data(_name("jobs/j1") + bytes([7])) == []
+    assert session.refused_documents == []
+    assert session.receive_data(STEP1) == []  # now held until a token, as for a new name
+    assert session.pending_documents == 1 and session.held_messages == 1
+
+
+def test_refused_documents_are_remembered_up_to_a_bound() -> None:
+    session = HocuspocusServerSession(max_refused_documents=3)
+    for name in ("a", "b", "c", "d"):
+        _refuse(session, name)
+    assert session.refused_documents == ["b", "c", "d"]
+    # Refusing a name again makes it the newest.
+    session.receive_data(_name("b") + bytes([2, 0]) + _name("bad"))
+    session.deny("b", "no")
+    assert session.refused_documents == ["c", "d", "b"]
+
+
+_names = st.sampled_from(["a", "b", "c", "d", "e"])
+_provider_frames = st.one_of(
+    st.builds(lambda n: _name(n) + bytes([2, 0]) + _name("t"), _names),
+    st.builds(lambda n: _name(n) + bytes([0, 0, 1, 0]), _names),
+    st.builds(lambda n: _name(n) + bytes([0, 2, 2, 0, 0]), _names),
+    st.builds(lambda n: _name(n) + bytes([1, 1, 0]), _names),
+    st.builds(lambda n: _name(n) + bytes([7]), _names),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(_provider_frames, st.sampled_from(["auth", "deny", "later"]), _names),
+        max_size=40,
+    )
+)
+def test_counts_match_the_documents_whatever_the_order(
+    steps: list[tuple[bytes, str, str]],
+) -> None:
+    """The pending and held counts always equal what the documents hold: refusals, closes and
+    authentications leave nothing counted behind."""
+    session = HocuspocusServerSession(max_pending_documents=5, max_held_messages=1000)
+    checking: set[str] = set()
+    for frame, action, other in steps:
+        for event in session.receive_data(frame):
+            if isinstance(event, TokenReceived):
+                checking.add(event.name)
+        # A provider's Close forgets a document whose token is being checked.
+        checking = {n for n in checking if n in session._documents and not session.is_open(n)}
+        for name in sorted(checking):
+            if action == "auth":
+                session.authenticate(name)
+                checking.discard(name)
+            elif action == "deny":
+                session.deny(name, "no")
+                checking.discard(name)
+        if action == "deny" and session.is_open(other):
+            session.deny(other, "no longer")
+        session.data_to_send()
+        assert not session.closing  # 5 names: the pending limit is never broken
+        documents = session._documents
+        assert session.pending_documents == sum(
+            1 for name in documents if not session.is_open(name)
+        )
+        assert session.held_messages == sum(len(d.held) for d in documents.values())
+        assert not set(session.refused_documents) & set(documents)

@@ -42,7 +42,9 @@ class JsPeer:
         docs: Sequence[str],
         *,
         connect: bool = True,
+        tokens: dict[str, str] | None = None,
     ) -> JsPeer:
+        """Start a peer with ``docs`` open; ``tokens`` gives some documents their own token."""
         node = require_node()
         config = {
             "provider": provider,
@@ -50,6 +52,7 @@ class JsPeer:
             "token": token,
             "docs": list(docs),
             "connect": connect,
+            "tokens": tokens or {},
         }
         process = await asyncio.create_subprocess_exec(
             node,

@@ -1,7 +1,12 @@
 // A Yjs peer driven by the Python tests over stdin/stdout (one JSON object per line).
 //
 //   node yjs_peer.mjs '{"provider": "websocket"|"hocuspocus", "url": "ws://127.0.0.1:PORT",
-//                       "token": "...", "docs": ["jobs/j1", ...], "connect": true}'
+//                       "token": "...", "docs": ["jobs/j1", ...], "connect": true,
+//                       "tokens": {"jobs/j1": "..."}}'
+//
+// "tokens" (optional) gives some documents a token of their own; the others use "token".
+// Hocuspocus providers ask for their token each time they send it (a function), so "setToken"
+// followed by "sendToken" is a token refresh on the open socket.
 //
 // y-websocket: one WebsocketProvider per doc at URL/yjs/<doc>?token=...;
 // hocuspocus: one HocuspocusProviderWebsocket at URL/hocuspocus, one provider per doc.
@@ -19,6 +24,8 @@ import { HocuspocusProvider, HocuspocusProviderWebsocket } from "@hocuspocus/pro
 const config = JSON.parse(process.argv[2]);
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const docs = new Map(); // name -> {doc, provider}
+const tokens = { ...(config.tokens ?? {}) };
+const tokenOf = (name) => tokens[name] ?? config.token;
 let socket = null;
 
 const fields = (name) => docs.get(name).doc.getMap("fields");
@@ -29,7 +36,7 @@ function open(name) {
   if (config.provider === "websocket") {
     provider = new WebsocketProvider(`${config.url}/yjs`, name, doc, {
       WebSocketPolyfill: WebSocket,
-      params: { token: config.token },
+      params: { token: tokenOf(name) },
       connect: config.connect !== false,
       disableBc: true,
     });
@@ -53,7 +60,7 @@ function open(name) {
       websocketProvider: socket,
       name,
       document: doc,
-      token: config.token,
+      token: async () => tokenOf(name),
       onSynced: ({ state }) => emit({ event: "synced", doc: name, synced: state }),
       onAuthenticationFailed: ({ reason }) => emit({ event: "denied", doc: name, reason }),
       onAuthenticated: ({ scope }) => emit({ event: "authenticated", doc: name, scope }),
@@ -164,6 +171,22 @@ const ops = {
     return {};
   },
   unsynced: ({ doc }) => ({ unsynced: docs.get(doc).provider.unsyncedChanges }),
+  open: ({ docs: names, token }) => {
+    for (const name of names) {
+      if (token !== undefined) tokens[name] = token;
+      open(name);
+    }
+    return {};
+  },
+  setToken: ({ docs: names, token }) => {
+    if (names === undefined) config.token = token;
+    else for (const name of names) tokens[name] = token;
+    return {};
+  },
+  sendToken: async ({ docs: names }) => {
+    for (const name of names ?? docs.keys()) await docs.get(name).provider.sendToken();
+    return {};
+  },
   disconnect: async () => {
     if (config.provider === "websocket") {
       for (const { provider } of docs.values()) provider.disconnect();
