@@ -3,16 +3,17 @@
 Measures, in one run (medians of ``--runs`` runs):
 
 * the trace: a real editing trace (default ``../shared/data/automerge-paper.json.gz``) replayed
-  into a record-shaped document (root map ``fields`` -> ``Text`` ``body``), one patch per
-  transaction, capturing each transaction's update; then those updates applied
+  into a record's text field ``body`` (created through the record API, so in the record
+  layout of the code under test), one patch per transaction, capturing each transaction's
+  update; then those updates applied
   (a) by raw pycrdt to a fresh ``Doc`` (the baseline),
   (b) by ``LocalStore.apply_remote``, one update per call (on a prefix) and in batches, with the
   record not in memory ("cold": the store only appends rows, the merge happens on the first
   read, timed separately) and with the record in the store's document cache ("warm": the
   updates are integrated into the cached document during ``apply_remote``);
-* small records: many records (maps of ~10 fields: strings, numbers, a short text), each
-  receiving a few updates (create + edits), applied in batches, against raw pycrdt applying the
-  same updates to as many fresh documents;
+* small records: many records (~10 fields: strings, numbers, a short text), each receiving a
+  few updates (create + edits, written through the record API), applied in batches, against
+  raw pycrdt applying the same updates to as many fresh documents;
 * read-back time (``store.get``) and bytes on disk after compaction vs the raw update bytes and
   the encoded full state.
 
@@ -38,9 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pycrdt import Doc, Map, Text, TransactionEvent
+from pycrdt import Doc, Text, TransactionEvent
 
-from crdt_sync.record import FIELDS_ROOT
+from crdt_sync.clock import HybridClock, Timestamp
+from crdt_sync.lww import LwwPolicy
+from crdt_sync.record import RecordEditor, read_fields
 from crdt_sync.store.sqlite import LocalStore
 
 #: Where the shared editing trace lives, relative to this repository.
@@ -138,19 +141,30 @@ class Replay:
 
 
 def record_text(doc: Doc[Any]) -> str:
-    """The trace field's text in a record-shaped document ('' if absent)."""
-    value = doc.get(FIELDS_ROOT, type=Map).get(TEXT_FIELD)
-    return str(value) if value is not None else ""
+    """The trace field's text in a record document ('' if absent)."""
+    return str(read_fields(doc).get(TEXT_FIELD, ""))
+
+
+def record_editor(doc: Doc[Any], replica: str = "bench") -> RecordEditor:
+    """An editor of ``doc`` as the store makes one (call it inside a transaction)."""
+    clock = HybridClock(replica)
+    now = 1_764_000_000_000
+
+    def stamp(current: Timestamp | None) -> Timestamp:
+        return clock.after(current, now) if current else clock.tick(now)
+
+    return RecordEditor(doc, TRACE_KEY[0], LwwPolicy(), stamp)
 
 
 def replay(trace: Trace) -> Replay:
-    """Replay ``trace`` into a record-shaped document, one transaction per patch.
+    """Replay ``trace`` into a record's text field, one transaction per patch.
 
-    The first update creates the text field; then there is one update per patch. Raises
-    ``AssertionError`` if the final text differs from the trace's expected text.
+    The first update creates the text field (through the record API); then there is one update
+    per patch, made on the field's pycrdt ``Text`` directly (the record API's character
+    positions cost a scan of the text per edit, which is not what this benchmark measures).
+    Raises ``AssertionError`` if the final text differs from the trace's expected text.
     """
     doc: Doc[Any] = Doc()
-    fields = doc.get(FIELDS_ROOT, type=Map)
     updates: list[bytes] = []
 
     def capture(event: TransactionEvent) -> None:
@@ -159,8 +173,7 @@ def replay(trace: Trace) -> Replay:
     subscription = doc.observe(capture)
     start = time.perf_counter()
     with doc.transaction():
-        fields[TEXT_FIELD] = Text()
-    text: Text = fields[TEXT_FIELD]
+        text: Text = record_editor(doc).text(TEXT_FIELD)._text
     # The trace is ASCII (or synthetic ASCII): code point offsets equal pycrdt's UTF-8 offsets.
     for pos, deleted, inserted in trace.patches:
         with doc.transaction():
@@ -208,9 +221,9 @@ def make_small_records(records: int, edits: int = 2, seed: int = 2) -> SmallReco
     expected: list[dict[str, Any]] = []
     for i in range(records):
         doc: Doc[Any] = Doc()
-        fields = doc.get(FIELDS_ROOT, type=Map)
         captured: list[bytes] = []
         sub = doc.observe(lambda e, out=captured: out.append(e.update))
+        fields = record_editor(doc, f"r{i}")
         with doc.transaction():
             fields["title"] = f"Repair #{i}"
             fields["customer"] = rng.choice(["Ada", "Grace", "Linus", "Edsger", "Barbara"])
@@ -221,19 +234,17 @@ def make_small_records(records: int, edits: int = 2, seed: int = 2) -> SmallReco
             fields["hours"] = 0
             fields["paid"] = False
             fields["technician"] = f"tech-{rng.randint(1, 40)}"
-            fields["notes"] = Text("Customer called. ")
-        notes: Text = fields["notes"]
+            fields.text("notes").append("Customer called. ")
         for e in range(edits):
             with doc.transaction():
                 if e % 2 == 0:
                     fields["status"] = rng.choice(statuses)
                     fields["hours"] = e + 1
                 else:
-                    notes.insert(len(str(notes)), f"Visit {e}. ")
+                    fields.text("notes").append(f"Visit {e}. ")
         doc.unobserve(sub)
         all_updates.append(captured)
-        plain = {k: (str(v) if isinstance(v, Text) else v) for k, v in fields.items()}
-        expected.append(_normalized(plain))
+        expected.append(_normalized(read_fields(doc)))
     return SmallRecords(all_updates, expected)
 
 
@@ -674,11 +685,8 @@ async def run(options: Options, out: Callable[[str], None] = print) -> Results:
             # (c) small records.
             seconds, docs = apply_raw_many(small.updates)
             for j in range(0, len(docs), max(1, len(docs) // 50)):
-                plain = {
-                    k: (str(v) if isinstance(v, Text) else v)
-                    for k, v in docs[j].get(FIELDS_ROOT, type=Map).items()
-                }
-                assert _normalized(plain) == small.expected[j], "raw small records diverged"
+                plain = _normalized(read_fields(docs[j]))
+                assert plain == small.expected[j], "raw small records diverged"
             small_raw.times.append(seconds)
             del docs
             small_run = await store_apply_small(

@@ -52,12 +52,14 @@ import pycrdt
 import websockets
 from crdt_sync.client import RecordChange, Replica
 from crdt_sync.server.tokens import mint
-from pycrdt import Doc, Map, Text, TransactionEvent
+from pycrdt import Doc, Text, TransactionEvent
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from crdt_sync.clock import HybridClock, Timestamp
+from crdt_sync.lww import LwwPolicy
 from crdt_sync.protocol import Acked, ClientProtocol, Rejected, Synced, UpdatesReceived, Welcomed
-from crdt_sync.record import FIELDS_ROOT
+from crdt_sync.record import RecordEditor, read_fields
 from crdt_sync.store.sqlite import LocalStore
 
 HERE = Path(__file__).resolve().parent
@@ -532,8 +534,7 @@ async def relay_only_throughput(
     copy: Doc[Any] = Doc()
     for update in received:
         copy.apply_update(update)
-    body = copy.get(FIELDS_ROOT, type=Map).get("body")
-    complete = str(body) == str(doc.get(FIELDS_ROOT, type=Map)["body"])
+    complete = read_fields(copy).get("body") == read_fields(doc)["body"]
     await a.close()
     await b.close()
     return {
@@ -581,52 +582,71 @@ async def relay_only_latency(url: str, samples: int, record_id: str) -> dict[str
         await receive_upto(i)  # B holds this very update
         if i > 21:
             values.append(time.perf_counter() - started)
-    body = copy.get(FIELDS_ROOT, type=Map).get("body")
-    complete = str(body) == str(doc.get(FIELDS_ROOT, type=Map)["body"])
+    complete = read_fields(copy).get("body") == read_fields(doc)["body"]
     await a.close()
     await b.close()
     return {"samples": values, "complete": complete}
 
 
-def change_text(doc: Doc[Any], char: str) -> bytes:
-    """Append ``char`` to the record's ``body`` text (created if missing); the update made."""
+def record_editor(doc: Doc[Any], replica: str = "bench") -> RecordEditor:
+    """An editor of ``doc`` as a replica's store makes one (call it inside a transaction):
+    records seeded through the raw protocol have the layout of the code under test."""
+    clock: HybridClock = doc.__dict__.setdefault("_bench_clock", HybridClock(replica))
+
+    def stamp(current: Timestamp | None) -> Timestamp:
+        now = int(time.time() * 1000)
+        return clock.after(current, now) if current else clock.tick(now)
+
+    return RecordEditor(doc, COLLECTION, LwwPolicy(), stamp)
+
+
+def _captured(doc: Doc[Any], edit: Callable[[RecordEditor], None]) -> bytes:
+    """Run ``edit`` in one transaction of ``doc``; the update it made."""
     captured: list[bytes] = []
 
     def capture(event: TransactionEvent) -> None:
         captured.append(event.update)
 
     subscription = doc.observe(capture)
-    fields = doc.get(FIELDS_ROOT, type=Map)
-    if "body" not in fields:
-        fields["body"] = Text()
-    else:
-        text = fields["body"]
-        text.insert(len(text), char)
+    with doc.transaction():
+        edit(record_editor(doc))
     doc.unobserve(subscription)
     return captured[0]
 
 
+def change_text(doc: Doc[Any], char: str) -> bytes:
+    """Append ``char`` to the record's ``body`` text (created empty if missing); the update
+    made. Appends go to the pycrdt ``Text`` directly (ASCII: character = byte offsets)."""
+
+    def edit(editor: RecordEditor) -> None:
+        exists = "body" in editor
+        text: Text = editor.text("body")._text
+        if exists:
+            text.insert(len(text), char)
+
+    return _captured(doc, edit)
+
+
 def record_doc(i: int) -> Doc[Any]:
-    """A small record document, shaped as crdt-sync records are (root map ``fields``)."""
+    """A small record document (a title, a status, a text), made with the record API."""
     doc: Doc[Any] = Doc()
-    fields = doc.get(FIELDS_ROOT, type=Map)
-    fields["title"] = f"Job {i}"
-    fields["status"] = "open"
-    fields["body"] = Text(f"Check the boiler at site {i}.")
+
+    def edit(editor: RecordEditor) -> None:
+        editor["title"] = f"Job {i}"
+        editor["status"] = "open"
+        editor.text("body").append(f"Check the boiler at site {i}.")
+
+    _captured(doc, edit)
     return doc
 
 
 def change(doc: Doc[Any], key: str, value: str) -> bytes:
     """Set one field in one transaction; the update it made."""
-    captured: list[bytes] = []
 
-    def capture(event: TransactionEvent) -> None:
-        captured.append(event.update)
+    def edit(editor: RecordEditor) -> None:
+        editor[key] = value
 
-    subscription = doc.observe(capture)
-    doc.get(FIELDS_ROOT, type=Map)[key] = value
-    doc.unobserve(subscription)
-    return captured[0]
+    return _captured(doc, edit)
 
 
 @dataclass
@@ -734,7 +754,7 @@ async def ours_catchup(
                     for record_id in local_ids:
                         probe: Doc[Any] = Doc()
                         probe.apply_update(fetched[(COLLECTION, record_id)])
-                        note = probe.get(FIELDS_ROOT, type=Map).get("note")
+                        note = read_fields(probe).get("note")
                         complete = complete and note == local_marker
                 result.runs.append(
                     CatchupRun(

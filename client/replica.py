@@ -14,8 +14,9 @@ task that keeps it synced:
 - a connection refused or ended with ``token_expired`` asks the token provider for a fresh
   token and reconnects at once (no backoff), keeping the outbox as it is.
 
-Status (:attr:`Replica.status`) and record changes (:meth:`Replica.changes`,
-:meth:`Replica.on_change`) are published as events. Online-only actions
+Status (:attr:`Replica.status`), record changes (:meth:`Replica.changes`,
+:meth:`Replica.on_change`) and conflicts (:meth:`Replica.conflict_events`,
+:meth:`Replica.on_conflict`) are published as events. Online-only actions
 (:meth:`Replica.sync_now`) raise :class:`~crdt_sync.errors.OfflineError` when offline.
 """
 
@@ -48,7 +49,7 @@ from crdt_sync.lww import LwwPolicy
 from crdt_sync.outbox import OutboxEntry
 from crdt_sync.protocol import Welcomed
 from crdt_sync.record import Record, RecordEditor
-from crdt_sync.store.sqlite import LocalStore, Outbox
+from crdt_sync.store.sqlite import ConflictLogEntry, LocalStore, Outbox
 
 from .connection import Connection
 from .session import Session, SessionEvent, SessionState
@@ -310,6 +311,37 @@ class Replica:
                 yield await queue.get()
         finally:
             self._change_queues.remove(queue)
+
+    # -- conflicts -------------------------------------------------------------------------
+
+    async def conflicts(self, collection: str, record_id: str) -> builtins.list[ConflictLogEntry]:
+        """What was overwritten in this record by a concurrent write, oldest first: each
+        entry says what lost, to what, from which replica, and when (``describe()`` says it
+        in a sentence). docs/records.md has the rules."""
+        return await self.store.conflicts(collection, record_id)
+
+    async def recent_conflicts(
+        self, limit: int = 100, *, after: int | None = None
+    ) -> builtins.list[ConflictLogEntry]:
+        """Conflicts of every record, newest first; ``after``: only those logged after the
+        entry with that ``seq`` (the last one the app showed)."""
+        return await self.store.recent_conflicts(limit, after=after)
+
+    def on_conflict(self, callback: Callable[[ConflictLogEntry], None]) -> Callable[[], None]:
+        """Call ``callback(entry)`` for each conflict logged from now on (remote updates are
+        scanned for conflicts in the background, shortly after they arrive). Returns a
+        function that unsubscribes."""
+        return self.store.on_conflict(callback)
+
+    async def conflict_events(self) -> AsyncGenerator[ConflictLogEntry, None]:
+        """Yield each conflict logged from now on, forever."""
+        queue: asyncio.Queue[ConflictLogEntry] = asyncio.Queue()
+        unsubscribe = self.store.on_conflict(queue.put_nowait)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            unsubscribe()
 
     # -- user and network control ---------------------------------------------------------
 

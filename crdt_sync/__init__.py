@@ -20,7 +20,7 @@ from .errors import RecordNotFound as RecordNotFound
 from .errors import SchemaVersionError as SchemaVersionError
 from .errors import StoreError as StoreError
 from .errors import UnsupportedVersion as UnsupportedVersion
-from .lww import Conflict as Conflict
+from .layout import Conflict as Conflict
 from .lww import LwwPolicy as LwwPolicy
 from .outbox import OutboxEntry as OutboxEntry
 from .outbox import OutboxStatus as OutboxStatus

@@ -1,76 +1,154 @@
-"""The optional last-write-wins (LWW) field layer. Pure: works on a pycrdt ``Map``, no I/O.
+"""Register entries: every write of a record slot, keyed by its HLC timestamp. Pure, no I/O.
 
-Encoding (``docs/lww.md``): every LWW write is one entry of the document's root map ``"lww"``,
-keyed by the write's HLC timestamp (:meth:`Timestamp.encode`, unique per write)::
+A *slot* is a place in a record that holds one thing: a top-level field (``("status",)``) or
+a key of a nested map (``("address", "street")``). Every write of a slot is one entry of the
+document's root map ``"lww"`` (the name dates from when only declared last-write-wins fields
+used it; since layout v2 every slot does), keyed by the write's HLC timestamp
+(:meth:`Timestamp.encode`, unique per write)::
 
-    lww["<timestamp>"] = {"f": field, "v": value, "b": "<timestamp it overwrote>" | None}
-    lww["<timestamp>"] = {"f": field, "d": True, "b": ...}          # the field was deleted
+    lww["<timestamp>"] = {"f": slot, "v": value, "b": base}           # a value
+    lww["<timestamp>"] = {"f": slot, "d": True, "b": base}            # a deletion
+    lww["<timestamp>"] = {"f": slot, "t": "text"|"map"|"array", "b": base}   # a container
 
-Because keys are unique, concurrent writes never overwrite each other inside the CRDT: every
-replica ends up with the same set of entries and picks, per field, the entry with the greatest
-timestamp. A writer removes the entries of that field it has seen (all smaller than its own),
-so the map holds about one entry per field. ``b`` (the base) records which write the author
-saw. Since every writer removes the entries it saw, an entry that is still present beside a
-greater one was not seen by the winner's author: it is a concurrent write that lost (a
-conflict), until the next write of the field removes it.
+``f`` is the field name (a string) for a top-level slot, or the list of names (field, then
+keys) for a nested one; ``b`` is the key of the winning entry the writer saw for that slot (or
+``None``). A container's content does not live in the entry: text and array contents are
+root-level shared types named after the slot (:mod:`crdt_sync.layout`), a map's content is
+the entries of the slots below it. Because entry keys are unique, concurrent writes never
+overwrite each other inside the CRDT: every replica ends up with the same entries and picks,
+per slot, the entry with the greatest timestamp. ``docs/records.md`` has the whole encoding
+and the rules a writer follows (:mod:`crdt_sync.layout` implements them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import enum
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pycrdt import Map
-
 from .clock import Timestamp
 from .errors import InvalidEdit
 
-#: Name of the document's root map that holds LWW entries.
+#: Name of the document's root map that holds the register entries.
 LWW_ROOT = "lww"
+
+Slot = tuple[str, ...]
+"""A place in a record: the field name, then the keys of nested maps."""
+
+
+class Kind(enum.StrEnum):
+    """What a register entry says its slot holds."""
+
+    VALUE = "value"
+    """A plain JSON-like value, replaced as a whole."""
+    DELETED = "deleted"
+    """Nothing: the slot was deleted."""
+    TEXT = "text"
+    """A collaborative text."""
+    MAP = "map"
+    """A map whose keys are slots of their own."""
+    ARRAY = "array"
+    """A collaborative list of plain values."""
+
+
+#: The container kinds (their content lives outside the entry).
+CONTAINERS = frozenset({Kind.TEXT, Kind.MAP, Kind.ARRAY})
 
 
 @dataclass(frozen=True, slots=True)
 class LwwEntry:
-    """One LWW write as stored in the document."""
+    """One write of one slot as stored in the document."""
 
-    field: str
+    slot: Slot
     ts: Timestamp
+    kind: Kind
     value: Any
-    deleted: bool
     base: Timestamp | None
 
+    @property
+    def key(self) -> str:
+        """The entry's key in the ``"lww"`` map (its encoded timestamp)."""
+        return self.ts.encode()
 
-@dataclass(frozen=True, slots=True)
-class Conflict:
-    """A concurrent LWW write that lost: ``lost`` was overwritten by ``won``."""
+    @property
+    def field(self) -> str:
+        """The top-level field the slot belongs to."""
+        return self.slot[0]
 
-    field: str
-    lost: LwwEntry
-    won: LwwEntry
+    @property
+    def deleted(self) -> bool:
+        """Whether the entry deletes its slot."""
+        return self.kind is Kind.DELETED
 
-    def describe(self) -> str:
-        """A sentence an app can show: what lost, to what, from which replica, and when.
 
-        For example ``status: value 'open' from replica tech-17 was overwritten by 'closed'
-        from replica office at 2026-11-23T09:15:00.000Z``. The time is the winner's HLC
-        physical time, in UTC.
-        """
-        lost = "a deletion" if self.lost.deleted else repr(self.lost.value)
-        won = "a deletion" if self.won.deleted else repr(self.won.value)
-        return (
-            f"{self.field}: value {lost} from replica {self.lost.ts.replica} was overwritten by "
-            f"{won} from replica {self.won.ts.replica} at {_utc(self.won.ts.ms)}"
-        )
+def parse_entry(key: str, raw: Any) -> LwwEntry | None:
+    """The entry stored at ``key``, or ``None`` if it is malformed (readers skip those)."""
+    if not isinstance(raw, dict):
+        return None
+    slot = _parse_slot(raw.get("f"))
+    if slot is None:
+        return None
+    try:
+        ts = Timestamp.decode(key)
+        base_raw = raw.get("b")
+        base = Timestamp.decode(base_raw) if isinstance(base_raw, str) else None
+    except InvalidEdit:
+        return None
+    if raw.get("d") is True:
+        return LwwEntry(slot, ts, Kind.DELETED, None, base)
+    container = raw.get("t")
+    if container is not None:
+        if container not in ("text", "map", "array"):
+            return None
+        return LwwEntry(slot, ts, Kind(container), None, base)
+    return LwwEntry(slot, ts, Kind.VALUE, raw.get("v"), base)
+
+
+def encode_entry(entry: LwwEntry) -> dict[str, Any]:
+    """The plain value stored for ``entry`` (the inverse of :func:`parse_entry`)."""
+    raw: dict[str, Any] = {
+        "f": entry.slot[0] if len(entry.slot) == 1 else list(entry.slot),
+        "b": entry.base.encode() if entry.base else None,
+    }
+    if entry.kind is Kind.DELETED:
+        raw["d"] = True
+    elif entry.kind is Kind.VALUE:
+        raw["v"] = entry.value
+    else:
+        raw["t"] = entry.kind.value
+    return raw
+
+
+def _parse_slot(raw: Any) -> Slot | None:
+    if isinstance(raw, str):
+        return (raw,)
+    if isinstance(raw, list) and raw and all(isinstance(part, str) for part in raw):
+        return tuple(raw)
+    return None
+
+
+def describe_time(ms: int) -> str:
+    """``ms`` (Unix milliseconds) as an ISO 8601 UTC time, e.g. ``2026-11-23T09:15:00.000Z``."""
+    try:
+        moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    except (OverflowError, ValueError, OSError):
+        return f"{ms} ms"
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class LwwPolicy:
-    """Which collections and fields use last-write-wins.
+    """Which fields hold one atomic value (last-write-wins as a whole).
+
+    Every slot of a record is written last-write-wins; what declaring a field LWW changes is
+    that a ``dict`` or ``list`` assigned to it is stored as one value, replaced as a whole,
+    instead of becoming a map whose keys merge or a list whose items merge, and that it can
+    never hold a collaborative text, map or array.
 
     Args:
         declarations: collection name -> ``"*"`` (every top-level field of its records) or an
-            iterable of field names. Collections not named keep plain CRDT semantics.
+            iterable of field names. Collections not named keep the default (mergeable) rules.
     """
 
     def __init__(self, declarations: Mapping[str, str | Iterable[str]] | None = None) -> None:
@@ -87,97 +165,9 @@ class LwwPolicy:
                 self._fields[collection] = frozenset(fields)
 
     def is_lww(self, collection: str, field: str) -> bool:
-        """Whether writes to ``field`` of records in ``collection`` are last-write-wins."""
+        """Whether ``field`` of records in ``collection`` holds one atomic value."""
         return collection in self._all or field in self._fields.get(collection, ())
 
     def covers(self, collection: str) -> bool:
-        """Whether any field of ``collection`` is last-write-wins."""
+        """Whether any field of ``collection`` is declared."""
         return collection in self._all or collection in self._fields
-
-
-def entries(lww: Map[Any]) -> Iterator[LwwEntry]:
-    """Every well-formed entry of an ``lww`` root map. Malformed entries are skipped."""
-    for key, raw in lww.items():
-        entry = _parse(key, raw)
-        if entry is not None:
-            yield entry
-
-
-def winners(lww: Map[Any]) -> dict[str, LwwEntry]:
-    """The winning (greatest-timestamp) entry of each field."""
-    best: dict[str, LwwEntry] = {}
-    for entry in entries(lww):
-        current = best.get(entry.field)
-        if current is None or entry.ts > current.ts:
-            best[entry.field] = entry
-    return best
-
-
-def values(lww: Map[Any]) -> dict[str, Any]:
-    """The current value of each LWW field, without deleted fields."""
-    return {f: e.value for f, e in winners(lww).items() if not e.deleted}
-
-
-def write(
-    lww: Map[Any], field: str, ts: Timestamp, value: Any = None, *, deleted: bool = False
-) -> LwwEntry:
-    """Record a write of ``value`` (or a deletion) to ``field`` at ``ts``, inside a transaction.
-
-    ``ts`` must be greater than the field's current winner (use :meth:`HybridClock.after`)
-    and must not be the key of an entry already present (of any field): raises
-    :class:`InvalidEdit` otherwise. Entries of the same field (all smaller) are removed.
-    """
-    seen = [e for e in entries(lww) if e.field == field]
-    base = max((e.ts for e in seen), default=None)
-    if base is not None and ts <= base:
-        raise InvalidEdit(f"LWW write to {field!r} at {ts} does not follow the current {base}")
-    if ts.encode() in lww:
-        raise InvalidEdit(f"LWW write to {field!r}: timestamp {ts} is already used")
-    raw: dict[str, Any] = {"f": field, "b": base.encode() if base else None}
-    if deleted:
-        raw["d"] = True
-    else:
-        raw["v"] = value
-    lww[ts.encode()] = raw
-    for old in seen:
-        del lww[old.ts.encode()]
-    return LwwEntry(field, ts, None if deleted else value, deleted, base)
-
-
-def conflicts(lww: Map[Any]) -> list[Conflict]:
-    """Concurrent writes that lost, each with the entry it lost to, ordered by field then time.
-
-    Every writer removes the entries of the field it saw, so an entry still present beside a
-    greater one was not seen by the winner's author (nor did its own author see the winner,
-    or its timestamp would be greater): the two were concurrent. The next write of the field
-    removes the losers, which resolves the conflict.
-    """
-    best = winners(lww)
-    found = [
-        Conflict(entry.field, entry, best[entry.field])
-        for entry in entries(lww)
-        if entry.ts != best[entry.field].ts
-    ]
-    found.sort(key=lambda c: (c.field, c.lost.ts))
-    return found
-
-
-def _utc(ms: int) -> str:
-    try:
-        moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    except (OverflowError, ValueError, OSError):
-        return f"{ms} ms"
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _parse(key: str, raw: Any) -> LwwEntry | None:
-    if not isinstance(raw, dict) or not isinstance(raw.get("f"), str):
-        return None
-    try:
-        ts = Timestamp.decode(key)
-        base_raw = raw.get("b")
-        base = Timestamp.decode(base_raw) if isinstance(base_raw, str) else None
-    except InvalidEdit:
-        return None
-    deleted = raw.get("d") is True
-    return LwwEntry(raw["f"], ts, None if deleted else raw.get("v"), deleted, base)

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pycrdt import Doc, Map, TransactionEvent, UndoManager
+from pycrdt import Array, Doc, Map, Text, TransactionEvent, UndoManager
 
-from .lww import LWW_ROOT
-from .record import FIELDS_ROOT
+from .layout import parse_root_name
+from .lww import Kind
 
 __all__ = ["compensate"]
 
@@ -43,9 +43,20 @@ def compensate(before: Doc[Any], after: Doc[Any], current: Doc[Any]) -> None:
     resulting update). ``before`` and ``after`` are not modified.
     """
     copy: Doc[Any] = Doc()
+    # Every root the record has once the refused update is in (it may have created some),
+    # typed before any content arrives: content roots by their name, the others are maps.
+    scopes: list[Any] = []  # pycrdt's BaseType is private
+    for name in dict.fromkeys([*before.keys(), *after.keys()]):
+        parsed = parse_root_name(name)
+        if parsed is None:
+            scopes.append(copy.get(name, type=Map))
+        elif parsed[0] is Kind.TEXT:
+            scopes.append(copy.get(name, type=Text))
+        else:
+            scopes.append(copy.get(name, type=Array))
     copy.apply_update(before.get_update())
     undo = UndoManager(
-        scopes=[copy.get(FIELDS_ROOT, type=Map), copy.get(LWW_ROOT, type=Map)],
+        scopes=scopes,
         capture_timeout_millis=0,  # never merge the refused update with anything else
     )
     undo.include_origin(_REFUSED)

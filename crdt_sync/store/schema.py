@@ -11,7 +11,7 @@ from __future__ import annotations
 APPLICATION_ID = 0x43525359
 
 #: The schema version this code writes and reads.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: ``MIGRATIONS[n]`` upgrades a file from version ``n`` to ``n + 1``.
 MIGRATIONS: dict[int, list[str]] = {
@@ -75,5 +75,42 @@ MIGRATIONS: dict[int, list[str]] = {
             detected_at REAL NOT NULL,
             UNIQUE (collection, id, field, lost_ts)
         )""",
+    ],
+    1: [
+        # The conflict log of record layout v2 (crdt_sync.layout): every slot, not only LWW
+        # fields; what lost and what won each with its kind (value, deleted, text, map,
+        # array) and, when known, its HLC timestamp; ``conflict_key`` identifies a conflict
+        # within its record (the losing entry's key for a lost write).
+        """CREATE TABLE conflict_log (
+            rowid        INTEGER PRIMARY KEY,
+            collection   TEXT NOT NULL,
+            id           TEXT NOT NULL,
+            conflict_key TEXT NOT NULL,
+            path         TEXT NOT NULL,
+            lost_kind    TEXT NOT NULL,
+            lost_value   TEXT,
+            lost_ts      TEXT,
+            won_kind     TEXT NOT NULL,
+            won_value    TEXT,
+            won_ts       TEXT,
+            detected_at  REAL NOT NULL,
+            UNIQUE (collection, id, conflict_key)
+        )""",
+        """INSERT INTO conflict_log (collection, id, conflict_key, path, lost_kind, lost_value,
+            lost_ts, won_kind, won_value, won_ts, detected_at)
+           SELECT collection, id, lost_ts, json_array(field),
+                  CASE lost_deleted WHEN 1 THEN 'deleted' ELSE 'value' END, lost_value, lost_ts,
+                  CASE won_deleted WHEN 1 THEN 'deleted' ELSE 'value' END, won_value, won_ts,
+                  detected_at
+           FROM conflicts ORDER BY rowid""",
+        "DROP TABLE conflicts",
+        # Records changed by remote updates whose conflicts are not logged yet: filled in the
+        # transaction that applies the updates, emptied by the background conflict scan (so a
+        # scan interrupted by a crash resumes at the next open).
+        """CREATE TABLE conflict_scan (
+            collection TEXT NOT NULL,
+            id         TEXT NOT NULL,
+            PRIMARY KEY (collection, id)
+        ) WITHOUT ROWID""",
     ],
 }

@@ -36,7 +36,6 @@ from typing import Any, TypeVar
 import aiosqlite
 from pycrdt import Doc, TransactionEvent, get_state, merge_updates
 
-from .. import lww as lww_layer
 from ..clock import DEFAULT_MAX_SKEW_MS, HybridClock, Timestamp
 from ..errors import (
     BatchError,
@@ -48,10 +47,11 @@ from ..errors import (
     StoreError,
 )
 from ..integrate import apply_updates, covers
+from ..layout import Conflict, Written, layout_of, read_fields
 from ..lib0 import Reader, write_var_bytes
-from ..lww import LwwPolicy
+from ..lww import Kind, LwwPolicy
 from ..outbox import OutboxEntry, OutboxStatus
-from ..record import Record, RecordEditor, lww_of, read_fields
+from ..record import Record, RecordEditor
 from ..rollback import compensate
 from ..yjs_encoding import EMPTY_UPDATE, decode_state_vector
 from . import batch as batches
@@ -80,27 +80,64 @@ class RemoteUpdate:
 
 @dataclass(frozen=True, slots=True)
 class ConflictLogEntry:
-    """A concurrent LWW write that lost, as recorded by this replica."""
+    """A write that lost to a concurrent one, as this replica logged it.
 
+    ``path`` is the slot (the field, then keys of nested maps); ``lost_*`` and ``won_*`` say
+    what each side wrote: its kind (``value``, ``deleted``, ``text``, ``map``, ``array``), its
+    plain value (a container's content) and, when known, its HLC timestamp, whose replica id
+    says who wrote it. ``seq`` orders entries across records (newest is greatest).
+    """
+
+    seq: int
     collection: str
     record_id: str
-    field: str
+    key: str
+    path: tuple[str, ...]
+    lost_kind: Kind
     lost_value: Any
-    lost_deleted: bool
-    lost_ts: Timestamp
+    lost_ts: Timestamp | None
+    won_kind: Kind
     won_value: Any
-    won_deleted: bool
-    won_ts: Timestamp
+    won_ts: Timestamp | None
     detected_at: float
 
+    @property
+    def field(self) -> str:
+        """The top-level field."""
+        return self.path[0]
+
+    @property
+    def lost_deleted(self) -> bool:
+        """Whether what lost was a deletion."""
+        return self.lost_kind is Kind.DELETED
+
+    @property
+    def won_deleted(self) -> bool:
+        """Whether what won was a deletion."""
+        return self.won_kind is Kind.DELETED
+
+    @property
+    def lost_replica(self) -> str | None:
+        """Who wrote what lost, when known."""
+        return self.lost_ts.replica if self.lost_ts else None
+
+    @property
+    def won_replica(self) -> str | None:
+        """Who wrote what won, when known."""
+        return self.won_ts.replica if self.won_ts else None
+
     def describe(self) -> str:
-        """``your value 'open' was overwritten by 'closed' from replica X at T``-style text."""
-        lost = "a deletion" if self.lost_deleted else repr(self.lost_value)
-        won = "a deletion" if self.won_deleted else repr(self.won_value)
-        return (
-            f"{self.field}: value {lost} (replica {self.lost_ts.replica}) was overwritten by "
-            f"{won} from replica {self.won_ts.replica} at "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(self.won_ts.ms / 1000))} UTC"
+        """``status: 'open' from replica tech-17 was overwritten by 'closed' from replica
+        office at 2026-11-23T09:15:00.000Z``-style text."""
+        return self.as_conflict().describe()
+
+    def as_conflict(self) -> Conflict:
+        """The same conflict as :func:`crdt_sync.layout.Layout.conflicts` reports it."""
+        return Conflict(
+            self.key,
+            self.path,
+            Written(self.lost_kind, self.lost_value, self.lost_ts),
+            Written(self.won_kind, self.won_value, self.won_ts),
         )
 
 
@@ -151,6 +188,10 @@ class LocalStore:
         self._stale_vectors: set[tuple[str, str]] = set()  # NULL state vectors to recompute
         self._refresher: asyncio.TimerHandle | None = None
         self._refreshing: asyncio.Task[None] | None = None
+        self._scan_due: set[tuple[str, str]] = set()  # records whose conflicts to log
+        self._scan_timer: asyncio.TimerHandle | None = None
+        self._scanning: asyncio.Task[None] | None = None
+        self._conflict_listeners: builtins.list[Callable[[ConflictLogEntry], None]] = []
         self.outbox = Outbox(self)
         #: Remote timestamps refused by the HLC because they were too far ahead.
         self.skewed_timestamps = 0
@@ -213,6 +254,9 @@ class LocalStore:
             raise
         store = cls(file, conn, stored, policy, clock, time_source, conflict_log_limit, cache_size)
         await store.outbox._load_counts()
+        # Conflict scans a crash interrupted resume now.
+        due = await conn.execute_fetchall("SELECT collection, id FROM conflict_scan")
+        store._scan_soon((str(c), str(r)) for c, r in due)
         return store
 
     async def close(self) -> None:
@@ -226,6 +270,13 @@ class LocalStore:
                 self._refreshing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._refreshing
+            if self._scan_timer is not None:
+                self._scan_timer.cancel()
+                self._scan_timer = None
+            if self._scanning is not None:
+                self._scanning.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._scanning
             await self._writer.drain()
             if self._accessed:
                 async with self._transaction():
@@ -440,28 +491,137 @@ class LocalStore:
         return doc.get_update()
 
     async def conflicts(self, collection: str, record_id: str) -> builtins.list[ConflictLogEntry]:
-        """LWW writes of this record that lost to a concurrent write, oldest first."""
+        """Writes of this record that lost to a concurrent one, oldest first.
+
+        Conflicts that remote updates brought are logged by a background scan shortly after
+        they arrive (:meth:`scan_conflicts`); this scans the record first if it is due.
+        """
+        if (collection, record_id) in self._scan_due:
+            await self.scan_conflicts([(collection, record_id)])
+        return await self._conflict_rows(
+            "WHERE collection = ? AND id = ? ORDER BY rowid", (collection, record_id)
+        )
+
+    async def recent_conflicts(
+        self, limit: int = 100, *, after: int | None = None
+    ) -> builtins.list[ConflictLogEntry]:
+        """Conflicts of every record, newest first (at most ``limit``); with ``after``, only
+        those logged after the entry whose ``seq`` it is (e.g. the last one an app showed)."""
+        await self.scan_conflicts()
+        if after is None:
+            return await self._conflict_rows("ORDER BY rowid DESC LIMIT ?", (limit,))
+        return await self._conflict_rows(
+            "WHERE rowid > ? ORDER BY rowid DESC LIMIT ?", (after, limit)
+        )
+
+    async def _conflict_rows(
+        self, where: str, params: tuple[Any, ...]
+    ) -> builtins.list[ConflictLogEntry]:
         async with self.conn.execute(
-            "SELECT field, lost_value, lost_deleted, lost_ts, won_value, won_deleted, won_ts,"
-            " detected_at FROM conflicts WHERE collection = ? AND id = ? ORDER BY rowid",
-            (collection, record_id),
+            f"SELECT {_CONFLICT_COLUMNS} FROM conflict_log {where}", params
         ) as cursor:
             rows = await cursor.fetchall()
-        return [
-            ConflictLogEntry(
-                collection,
-                record_id,
-                r[0],
-                json.loads(r[1]) if r[1] is not None else None,
-                bool(r[2]),
-                Timestamp.decode(r[3]),
-                json.loads(r[4]) if r[4] is not None else None,
-                bool(r[5]),
-                Timestamp.decode(r[6]),
-                r[7],
-            )
-            for r in rows
-        ]
+        return [_conflict_entry(row) for row in rows]
+
+    def on_conflict(self, listener: Callable[[ConflictLogEntry], None]) -> Callable[[], None]:
+        """Call ``listener`` for each conflict logged from now on, after its commit; returns a
+        function that removes it."""
+        self._conflict_listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._conflict_listeners.remove(listener)
+
+        return remove
+
+    async def scan_conflicts(self, keys: Iterable[tuple[str, str]] | None = None) -> int:
+        """Log the conflicts of records changed by remote updates (all that are due, or the
+        due ones among ``keys``), and move the clock past their timestamps. Runs by itself in
+        the background once remote updates stop arriving. Returns how many were logged."""
+        due = (
+            builtins.list(self._scan_due)
+            if keys is None
+            else [k for k in keys if k in self._scan_due]
+        )
+        logged = 0
+        for chunk in _chunks(due, _KEYS_PER_QUERY):
+            logged += await self._scan(chunk)
+        return logged
+
+    async def _scan(self, keys: Sequence[tuple[str, str]]) -> int:
+        now = self._time()
+        now_ms = int(now * 1000)
+        rows: builtins.list[tuple[Any, ...]] = []
+        for collection, record_id in keys:
+            doc = await self._doc(collection, record_id)
+            layout = layout_of(doc)
+            for entry in layout.all_entries():
+                if not self._clock.observe(entry.ts, now_ms):
+                    self.skewed_timestamps += 1
+            for c in layout.conflicts():
+                rows.append((collection, record_id, *_conflict_columns(c), now))
+        clock = self._clock.state().encode()
+        limit = self._conflict_log_limit
+        scanned = [(c, r) for c, r in keys]
+
+        def write_log(db: sqlite3.Connection) -> builtins.list[ConflictLogEntry]:
+            new = []
+            for row in rows:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO conflict_log (collection, id, conflict_key, path,"
+                    " lost_kind, lost_value, lost_ts, won_kind, won_value, won_ts, detected_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+                if cursor.rowcount:
+                    new.append(_conflict_entry((cursor.lastrowid, *row)))
+            if new:
+                db.execute(
+                    "DELETE FROM conflict_log WHERE rowid <= (SELECT MAX(rowid) FROM"
+                    " conflict_log) - ?",
+                    (limit,),
+                )
+            db.executemany("DELETE FROM conflict_scan WHERE collection = ? AND id = ?", scanned)
+            db.execute(_SAVE_CLOCK_SQL, (clock,))
+            return new
+
+        new = await self._write(write_log)
+        self._scan_due.difference_update(keys)
+        self._clock_written = clock
+        for logged in new:
+            for listener in builtins.list(self._conflict_listeners):
+                try:
+                    listener(logged)
+                except Exception:
+                    log.exception("%s: a conflict listener failed", self.path)
+        return len(new)
+
+    def _scan_soon(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Scan these records for conflicts in the background, once remote updates stop
+        arriving (debounced, as the state-vector refresh)."""
+        self._scan_due.update(keys)
+        if not self._scan_due or self._conn is None:
+            return
+        if self._scan_timer is not None:
+            self._scan_timer.cancel()
+        self._scan_timer = asyncio.get_running_loop().call_later(
+            _REFRESH_VECTORS_AFTER, self._start_scan
+        )
+
+    def _start_scan(self) -> None:
+        self._scan_timer = None
+        if self._conn is not None and self._scanning is None:
+            self._scanning = asyncio.get_running_loop().create_task(self._scan_in_background())
+
+    async def _scan_in_background(self) -> None:
+        try:
+            await self.scan_conflicts()
+        except InvalidState:
+            pass  # closed meanwhile
+        except Exception:
+            log.exception("%s: scanning for conflicts failed", self.path)
+        finally:
+            self._scanning = None
 
     # ----------------------------------------------------------------- local edits
 
@@ -640,8 +800,10 @@ class LocalStore:
         The updates become part of each record's confirmed state. Records not yet in the store
         are created. ``settings`` (e.g. the sync cursor these updates bring the replica to) are
         written in the same transaction. Returns the ``(collection, record_id)`` keys that
-        changed, in first-seen order. LWW fields: the clock advances past remote timestamps
-        (within the skew bound) and concurrent writes that lost are added to the conflict log.
+        changed, in first-seen order. The changed records are scanned for conflicts (which
+        are logged, see :meth:`conflicts`) and their timestamps move the clock, in the
+        background once updates stop arriving (:meth:`scan_conflicts`); the scan is due in
+        the same transaction, so a crash only delays it.
 
         With ``on_committed``, returns as soon as the updates are applied in memory and queued
         for the commit (readers of those records wait for it), and calls
@@ -657,7 +819,6 @@ class LocalStore:
             return []
         now = self._time()
         keys = list(dict.fromkeys((u.collection, u.record_id) for u in items))
-        lww_keys = [k for k in keys if self.lww_policy.covers(k[0])]
         # One row per record per batch: several updates go in one length-prefixed bundle.
         by_key: dict[tuple[str, str], builtins.list[bytes]] = {k: [] for k in keys}
         for u in items:
@@ -682,27 +843,12 @@ class LocalStore:
             db.executemany(
                 "INSERT INTO updates (collection, id, data, bundle) VALUES (?, ?, ?, ?)", rows
             )
+            db.executemany(
+                "INSERT OR IGNORE INTO conflict_scan (collection, id) VALUES (?, ?)", keys
+            )
             if setting_rows:
                 db.executemany(_SET_SETTING_SQL, setting_rows)
 
-        if lww_keys:
-            async with self._edit_lock:
-                for key in lww_keys:
-                    self._cache.pop(key, None)
-                async with self._transaction() as conn:
-                    await conn._execute(write_rows, conn._conn)  # type: ignore[no-untyped-call]
-                    await self._absorb_lww(conn, lww_keys, now)
-                self._settings.update(settings or {})
-                # LWW records were just rebuilt from every row (new ones included).
-                for key in keys:
-                    doc = None if key in lww_keys else self._cache.get(key)
-                    if doc is not None and not apply_updates(doc, by_key[key]):
-                        del self._cache[key]
-            self._refresh_vectors_soon(keys)
-            self._compactor.rows_added(keys)
-            if on_committed is not None:
-                on_committed(None)
-            return keys
         async with self._edit_lock:  # not in the middle of an edit's pycrdt transaction
             # The in-memory documents take the updates now (they hold what is committed plus
             # what is being committed); a record whose update waits for a dependency is
@@ -726,6 +872,7 @@ class LocalStore:
                 self._settings.update(settings or {})
                 self._refresh_vectors_soon(stale)
                 self._compactor.rows_added(keys)
+                self._scan_soon(keys)
             if on_committed is not None:
                 on_committed(error)
 
@@ -772,45 +919,6 @@ class LocalStore:
             await self.state_vectors(chunk)  # computes and stores the missing ones
             done += count
         return done
-
-    async def _absorb_lww(
-        self, conn: aiosqlite.Connection, keys: Sequence[tuple[str, str]], now: float
-    ) -> None:
-        now_ms = int(now * 1000)
-        rows = []
-        for collection, record_id in keys:
-            doc = await self._doc(collection, record_id, conn=conn)
-            lww_map = lww_of(doc)
-            for entry in lww_layer.entries(lww_map):
-                if not self._clock.observe(entry.ts, now_ms):
-                    self.skewed_timestamps += 1
-            for c in lww_layer.conflicts(lww_map):
-                rows.append(
-                    (
-                        collection,
-                        record_id,
-                        c.field,
-                        c.lost.ts.encode(),
-                        _json(c.lost.value),
-                        int(c.lost.deleted),
-                        c.won.ts.encode(),
-                        _json(c.won.value),
-                        int(c.won.deleted),
-                        now,
-                    )
-                )
-        if rows:
-            await conn.executemany(
-                "INSERT OR IGNORE INTO conflicts (collection, id, field, lost_ts, lost_value,"
-                " lost_deleted, won_ts, won_value, won_deleted, detected_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            await conn.execute(
-                "DELETE FROM conflicts WHERE rowid <= (SELECT MAX(rowid) FROM conflicts) - ?",
-                (self._conflict_log_limit,),
-            )
-        await self._save_clock(conn)
 
     # ----------------------------------------------------------------- compaction
 
@@ -1491,3 +1599,46 @@ def _strings(value: Any) -> Iterable[str]:
     elif isinstance(value, list):
         for v in value:
             yield from _strings(v)
+
+
+_CONFLICT_COLUMNS = (
+    "rowid, collection, id, conflict_key, path, lost_kind, lost_value, lost_ts, won_kind,"
+    " won_value, won_ts, detected_at"
+)
+
+
+def _conflict_columns(c: Conflict) -> tuple[Any, ...]:
+    """``conflict_key .. won_ts`` of a conflict_log row."""
+    return (
+        c.key,
+        json.dumps(builtins.list(c.slot), ensure_ascii=False),
+        c.lost.kind.value,
+        _json(c.lost.value),
+        c.lost.ts.encode() if c.lost.ts else None,
+        c.won.kind.value,
+        _json(c.won.value),
+        c.won.ts.encode() if c.won.ts else None,
+    )
+
+
+def _conflict_entry(row: Sequence[Any]) -> ConflictLogEntry:
+    def ts(raw: str | None) -> Timestamp | None:
+        return Timestamp.decode(raw) if raw else None
+
+    def value(raw: str | None) -> Any:
+        return json.loads(raw) if raw is not None else None
+
+    return ConflictLogEntry(
+        seq=int(row[0]),
+        collection=row[1],
+        record_id=row[2],
+        key=row[3],
+        path=tuple(json.loads(row[4])),
+        lost_kind=Kind(row[5]),
+        lost_value=value(row[6]),
+        lost_ts=ts(row[7]),
+        won_kind=Kind(row[8]),
+        won_value=value(row[9]),
+        won_ts=ts(row[10]),
+        detected_at=row[11],
+    )

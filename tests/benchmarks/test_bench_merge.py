@@ -87,9 +87,7 @@ async def test_store_small_records_equal_the_raw_documents(tmp_path: Path) -> No
     assert small.count == 120
     _, docs = bm.apply_raw_many(small.updates)
     for doc, expected in zip(docs, small.expected, strict=True):
-        fields = doc.get(bm.FIELDS_ROOT, type=bm.Map)
-        plain = {k: (str(v) if isinstance(v, bm.Text) else v) for k, v in fields.items()}
-        assert bm._normalized(plain) == expected
+        assert bm._normalized(bm.read_fields(doc)) == expected
         assert len(expected) == 10
     result = await bm.store_apply_small(tmp_path / "s.sqlite", small, 7, read_sample=40)
     assert result.reads == 40

@@ -29,10 +29,10 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Map, Text, TransactionEvent, merge_updates
 
-from crdt_sync import lww
 from crdt_sync.clock import DEFAULT_MAX_SKEW_MS, HybridClock, Timestamp
-from crdt_sync.lww import LwwPolicy
-from crdt_sync.record import RecordEditor, lww_of, read_fields
+from crdt_sync.layout import layout_of
+from crdt_sync.lww import LWW_ROOT, LwwPolicy
+from crdt_sync.record import RecordEditor, read_fields
 from crdt_sync.values import normalize
 
 T0 = 1_763_890_500_000
@@ -106,20 +106,21 @@ class Replica:
         updates.extend(captured)
 
     def receive(self, update: bytes) -> None:
-        """Apply a remote update and advance the clock past its LWW timestamps (the store's
-        remote-apply path does the same)."""
+        """Apply a remote update and advance the clock past its timestamps (the store's
+        conflict scan does the same)."""
         self.doc.apply_update(update)
-        for entry in lww.entries(lww_of(self.doc)):
+        for entry in layout_of(self.doc).all_entries():
             self.clock.observe(entry.ts, self.now)
 
 
 def lww_raw(doc: Doc[Any]) -> dict[str, Any]:
-    return {k: normalize(v) for k, v in lww_of(doc).items()}
+    return {k: normalize(v) for k, v in doc.get(LWW_ROOT, type=Map).items()}
 
 
 def entries_of(doc: Doc[Any], name: str) -> frozenset[str]:
-    """Keys of the LWW entries of one field, read from the raw map (not via crdt_sync.lww)."""
-    return frozenset(k for k, raw in lww_of(doc).items() if raw.get("f") == name)
+    """Keys of the register entries of one field, read from the raw map (not via
+    crdt_sync.lww)."""
+    return frozenset(k for k, raw in doc.get(LWW_ROOT, type=Map).items() if raw.get("f") == name)
 
 
 def random_edit(
@@ -189,8 +190,8 @@ def random_edit(
             del rec[name]
         else:
             rec[name] = value
-        entry = rec.lww_written[-1]
-        assert entry.field == name
+        entry = layout_of(replica.doc).winner((name,))
+        assert entry is not None and entry.field == name
         writes.append(LwwWrite(name, entry.ts, value, deleting, replica.name, seen))
         if seen:
             # The write beats everything its author saw, skewed or not.
@@ -297,22 +298,27 @@ def test_replicas_converge_and_lww_fields_hold_their_latest_write(
         else:
             assert reference[name] == normalize(latest.value)
 
-    # Conflicts: exactly the writes no later writer of the field had seen, minus the winner.
+    # Conflicts: the writes no later writer of the field had seen (still in place, beside the
+    # winner), and the ones a later writer saw lose (kept by that writer).
     removed = set().union(*(w.seen for w in writes)) if writes else set()
-    expected: set[tuple[str, str, str]] = set()
+    expected: set[tuple[str, str]] = set()
     for name in LWW_FIELDS:
         made = [w for w in writes if w.field == name]
         present = {w.ts.encode() for w in made} - removed
         assert present == entries_of(replicas[0].doc, name)
         if made:
             winner = max(made, key=lambda w: w.ts).ts.encode()
-            expected |= {(name, lost, winner) for lost in present - {winner}}
+            expected |= {(name, lost) for lost in present - {winner}}
+        for w in made:
+            if w.seen:
+                expected |= {(name, lost) for lost in w.seen - {max(w.seen)}}
     if expected:
         event("concurrent LWW writes")
     for replica in replicas:
         found = {
-            (c.field, c.lost.ts.encode(), c.won.ts.encode())
-            for c in lww.conflicts(lww_of(replica.doc))
+            (c.field, c.lost.ts.encode())
+            for c in layout_of(replica.doc).conflicts()
+            if c.field in LWW_FIELDS and c.lost.ts is not None
         }
         assert found == expected
 
@@ -331,13 +337,13 @@ def test_a_skewed_write_wins_only_until_someone_who_saw_it_writes() -> None:
 
     with good.edit(updates) as rec:
         rec["status"] = "closed by the office"
-        writes.extend(
-            LwwWrite("status", e.ts, "closed", False, "good", frozenset()) for e in rec.lww_written
-        )
+    entry = layout_of(good.doc).winner(("status",))
+    assert entry is not None
+    writes.append(LwwWrite("status", entry.ts, "closed", False, "good", frozenset()))
     bad.receive(updates[-1])
     for replica in (good, bad):
         assert read_fields(replica.doc) == {"status": "closed by the office"}
-        assert lww.conflicts(lww_of(replica.doc)) == []
+        assert layout_of(replica.doc).conflicts() == []
     # The good clock stepped just past the skewed write, and did not move there itself.
     assert writes[0].ts.ms == T0 + SKEW_AHEAD
     assert good.clock.state().ms == T0
@@ -346,7 +352,9 @@ def test_a_skewed_write_wins_only_until_someone_who_saw_it_writes() -> None:
     with good.edit(updates) as rec:
         rec["priority"] = 1
         rec["status"] = "reopened"
-        assert [e.ts.ms for e in rec.lww_written] == [T0 + 1000, T0 + SKEW_AHEAD]
+    layout = layout_of(good.doc)
+    written = [layout.winner((name,)) for name in ("priority", "status")]
+    assert [e.ts.ms for e in written if e is not None] == [T0 + 1000, T0 + SKEW_AHEAD]
     bad.receive(updates[-1])
     assert read_fields(bad.doc) == {"status": "reopened", "priority": 1}
 

@@ -1,4 +1,5 @@
-"""Records: editing in one transaction (one update), reading plain values, LWW fields."""
+"""Records: editing in one transaction (one update), reading plain values, LWW fields
+(layout v2: crdt_sync.layout)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,13 @@ from pycrdt import Doc, Map, Text
 
 from crdt_sync.clock import HybridClock, Timestamp
 from crdt_sync.errors import InvalidEdit
-from crdt_sync.lww import LWW_ROOT, LwwPolicy, conflicts
+from crdt_sync.layout import FIELDS_ROOT, layout_of, text_root_name
+from crdt_sync.lww import LWW_ROOT, Kind, LwwPolicy
 from crdt_sync.record import (
-    FIELDS_ROOT,
     ArrayEditor,
     MapEditor,
     Record,
     RecordEditor,
-    fields_of,
-    lww_of,
     read_fields,
 )
 from crdt_sync.text import TextField
@@ -108,16 +107,16 @@ def test_reading_returns_plain_values_with_their_types() -> None:
         assert exact(fields) == exact(expected)
 
 
-def test_fields_live_in_the_fields_root_map() -> None:
+def test_values_are_register_entries_and_nothing_is_in_the_v1_map() -> None:
     r = Replica("a")
     with r.edit() as rec:
         rec["count"] = 1
         rec["status"] = "open"
-    assert FIELDS_ROOT == "fields"
-    assert dict(r.doc.get(FIELDS_ROOT, type=Map).items()) == {"count": 1.0}
-    assert len(r.doc.get(LWW_ROOT, type=Map)) == 1
-    assert dict(fields_of(r.doc).items()) == {"count": 1.0}
-    assert list(lww_of(r.doc).keys()) == list(r.doc.get(LWW_ROOT, type=Map).keys())
+    assert dict(r.doc.get(LWW_ROOT, type=Map).items()) == {
+        Timestamp(NOW, 0, "a").encode(): {"f": "count", "v": 1.0, "b": None},
+        Timestamp(NOW, 1, "a").encode(): {"f": "status", "v": "open", "b": None},
+    }
+    assert len(r.doc.get(FIELDS_ROOT, type=Map)) == 0
 
 
 def test_an_empty_doc_reads_as_no_fields() -> None:
@@ -185,13 +184,13 @@ def test_iadd_appends_to_an_existing_collaborative_text() -> None:
     with r.edit() as rec:
         rec.text("notes").insert(0, "Arrivé")
     deltas: list[Any] = []
-    notes = r.doc.get(FIELDS_ROOT, type=Map)["notes"]
+    notes = r.doc.get(text_root_name(("notes",)), type=Text)
     notes.observe(lambda event: deltas.append(event.delta))
     with r.edit() as rec:
         rec["notes"] += " sur site 🚐"
     # The existing shared Text saw one append (offsets in UTF-8 bytes): it was not replaced.
     assert deltas == [[{"retain": 7}, {"insert": " sur site 🚐"}]]
-    assert isinstance(r.doc.get(FIELDS_ROOT, type=Map)["notes"], Text)
+    assert layout_of(r.doc).shown(("notes",)).kind is Kind.TEXT
     assert r.read()["notes"] == "Arrivé sur site 🚐"
 
 
@@ -251,7 +250,8 @@ def test_a_str_assigned_to_a_new_field_is_a_plain_value() -> None:
     with r.edit() as rec:
         rec["label"] = "plain"
         rec["label"] += "!"  # a plain str concatenation, then a plain assignment
-    assert not isinstance(r.doc.get(FIELDS_ROOT, type=Map)["label"], Text)
+    assert layout_of(r.doc).shown(("label",)).kind is Kind.VALUE
+    assert text_root_name(("label",)) not in r.doc.keys()  # noqa: SIM118
     assert r.read() == {"label": "plain!"}
 
 
@@ -307,13 +307,12 @@ def test_concurrent_edits_of_different_keys_of_a_nested_map_merge() -> None:
 def test_lww_fields_are_written_as_timestamped_entries() -> None:
     r = Replica("a")
     with r.edit() as rec:
-        rec["status"] = "open"
-        assert [e.field for e in rec.lww_written] == ["status"]
-        assert rec.lww_written[0].ts == Timestamp(NOW, 0, "a")
-    assert dict(r.doc.get(LWW_ROOT, type=Map).items()) == {
-        Timestamp(NOW, 0, "a").encode(): {"f": "status", "v": "open", "b": None}
-    }
-    assert "status" not in r.doc.get(FIELDS_ROOT, type=Map)
+        rec["status"] = {"code": 1}  # an LWW field: a dict is one value
+        rec["site"] = {"code": 1}  # a plain field: a dict is a map of slots
+    raw = dict(r.doc.get(LWW_ROOT, type=Map).items())
+    assert raw[Timestamp(NOW, 0, "a").encode()] == {"f": "status", "v": {"code": 1.0}, "b": None}
+    assert raw[Timestamp(NOW, 1, "a").encode()] == {"f": "site", "t": "map", "b": None}
+    assert raw[Timestamp(NOW, 2, "a").encode()] == {"f": ["site", "code"], "v": 1.0, "b": None}
 
 
 def test_whole_collection_policy() -> None:
@@ -327,7 +326,7 @@ def test_whole_collection_policy() -> None:
             rec.map("address")
         with pytest.raises(InvalidEdit):
             rec.array("phones")
-    assert len(r.doc.get(FIELDS_ROOT, type=Map)) == 0
+    assert {e.kind for e in layout_of(r.doc).all_entries()} == {Kind.VALUE}
     assert r.read() == {"name": "Zoë", "phones": ["+33 1", "+33 2"]}
 
 
@@ -340,7 +339,7 @@ def test_the_latest_write_wins_whatever_the_delivery_order() -> None:
     a.receive(b)
     b.receive(a)
     assert a.read() == b.read() == {"status": "closed"}
-    [conflict] = conflicts(lww_of(a.doc))
+    [conflict] = layout_of(a.doc).conflicts()
     assert (conflict.lost.value, conflict.won.value) == ("open", "closed")
 
 
@@ -353,7 +352,7 @@ def test_an_overwrite_after_seeing_a_write_wins_even_with_a_slower_clock() -> No
         rec["status"] = "closed"
     a.receive(b)
     assert a.read() == b.read() == {"status": "closed"}
-    assert conflicts(lww_of(a.doc)) == []
+    assert layout_of(a.doc).conflicts() == []
 
 
 def test_lww_delete_then_concurrent_write() -> None:
@@ -435,7 +434,7 @@ def test_an_entry_key_already_present_is_never_reused_after_a_restart() -> None:
     me.clock = HybridClock("me", me.clock.state())  # restart
     with me.edit() as rec:
         rec["assignee"] = "mine 2"
-        [entry] = rec.lww_written
-    assert entry.ts > Timestamp(far, 1, "me")
+    entry = layout_of(me.doc).winner(("assignee",))
+    assert entry is not None and entry.ts > Timestamp(far, 1, "me")
     assert me.read() == {"status": "mine 1", "assignee": "mine 2"}
-    assert len(lww_of(me.doc)) == 2
+    assert len(me.doc.get(LWW_ROOT, type=Map)) == 2

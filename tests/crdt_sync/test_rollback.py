@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycrdt import Array, Doc, Map, Text
 
-from crdt_sync.record import FIELDS_ROOT
+from crdt_sync.layout import FIELDS_ROOT
 from crdt_sync.rollback import compensate
 from crdt_sync.values import to_plain
 

@@ -13,7 +13,8 @@ from helpers.replicas import open_replica, until
 from crdt_sync.outbox import OutboxStatus
 
 RULES = """
-from pycrdt import Doc, Map
+from pycrdt import Doc
+from crdt_sync.record import read_fields
 from crdt_sync.server import UpdateRejected
 
 
@@ -22,7 +23,7 @@ def technicians_cannot_cancel(collection, record_id, update, current_state, gran
     if current_state is not None:
         doc.apply_update(current_state)
     doc.apply_update(update)
-    if doc.get("fields", type=Map).get("status") == "cancelled":
+    if read_fields(doc).get("status") == "cancelled":
         raise UpdateRejected("only the office can cancel a job")
 """
 

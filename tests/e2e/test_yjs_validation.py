@@ -10,7 +10,8 @@ from helpers.js_peer import JsPeer
 from helpers.relay import RelayProcess
 
 VALIDATOR = """
-from pycrdt import Doc, Map
+from pycrdt import Doc
+from crdt_sync.record import read_fields
 from crdt_sync.server import UpdateRejected
 
 def closed_jobs_are_read_only(collection, record_id, update, current_state, grant):
@@ -18,7 +19,7 @@ def closed_jobs_are_read_only(collection, record_id, update, current_state, gran
         return
     doc = Doc()
     doc.apply_update(current_state)
-    if doc.get("fields", type=Map).get("status") == "closed":
+    if read_fields(doc).get("status") == "closed":
         raise UpdateRejected("job already closed by the office")
 """
 
