@@ -1,148 +1,75 @@
-// crdt-sync last-write-wins fields for JavaScript Yjs peers (yjs 13.6).
+// crdt-sync last-write-wins fields for JavaScript Yjs peers (yjs 13.6): the top-level slots of
+// a record written as one value each (docs/lww.md). Since layout v2 this is a thin layer over
+// record.mjs (docs/records.md), which reads and writes every kind of field; new code can use
+// record.mjs directly.
 //
-// Reads and writes the "lww" root map of a record document exactly as docs/lww.md describes:
-//   key   "<ms:12 hex>.<counter:6 hex>.<replica>"   (string order = timestamp order)
-//   value {f: field, v: value, b: baseKey|null}  or  {f: field, d: true, b: baseKey|null}
-// Read: group entries by f, the greatest key wins, d: true means deleted; malformed entries are
-// ignored. Write: a key greater than the field's winner (HLC), then delete every entry of the
-// field that was seen, all in one transaction.
+//   key   "<ms:12 hex>.<counter:6 hex>.<replica>"   (timestamp order = code point order)
+//   value {f, v, b}  a value, {f, d: true, b}  a deletion, {f, t: "text"|"map"|"array", b}  a
+//         container (record.mjs); f is the field name, or the list of names of a nested slot
 //
-// Usage:
-//   import { HybridClock, lwwValues, lwwWrite, recordFields } from "crdt-sync/lww.mjs";
+//   import { HybridClock, lwwWrite, lwwDelete, recordFields } from "crdt-sync/lww.mjs";
 //   const clock = new HybridClock("web-ana");         // persist clock.state() across restarts
-//   lwwWrite(ydoc, clock, "status", "closed");
-//   lwwWrite(ydoc, clock, "assignee", null, { deleted: true });
-//   recordFields(ydoc)  // {...fields map, ...LWW values}
+//   lwwWrite(ydoc, clock, "status", "closed");        // stored whole, the most recent write wins
+//   lwwDelete(ydoc, clock, "assignee");
+//   recordFields(ydoc)                                 // every field, as Python reads the record
+import { Kind, parseEntry, readRecord, compareKeys, writeSlot } from "./record.mjs";
 
-export const LWW_MAP = "lww";
-export const FIELDS_MAP = "fields";
-export const MAX_COUNTER = 0xffffff;
-export const DEFAULT_MAX_SKEW_MS = 5 * 60 * 1000;
+export {
+  DEFAULT_MAX_SKEW_MS,
+  FIELDS_ROOT as FIELDS_MAP,
+  HybridClock,
+  LWW_ROOT as LWW_MAP,
+  MAX_COUNTER,
+  compareKeys,
+  decodeKey,
+  encodeKey,
+  isKey,
+} from "./record.mjs";
 
-const KEY = /^[0-9a-f]{12}\.[0-9a-f]{6}\..+$/s;
-
-/** Whether `key` is a canonical LWW timestamp key. */
-export const isKey = (key) => typeof key === "string" && KEY.test(key);
-
-/** Encode a timestamp as an LWW key. */
-export const encodeKey = (ms, counter, replica) =>
-  ms.toString(16).padStart(12, "0") + "." + counter.toString(16).padStart(6, "0") + "." + replica;
-
-/** Decode an LWW key into [ms, counter, replica] (the replica id may contain dots). */
-export const decodeKey = (key) => {
-  const [ms, counter, ...replica] = key.split(".");
-  return [parseInt(ms, 16), parseInt(counter, 16), replica.join(".")];
-};
-
-const next = (ms, counter) => (counter < MAX_COUNTER ? [ms, counter + 1] : [ms + 1, 0]);
-
-const validEntry = (key, entry) =>
-  isKey(key) &&
-  typeof entry === "object" &&
-  entry !== null &&
-  !(entry instanceof Uint8Array) &&
-  !Array.isArray(entry) &&
-  typeof entry.f === "string" &&
-  (entry.b === undefined || entry.b === null || typeof entry.b === "string");
-
-/** field -> [winnerKey, entry] for every LWW field of the document. */
+/**
+ * field -> [winnerKey, entry] for every top-level field that has entries (`["status"]` is the
+ * field "status"). The winner may be a value, a deletion or a container entry; nested slots
+ * (`f` a list of two names or more) and malformed entries are skipped.
+ */
 export function lwwWinners(ydoc) {
   const winners = new Map();
-  ydoc.getMap(LWW_MAP).forEach((entry, key) => {
-    if (!validEntry(key, entry)) return;
-    const best = winners.get(entry.f);
-    if (best === undefined || key > best[0]) winners.set(entry.f, [key, entry]);
+  ydoc.getMap("lww").forEach((raw, key) => {
+    const entry = parseEntry(key, raw);
+    if (entry === null || entry.slot.length !== 1) return;
+    const [field] = entry.slot;
+    const best = winners.get(field);
+    if (best === undefined || compareKeys(key, best[0]) > 0) winners.set(field, [key, raw]);
   });
   return winners;
 }
 
-/** The current LWW values: {field: value}; deleted fields are absent. */
+/**
+ * The top-level fields whose winner is a value entry: {field: value}. Deleted fields and
+ * texts, maps and lists are absent: `recordFields` (readRecord) shows all of them.
+ */
 export function lwwValues(ydoc) {
   const values = {};
-  for (const [field, [, entry]] of lwwWinners(ydoc)) {
-    if (entry.d !== true) values[field] = entry.v;
+  for (const [field, [key, raw]] of lwwWinners(ydoc)) {
+    const entry = parseEntry(key, raw);
+    if (entry.kind === Kind.VALUE) values[field] = entry.value;
   }
   return values;
 }
 
-/** A record's fields as crdt-sync reads them: the "fields" map, then LWW values over it. */
-export function recordFields(ydoc) {
-  return { ...ydoc.getMap(FIELDS_MAP).toJSON(), ...lwwValues(ydoc) };
-}
-
-/** A hybrid logical clock (docs/lww.md, "The hybrid logical clock"). */
-export class HybridClock {
-  constructor(replica, { maxSkewMs = DEFAULT_MAX_SKEW_MS, state = null } = {}) {
-    if (typeof replica !== "string" || replica === "") throw new Error("replica id required");
-    this.replica = replica;
-    this.maxSkewMs = maxSkewMs;
-    this.ms = 0;
-    this.counter = 0;
-    if (state !== null) [this.ms, this.counter] = decodeKey(state);
-  }
-
-  /** The clock position as a key, to persist and pass back as `state`. */
-  state() {
-    return encodeKey(this.ms, this.counter, this.replica);
-  }
-
-  /** A local event: a timestamp greater than any issued or observed before. */
-  tick(now = Date.now()) {
-    [this.ms, this.counter] = now > this.ms ? [now, 0] : next(this.ms, this.counter);
-    return encodeKey(this.ms, this.counter, this.replica);
-  }
-
-  /** Receipt of a remote key; returns false (not adopted) if it is beyond the skew bound. */
-  observe(key, now = Date.now()) {
-    const [ms, counter] = decodeKey(key);
-    if (ms > now + this.maxSkewMs) return false;
-    if (ms > this.ms || (ms === this.ms && counter > this.counter)) {
-      [this.ms, this.counter] = [ms, counter];
-    }
-    return true;
-  }
-
-  /** A timestamp that beats `winner` (null: a plain tick); a skewed winner is stepped past
-   *  without dragging this clock forward. */
-  after(winner, now = Date.now()) {
-    if (winner === null) return this.tick(now);
-    this.observe(winner, now);
-    const ts = this.tick(now);
-    if (ts > winner) return ts;
-    const [ms, counter] = decodeKey(winner);
-    let stepped = next(ms, counter);
-    if (this.lastStep && (this.lastStep[0] > stepped[0] ||
-        (this.lastStep[0] === stepped[0] && this.lastStep[1] >= stepped[1]))) {
-      stepped = next(...this.lastStep);
-    }
-    this.lastStep = stepped;
-    return encodeKey(...stepped, this.replica);
-  }
-}
+/** A record's fields as crdt-sync reads them (record.mjs `readRecord`, layout v1 included). */
+export const recordFields = (ydoc) => readRecord(ydoc);
 
 /**
- * Write (or, with {deleted: true}, delete) an LWW field in one transaction.
- * Returns the key of the new entry.
+ * Write the field (a name, or a list of names for a key of a nested map) as one value, stored
+ * whole, or with {deleted: true} delete it, in one transaction that follows the writer's rules
+ * of docs/records.md. Returns the key of the new entry.
  */
 export function lwwWrite(ydoc, clock, field, value, { deleted = false, now = Date.now() } = {}) {
-  if (typeof field !== "string") throw new Error("field name must be a string");
-  const lww = ydoc.getMap(LWW_MAP);
-  let written = null;
-  ydoc.transact(() => {
-    const seen = [];
-    lww.forEach((entry, key) => {
-      if (validEntry(key, entry) && entry.f === field) seen.push(key);
-    });
-    const winner = seen.length ? seen.reduce((a, b) => (a > b ? a : b)) : null;
-    let key = clock.after(winner, now);
-    while (lww.has(key)) key = clock.after(key, now);
-    lww.set(key, deleted ? { f: field, d: true, b: winner } : { f: field, v: value, b: winner });
-    for (const old of seen) lww.delete(old);
-    written = key;
-  });
-  return written;
+  return deleted
+    ? writeSlot(ydoc, clock, field, Kind.DELETED, null, { now })
+    : writeSlot(ydoc, clock, field, Kind.VALUE, value, { now });
 }
 
-/** Delete an LWW field (a deletion entry that beats the current winner). */
+/** Delete a field: a deletion entry that beats the current winner. Returns its key. */
 export const lwwDelete = (ydoc, clock, field, options = {}) =>
   lwwWrite(ydoc, clock, field, undefined, { ...options, deleted: true });

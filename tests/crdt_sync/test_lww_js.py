@@ -1,5 +1,6 @@
 """LWW fields across languages: Python writes, Node (yjs + crdt_sync/js/lww.mjs) reads and
-overwrites, Python reads the JavaScript writes as the winners (docs/lww.md)."""
+overwrites, Python reads the JavaScript writes as the winners (docs/lww.md). The whole record
+layout across languages is tested in test_record_js.py."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from helpers.node import JS_DIR, require_node
 from pycrdt import Doc, Map
 
 from crdt_sync.clock import HybridClock, Timestamp
-from crdt_sync.lww import LWW_ROOT, LwwPolicy, conflicts
-from crdt_sync.record import RecordEditor, read_fields
+from crdt_sync.layout import layout_of, read_fields
+from crdt_sync.lww import LWW_ROOT, LwwPolicy
+from crdt_sync.record import RecordEditor
 
 NOW = 1_763_890_500_000
 POLICY = LwwPolicy({"jobs": ["status", "assignee", "photo", "priority", "geo"]})
@@ -77,10 +79,20 @@ def test_javascript_reads_python_lww_fields_and_its_writes_win_in_python() -> No
     assert fields["priority"] == 3
     assert "assignee" not in fields
     assert fields["photo"] == b"\x00\xffjpeg"
-    # JS removed the entries it overwrote: no conflict left, one entry per field.
-    lww_map = doc.get(LWW_ROOT, type=Map)
-    assert list(conflicts(lww_map)) == []
-    assert len(lww_map) == 5
+    # JS removed the entries it overwrote: no conflict, one entry per field (assignee's is
+    # its deletion; "notes" was assigned a str, a value like the others).
+    assert layout_of(doc).conflicts() == []
+    entries = {e.slot: e for e in layout_of(doc).all_entries()}
+    assert sorted(e[0] for e in entries) == [
+        "assignee",
+        "geo",
+        "notes",
+        "photo",
+        "priority",
+        "status",
+    ]
+    assert entries[("assignee",)].deleted
+    assert len(doc.get(LWW_ROOT, type=Map)) == 6
 
 
 def test_javascript_beats_a_python_winner_from_a_clock_an_hour_ahead() -> None:
@@ -97,4 +109,43 @@ def test_javascript_beats_a_python_winner_from_a_clock_an_hour_ahead() -> None:
     )
     doc.apply_update(base64.b64decode(out["update"]))
     assert read_fields(doc)["status"] == "on_site"
-    assert list(conflicts(doc.get(LWW_ROOT, type=Map))) == []
+    assert layout_of(doc).conflicts() == []
+
+
+def test_lww_readers_skip_containers_and_nested_slots_and_writes_replace_them() -> None:
+    clock = HybridClock("py-tech-17")
+    doc = _python_record(NOW, clock)
+
+    def stamp(current: Timestamp | None) -> Timestamp:
+        return clock.after(current, NOW) if current else clock.tick(NOW)
+
+    with doc.transaction():
+        editor = RecordEditor(doc, "jobs", POLICY, stamp)
+        editor.text("memo").append("typed")
+        editor.map("address")["street"] = "1 Rue"
+        editor.array("labels").append("a")
+    out = _run_node(
+        {
+            "update": base64.b64encode(doc.get_update()).decode(),
+            "replica": "web-ana",
+            "writes": [["memo", "a value now"], ["address", {"street": "whole"}]],
+            "deletes": ["labels"],
+            "now": NOW + 1_000,
+        }
+    )
+    assert out["before"] == {
+        **out["values"],
+        "memo": "typed",
+        "address": {"street": "1 Rue"},
+        "labels": ["a"],
+    }
+    assert sorted(out["values"]) == ["assignee", "geo", "notes", "photo", "status"]
+    assert out["winners"] == sorted([*out["values"], "memo", "address", "labels"])
+    doc.apply_update(base64.b64decode(out["update"]))
+    fields = read_fields(doc)
+    assert fields["memo"] == "a value now" and fields["address"] == {"street": "whole"}
+    assert "labels" not in fields
+    # The JS writer removed what it saw: the text's content, the map's keys, the list's items.
+    assert layout_of(doc).conflicts() == []
+    assert str(layout_of(doc).text(("memo",))) == ""
+    assert layout_of(doc).entries(("address", "street")) == []
