@@ -1,21 +1,29 @@
-"""A real JavaScript Yjs peer (``tests/js/yjs_peer.mjs``: yjs + y-websocket or
-@hocuspocus/provider under Node) driven from a test over stdin/stdout JSON lines.
+"""Real JavaScript Yjs peers under Node, driven from a test over stdin/stdout JSON lines.
 
-``await JsPeer.start(provider, url, token, docs)``, then ``await peer.call(op, **args)``
-(raises ``AssertionError`` with the JS error on failure) and ``await peer.event(pred)`` (waits,
-under a timeout, for an event line matching ``pred``; events are kept, so an event that came
-before the wait counts).
+- :class:`JsPeer` (``tests/js/yjs_peer.mjs``: yjs + y-websocket or @hocuspocus/provider): ``await
+  JsPeer.start(provider, url, token, docs)``, then ``await peer.call(op, **args)`` (raises
+  ``AssertionError`` with the JS error on failure) and ``await peer.event(pred)`` (waits, under a
+  timeout, for an event line matching ``pred``; events are kept, so an event that came before
+  the wait counts). Its records are read and written with ``crdt_sync/js/record.mjs``.
+- :class:`JsRecordPeer` (``tests/js/record_peer.mjs``): JavaScript replicas of records without
+  a network, synchronous, for the cross-language property tests.
+
+:func:`to_js`, :func:`canonical` and :func:`conflict_to_js` put Python values and conflicts in
+the JSON shapes the JS side uses (bytes as ``{"$bytes": base64}``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
+import subprocess
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from crdt_sync.layout import Conflict, Written
 from helpers.node import JS_DIR, require_node
 
 TIMEOUT = 20.0
@@ -133,3 +141,93 @@ class JsPeer:
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
+
+
+class JsRecordPeer:
+    """One Node process running ``tests/js/record_peer.mjs``: JavaScript replicas of records
+    (yjs + ``crdt_sync/js/record.mjs``), no network. Synchronous, for property tests: one
+    process serves many examples (``call`` is one line out, one line back)."""
+
+    def __init__(self) -> None:
+        node = require_node()
+        self.process = subprocess.Popen(
+            [node, str(JS_DIR / "record_peer.mjs")],
+            cwd=JS_DIR,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self._ids = itertools.count(1)
+
+    def call(self, op: str, **args: Any) -> dict[str, Any]:
+        """Run one command and return its reply (``AssertionError`` with the JS error)."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        ident = next(self._ids)
+        self.process.stdin.write(json.dumps({"id": ident, "op": op, **args}).encode() + b"\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            assert self.process.stderr is not None
+            raise AssertionError(f"record_peer.mjs exited: {self.process.stderr.read().decode()}")
+        reply: dict[str, Any] = json.loads(line)
+        assert reply["id"] == ident
+        assert reply["ok"], f"record_peer.mjs {op} failed: {reply.get('error')}"
+        return reply
+
+    def close(self) -> None:
+        """Stop the Node process."""
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def to_js(value: Any) -> Any:
+    """A plain Python value as JSON for the JS peers (bytes as ``{"$bytes": base64}``)."""
+    if isinstance(value, bytes | bytearray):
+        return {"$bytes": base64.b64encode(value).decode()}
+    if isinstance(value, dict):
+        return {k: to_js(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_js(v) for v in value]
+    return value
+
+
+def canonical(value: Any) -> str:
+    """A value (Python's, or a JS peer's JSON) as one string: equal strings, equal values.
+
+    Numbers compare as JavaScript numbers (an integral float within 2**53 is an int, an int
+    beyond it is a float, as JSON from JavaScript parses); ``True`` is not ``1``."""
+
+    def norm(v: Any) -> Any:
+        if isinstance(v, float) and v.is_integer() and abs(v) <= 2**53:
+            return int(v)
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2**53:
+            return float(v)
+        if isinstance(v, dict):
+            return {k: norm(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [norm(x) for x in v]
+        return v
+
+    return json.dumps(norm(to_js(value)), sort_keys=True, ensure_ascii=False)
+
+
+def conflict_to_js(conflict: Conflict) -> dict[str, Any]:
+    """A :class:`~crdt_sync.layout.Conflict` in the shape of record.mjs ``recordConflicts``."""
+
+    def side(w: Written) -> dict[str, Any]:
+        return {"kind": w.kind.value, "value": w.value, "ts": w.ts.encode() if w.ts else None}
+
+    return {
+        "key": conflict.key,
+        "slot": list(conflict.slot),
+        "lost": side(conflict.lost),
+        "won": side(conflict.won),
+    }
