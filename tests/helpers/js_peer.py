@@ -51,8 +51,10 @@ class JsPeer:
         *,
         connect: bool = True,
         tokens: dict[str, str] | None = None,
+        replica: str | None = None,
     ) -> JsPeer:
-        """Start a peer with ``docs`` open; ``tokens`` gives some documents their own token."""
+        """Start a peer with ``docs`` open; ``tokens`` gives some documents their own token,
+        ``replica`` is the replica id of its clock (``js-<pid>`` by default)."""
         node = require_node()
         config = {
             "provider": provider,
@@ -62,6 +64,8 @@ class JsPeer:
             "connect": connect,
             "tokens": tokens or {},
         }
+        if replica is not None:
+            config["replica"] = replica
         process = await asyncio.create_subprocess_exec(
             node,
             str(JS_DIR / "yjs_peer.mjs"),

@@ -2,17 +2,21 @@
 //
 //   node yjs_peer.mjs '{"provider": "websocket"|"hocuspocus", "url": "ws://127.0.0.1:PORT",
 //                       "token": "...", "docs": ["jobs/j1", ...], "connect": true,
-//                       "tokens": {"jobs/j1": "..."}}'
+//                       "tokens": {"jobs/j1": "..."}, "replica": "js-ana"}'
 //
 // "tokens" (optional) gives some documents a token of their own; the others use "token".
+// "replica" (optional) is the replica id of the peer's hybrid logical clock.
 // Hocuspocus providers ask for their token each time they send it (a function), so "setToken"
 // followed by "sendToken" is a token refresh on the open socket.
 //
 // y-websocket: one WebsocketProvider per doc at URL/yjs/<doc>?token=...;
 // hocuspocus: one HocuspocusProviderWebsocket at URL/hocuspocus, one provider per doc.
-// Record layout as crdt-sync's: the root map "fields" (Y.Text / Y.Map / plain values).
+// Records are read and written with crdt_sync/js/record.mjs (layout v2, docs/records.md):
+// "read" and "waitFields" compare readRecord(), the edits write through setField/fieldText/
+// fieldArray, "conflicts" is recordConflicts().
 //
-// Commands (stdin): {"id": n, "op": ..., ...}; each gets one reply {"id": n, "ok": true, ...}
+// Commands (stdin): {"id": n, "op": ..., ...} (read, conflicts, text, append, push, set, setIn,
+// waitFields, waitConflicts, waitSynced, ... below); each gets one reply {"id": n, "ok": true, ...}
 // or {"id": n, "ok": false, "error": "..."}. Events are lines {"event": name, "doc": ..., ...}:
 // status, synced, denied (permissionDenied / authenticationFailed), closed, unsynced.
 import * as readline from "node:readline";
@@ -20,6 +24,14 @@ import WebSocket from "ws";
 import * as Y from "yjs";
 import { WebsocketProvider } from "y-websocket";
 import { HocuspocusProvider, HocuspocusProviderWebsocket } from "@hocuspocus/provider";
+import {
+  HybridClock,
+  fieldArray,
+  fieldText,
+  readRecord,
+  recordConflicts,
+  setField,
+} from "../../crdt_sync/js/record.mjs";
 
 const config = JSON.parse(process.argv[2]);
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
@@ -27,8 +39,9 @@ const docs = new Map(); // name -> {doc, provider}
 const tokens = { ...(config.tokens ?? {}) };
 const tokenOf = (name) => tokens[name] ?? config.token;
 let socket = null;
+const clock = new HybridClock(config.replica ?? `js-${process.pid}`);
 
-const fields = (name) => docs.get(name).doc.getMap("fields");
+const fields = (name) => readRecord(docs.get(name).doc);
 
 function open(name) {
   const doc = new Y.Doc();
@@ -81,8 +94,6 @@ console.warn = (...args) => {
 
 for (const name of config.docs) open(name);
 
-const plain = (value) => (value instanceof Y.AbstractType ? value.toJSON() : value);
-
 const canonical = (value) => JSON.stringify(value, (_k, v) =>
   v !== null && typeof v === "object" && !Array.isArray(v)
     ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
@@ -90,7 +101,7 @@ const canonical = (value) => JSON.stringify(value, (_k, v) =>
 
 function subset(actual, expected) {
   return Object.entries(expected).every(
-    ([k, v]) => canonical(plain(actual[k])) === canonical(v));
+    ([k, v]) => canonical(actual[k]) === canonical(v));
 }
 
 function waitFor(name, predicate, timeoutMs) {
@@ -105,7 +116,7 @@ function waitFor(name, predicate, timeoutMs) {
     };
     const timer = setTimeout(() => {
       doc.off("update", check);
-      reject(new Error(`timeout; fields are ${JSON.stringify(fields(name).toJSON())}`));
+      reject(new Error(`timeout; fields are ${JSON.stringify(fields(name))}`));
     }, timeoutMs);
     doc.on("update", check);
     check();
@@ -113,34 +124,42 @@ function waitFor(name, predicate, timeoutMs) {
 }
 
 const ops = {
-  read: ({ doc }) => ({ fields: fields(doc).toJSON() }),
+  read: ({ doc }) => ({ fields: fields(doc) }),
+  conflicts: ({ doc }) => ({ conflicts: recordConflicts(docs.get(doc).doc) }),
   text: ({ doc, field, index, insert, delete: del = 0 }) => {
-    const map = fields(doc);
-    docs.get(doc).doc.transact(() => {
-      if (!(map.get(field) instanceof Y.Text)) map.set(field, new Y.Text());
-      const text = map.get(field);
+    const ydoc = docs.get(doc).doc;
+    ydoc.transact(() => {
+      const text = fieldText(ydoc, clock, field); // index and delete in UTF-16 units (Yjs)
       if (del) text.delete(index, del);
       if (insert) text.insert(index ?? text.length, insert);
     });
     return {};
   },
   append: ({ doc, field, insert }) => {
-    const text = fields(doc).get(field);
+    const text = fieldText(docs.get(doc).doc, clock, field);
     text.insert(text.length, insert);
     return {};
   },
-  set: ({ doc, key, value }) => { fields(doc).set(key, value); return {}; },
+  push: ({ doc, field, items }) => {
+    fieldArray(docs.get(doc).doc, clock, field).push(items);
+    return {};
+  },
+  set: ({ doc, key, value }) => {
+    setField(docs.get(doc).doc, clock, key, value);
+    return {};
+  },
   setIn: ({ doc, map: mapName, key, value }) => {
-    const map = fields(doc);
-    docs.get(doc).doc.transact(() => {
-      if (!(map.get(mapName) instanceof Y.Map)) map.set(mapName, new Y.Map());
-      map.get(mapName).set(key, value);
-    });
+    setField(docs.get(doc).doc, clock, [mapName, key], value);
     return {};
   },
   waitFields: async ({ doc, expect, timeout = 10000 }) => {
-    await waitFor(doc, () => subset(fields(doc).toJSON(), expect), timeout);
-    return { fields: fields(doc).toJSON() };
+    await waitFor(doc, () => subset(fields(doc), expect), timeout);
+    return { fields: fields(doc) };
+  },
+  waitConflicts: async ({ doc, count, timeout = 10000 }) => {
+    const ydoc = docs.get(doc).doc;
+    await waitFor(doc, () => recordConflicts(ydoc).length >= count, timeout);
+    return { conflicts: recordConflicts(ydoc) };
   },
   waitSynced: async ({ doc, timeout = 10000 }) => {
     const { provider } = docs.get(doc);
