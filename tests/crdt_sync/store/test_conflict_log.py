@@ -107,9 +107,8 @@ async def test_a_scan_interrupted_by_a_restart_resumes_when_the_store_opens(
 ) -> None:
     a, b = await _two_stores(tmp_path)
     async with b:
-        async with a:
-            async with a.edit("jobs", "job-1") as job:
-                job["phone"] = "from a"
+        async with a, a.edit("jobs", "job-1") as job:
+            job["phone"] = "from a"
         async with b.edit("jobs", "job-1") as job:
             job["phone"] = "from b"
         a = await LocalStore.open(tmp_path / "a.db")
