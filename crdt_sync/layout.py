@@ -299,7 +299,7 @@ class Layout:
         if keys.symmetric_difference(self._slot_of):
             for key in [k for k in self._slot_of if k not in keys]:
                 self._unindex(key)
-            for key in keys.difference(self._slot_of):
+            for key in sorted(keys.difference(self._slot_of)):  # the same order everywhere
                 self._index(key, self.registers[key])
 
     def _index(self, key: str, raw: Any) -> None:

@@ -90,10 +90,12 @@ def parse_entry(key: str, raw: Any) -> LwwEntry | None:
     slot = _parse_slot(raw.get("f"))
     if slot is None:
         return None
+    base_raw = raw.get("b")
+    if base_raw is not None and not isinstance(base_raw, str):
+        return None
     try:
         ts = Timestamp.decode(key)
-        base_raw = raw.get("b")
-        base = Timestamp.decode(base_raw) if isinstance(base_raw, str) else None
+        base = Timestamp.decode(base_raw) if base_raw is not None else None
     except InvalidEdit:
         return None
     if raw.get("d") is True:

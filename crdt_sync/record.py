@@ -27,7 +27,7 @@ from .errors import InvalidEdit
 from .layout import Layout, Shown, Stamp, layout_of, read_fields
 from .lww import Kind, LwwPolicy, Slot
 from .text import TextField
-from .values import check_json, check_text, normalize, to_crdt, to_plain
+from .values import check_json, check_text, normalize, same_value, to_crdt, to_plain
 
 __all__ = [
     "ArrayEditor",
@@ -214,7 +214,7 @@ def _merge_into(target: MapEditor | LegacyMapEditor, value: Mapping[str, Any]) -
     written (so they cannot lose to, or win over, a concurrent write), missing ones deleted."""
     current = target.to_dict()
     for key, new in value.items():
-        if key not in current or normalize(current[key]) != normalize(check_json(new)):
+        if key not in current or not same_value(current[key], check_json(new)):
             target[key] = new
     for key in current:
         if key not in value:
@@ -380,15 +380,13 @@ class ArrayEditor:
         span stay, with what others insert next to them)."""
         new = [check_json(v, path=f"[{i}]") for i, v in enumerate(values)]
         current = self.to_list()
-        plain_new = [normalize(v) for v in new]
         prefix = 0
         limit = min(len(current), len(new))
-        while prefix < limit and current[prefix] == plain_new[prefix]:
+        while prefix < limit and same_value(current[prefix], new[prefix]):
             prefix += 1
         suffix = 0
-        while (
-            suffix < limit - prefix
-            and current[len(current) - 1 - suffix] == plain_new[len(new) - 1 - suffix]
+        while suffix < limit - prefix and same_value(
+            current[len(current) - 1 - suffix], new[len(new) - 1 - suffix]
         ):
             suffix += 1
         for _ in range(len(current) - prefix - suffix):

@@ -43,6 +43,21 @@ def normalize(value: Any) -> Any:
     return value
 
 
+def same_value(a: Any, b: Any) -> bool:
+    """Whether two plain values are the same JSON-like value: ``True`` is not ``1`` (Python's
+    ``==`` says it is), ``1`` is ``1.0`` (one JSON number), dicts and lists compare deeply."""
+    a, b = normalize(a), normalize(b)
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict | list) or isinstance(b, dict | list):
+        return False
+    return bool(a == b)
+
+
 def to_crdt(value: Any, *, path: str = "value") -> Any:
     """Return what to store for a plain value: nested dicts and lists become ``Map``/``Array``.
 

@@ -10,7 +10,15 @@ from hypothesis import strategies as st
 from pycrdt import Array, Doc, Map, Text
 
 from crdt_sync.errors import InvalidEdit
-from crdt_sync.values import MAX_SAFE_INT, check_json, check_text, normalize, to_crdt, to_plain
+from crdt_sync.values import (
+    MAX_SAFE_INT,
+    check_json,
+    check_text,
+    normalize,
+    same_value,
+    to_crdt,
+    to_plain,
+)
 
 scalars = st.one_of(
     st.none(),
@@ -133,3 +141,12 @@ def test_check_text() -> None:
         check_text("\ud800")
     with pytest.raises(InvalidEdit):
         check_text(b"bytes")  # type: ignore[arg-type]
+
+
+def test_same_value_tells_booleans_from_numbers() -> None:
+    assert same_value(1, 1.0) and same_value({"a": [1, 2.0]}, {"a": [1.0, 2]})
+    assert not same_value(True, 1) and not same_value(0, False)
+    assert not same_value({"flag": True}, {"flag": 1}) and not same_value([True], [1])
+    assert not same_value({"a": 1}, {"a": 1, "b": 2}) and not same_value([1], [1, 1])
+    assert not same_value({"a": 1}, [1]) and not same_value("1", 1)
+    assert same_value(b"x", bytearray(b"x")) and same_value(None, None)
