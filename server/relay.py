@@ -13,7 +13,9 @@ events:
   collections)`` or ``refuse(bad_token|token_expired)``. A connection is failed with
   ``token_expired`` when its token expires.
 - ``PushReceived`` (entries outside the grant were already rejected ``forbidden`` by the core):
-  each update must decode as a Yjs v1 update (else ``invalid_update``) and pass the optional
+  each update must decode as a Yjs v1 update (else ``invalid_update``), depend only on clocks
+  the relay has (else ``blocked``: the record's committed state, the updates accepted and not
+  yet committed, and the entries of the same push accepted before it) and pass the optional
   validator (else ``rejected``); the rest is submitted to the storage's group commit and acked
   from the commit's callback, i.e. only once durable. The accepted updates are fanned out to
   the OTHER connections of the same tenant subscribed to their collection after the commit,
@@ -57,7 +59,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,7 +70,7 @@ from websockets.exceptions import ConnectionClosed as WebSocketClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State as WebSocketState
 
-from crdt_sync.errors import AuthError, InvalidState
+from crdt_sync.errors import AuthError, InvalidMessage, InvalidState
 from crdt_sync.messages import PushItem, StateVectorItem
 from crdt_sync.protocol import (
     DEFAULT_MAX_FRAME,
@@ -82,6 +84,7 @@ from crdt_sync.protocol import (
     StateVectorsReceived,
     Subscribed,
 )
+from crdt_sync.yjs_encoding import Gap, UpdateClocks, decode_state_vector, read_update_clocks
 
 from .hocuspocus_endpoint import HocuspocusConnection, is_hocuspocus_path
 from .metrics import RelayMetrics, StorageNumbers
@@ -92,7 +95,7 @@ from .storage import (
     SQLiteRelayStorage,
 )
 from .tokens import Grant, Verifier
-from .validation import UpdateRejected, Validator
+from .validation import UpdateBlocked, UpdateRejected, Validator
 from .yjs_endpoint import AWARENESS_CHECK_INTERVAL, PING_INTERVAL, Link, YjsConnection, is_yjs_path
 from .yjs_rooms import YjsRooms
 
@@ -230,6 +233,8 @@ class Relay:
         self._early_pending: list[_Accepted] = []  # accepted, early copies not yet queued
         self._acks_pending: dict[_Connection, list[int]] = {}  # committed, ack not yet queued
         self._fan_out_pending: list[tuple[_Accepted, list[int]]] = []  # committed, seqs known
+        # (tenant, collection, record id) -> clocks of its updates accepted, not yet committed
+        self._uncommitted: dict[tuple[str, str, str], list[UpdateClocks]] = {}
         #: Records open on Yjs connections (y-websocket, Hocuspocus) and their awareness.
         self.yjs_rooms = YjsRooms()
         self._yjs_links: set[Link] = set()
@@ -547,55 +552,134 @@ class Relay:
     async def _on_push(self, conn: _Connection, items: Sequence[PushItem], started: float) -> None:
         assert conn.grant is not None
         grant = conn.grant
+        tenant = grant.tenant
         refused: list[tuple[int, str, str]] = []
-        accepted: list[PushItem] = []
+        readable: list[tuple[PushItem, UpdateClocks]] = []
         for item in items:
             try:
-                get_state(item.update)
-            except ValueError:
-                refused.append((item.seq, "invalid_update", "not a Yjs v1 update"))
-                continue
-            accepted.append(item)
+                readable.append((item, _read_clocks(item.update)))
+            except UpdateRejected as exc:
+                refused.append((item.seq, "invalid_update", exc.reason))
+        # The committed states the checks need: for the validator, and for updates that need
+        # clocks they do not carry themselves.
         validator = self.config.validator
-        if validator is not None and accepted:
-            states = await self.storage.get_states(
-                grant.tenant, [(i.collection, i.record_id) for i in accepted]
+        wanted = list(
+            dict.fromkeys(
+                (item.collection, item.record_id)
+                for item, clocks in readable
+                if validator is not None or clocks.missing({}) is not None
             )
-            valid: list[PushItem] = []
-            for item in accepted:
-                state = states.get((item.collection, item.record_id))
-                try:
-                    outcome = validator(item.collection, item.record_id, item.update, state, grant)
-                    if inspect.isawaitable(outcome):
-                        await outcome
-                except UpdateRejected as exc:
-                    refused.append((item.seq, "rejected", exc.reason))
-                    continue
-                except Exception:
-                    log.exception("validator failed on %s/%s", item.collection, item.record_id)
-                    refused.append((item.seq, "rejected", "validation failed"))
-                    continue
-                valid.append(item)
-            accepted = valid
+        )
+        before = {key: list(self._uncommitted.get((tenant, *key), ())) for key in wanted}
+        states = await self.storage.get_states(tenant, wanted) if wanted else {}
+        vectors = {
+            key: self._state_vector((tenant, *key), states.get(key), before[key]) for key in wanted
+        }
+        accepted: list[tuple[PushItem, UpdateClocks]] = []
+        for item, clocks in readable:
+            key = (item.collection, item.record_id)
+            vector = vectors.get(key, {})
+            refusal = await self._refusal(
+                grant, item.collection, item.record_id, item.update, clocks, states.get(key), vector
+            )
+            if refusal is not None:
+                refused.append((item.seq, refusal.code, refusal.reason))
+                continue
+            clocks.extend(vector)  # later entries of the record may build on this one
+            accepted.append((item, clocks))
         if refused:
+            refused.sort()
             for _, code, _ in refused:
                 self.metrics.rejects.labels(code).inc()
             if conn.protocol.state is State.OPEN:
                 conn.protocol.reject(refused)
         if not accepted:
             return
-        write = _Accepted(grant.tenant, conn, accepted)
+        write = _Accepted(tenant, conn, [item for item, _ in accepted])
         # Queued before the write wakes the storage writer: the early copies go out first.
         if self.config.early_fanout:
             self._fan_out_early(write)
+        release = self._hold(tenant, accepted)
         try:
-            future = self._submit(grant.tenant, conn.replica, accepted)
+            future = self._submit(tenant, conn.replica, write.items)
         except InvalidState:  # shutting down: not stored, not acked; the client re-sends
+            release()
             with contextlib.suppress(ValueError):
                 self._early_pending.remove(write)  # and not fanned out either
             return
         self._enter()
-        future.add_done_callback(lambda done: self._committed(conn, write, done, started))
+
+        def committed(done: asyncio.Future[list[int]]) -> None:
+            release()
+            self._committed(conn, write, done, started)
+
+        future.add_done_callback(committed)
+
+    def _state_vector(
+        self, key: tuple[str, str, str], state: bytes | None, before: Sequence[UpdateClocks]
+    ) -> dict[int, int]:
+        """The clocks the relay has of a record: its committed ``state``, plus the updates
+        accepted and not yet committed (``before``: those when the state was read, which may
+        have been committed since; and those now). The group commit stores writes in order, so
+        an update accepted on top of them is stored after them."""
+        vector = decode_state_vector(get_state(state)) if state is not None else {}
+        for clocks in (*before, *self._uncommitted.get(key, ())):
+            clocks.extend(vector)
+        return vector
+
+    def _hold(
+        self, tenant: str, accepted: Sequence[tuple[PushItem, UpdateClocks]]
+    ) -> Callable[[], None]:
+        """Count accepted updates as the relay's until their commit completes (the next
+        frames of the same replica may build on them); returns the function that stops it."""
+        held = [((tenant, item.collection, item.record_id), clocks) for item, clocks in accepted]
+        for key, clocks in held:
+            self._uncommitted.setdefault(key, []).append(clocks)
+
+        def release() -> None:
+            for key, clocks in held:
+                pending = self._uncommitted.get(key, [])
+                for index, other in enumerate(pending):
+                    if other is clocks:
+                        del pending[index]
+                        break
+                if not pending:
+                    self._uncommitted.pop(key, None)
+
+        return release
+
+    async def _refusal(
+        self,
+        grant: Grant,
+        collection: str,
+        record_id: str,
+        update: bytes,
+        clocks: UpdateClocks,
+        state: bytes | None,
+        vector: dict[int, int],
+    ) -> UpdateRejected | None:
+        """Why the relay refuses a readable update, or None to accept it.
+
+        ``blocked`` if it needs clocks the relay does not have (``vector``: what it has of the
+        record, see :meth:`_state_vector`), else ``rejected`` if the validator refuses it
+        (``state``: the record's committed state).
+        """
+        gap = clocks.missing(vector)
+        if gap is not None:
+            return UpdateBlocked(_blocked_reason(gap))
+        validator = self.config.validator
+        if validator is None:
+            return None
+        try:
+            outcome = validator(collection, record_id, update, state, grant)
+            if inspect.isawaitable(outcome):
+                await outcome
+        except UpdateRejected as exc:
+            return exc
+        except Exception:
+            log.exception("validator failed on %s/%s", collection, record_id)
+            return UpdateRejected("validation failed")
+        return None
 
     async def record_state(self, tenant: str, collection: str, record_id: str) -> bytes | None:
         """The record's committed state (a Yjs v1 update), or ``None`` if it has none."""
@@ -618,37 +702,39 @@ class Relay:
         subscribers and Yjs rooms is then scheduled), or fails if the commit failed.
 
         Raises:
-            UpdateRejected: not a Yjs v1 update, or refused by the validation hook.
+            UpdateRejected: not a Yjs v1 update, or refused by the validation hook;
+                :class:`UpdateBlocked` if it depends on updates the relay does not have.
             InvalidState: the relay is shutting down (nothing stored).
         """
         if self._stopping:
             raise InvalidState("the relay is shutting down")
         try:
-            get_state(update)
-        except ValueError:
+            clocks = _read_clocks(update)
+        except UpdateRejected:
             self.metrics.rejects.labels("invalid_update").inc()
-            raise UpdateRejected("not a Yjs v1 update") from None
-        validator = self.config.validator
-        if validator is not None:
-            state = await self.record_state(grant.tenant, collection, record_id)
-            try:
-                outcome = validator(collection, record_id, update, state, grant)
-                if inspect.isawaitable(outcome):
-                    await outcome
-            except UpdateRejected:
-                self.metrics.rejects.labels("rejected").inc()
-                raise
-            except Exception:
-                log.exception("validator failed on %s/%s", collection, record_id)
-                self.metrics.rejects.labels("rejected").inc()
-                raise UpdateRejected("validation failed") from None
+            raise
+        key = (grant.tenant, collection, record_id)
+        before = list(self._uncommitted.get(key, ()))
+        wanted = self.config.validator is not None or clocks.missing({}) is not None
+        state = await self.record_state(*key) if wanted else None
+        vector = self._state_vector(key, state, before)
+        refusal = await self._refusal(grant, collection, record_id, update, clocks, state, vector)
+        if refusal is not None:
+            self.metrics.rejects.labels(refusal.code).inc()
+            raise refusal
         item = PushItem(0, collection, record_id, update)
-        stored = self._submit(grant.tenant, replica, [item])
+        release = self._hold(grant.tenant, [(item, clocks)])
+        try:
+            stored = self._submit(grant.tenant, replica, [item])
+        except BaseException:
+            release()
+            raise
         write = _Accepted(grant.tenant, origin, [item])  # no early copies: all go at commit
         result: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._enter()
 
         def committed(done: asyncio.Future[list[int]]) -> None:
+            release()
             try:
                 if done.cancelled():
                     result.cancel()
@@ -903,6 +989,31 @@ class Relay:
         self._busy -= 1
         if self._busy == 0:
             self._idle.set()
+
+
+def _read_clocks(update: bytes) -> UpdateClocks:
+    """What a pushed update carries and needs.
+
+    Raises:
+        UpdateRejected: not a Yjs v1 update (pycrdt cannot decode it), or one whose structs
+            the relay cannot read (content types beyond Yjs', such as Yrs' move extension).
+    """
+    try:
+        get_state(update)
+    except ValueError:
+        raise UpdateRejected("not a Yjs v1 update") from None
+    try:
+        return read_update_clocks(update)
+    except InvalidMessage as exc:
+        raise UpdateRejected(f"a Yjs v1 update the relay cannot read: {exc}") from None
+
+
+def _blocked_reason(gap: Gap) -> str:
+    return (
+        "an earlier update of this record was refused or has not reached the relay: this one "
+        f"builds on it and waits for it (clocks {gap.have}..{gap.needed - 1} of Yjs client "
+        f"{gap.client} are missing)"
+    )
 
 
 def loop_time() -> float:
