@@ -49,19 +49,23 @@ class Reader:
 
     def var_uint(self) -> int:
         """Read one varUint (at most 64 bits)."""
-        result = 0
-        shift = 0
-        while True:
-            if self.pos >= len(self.data):
-                raise InvalidMessage("truncated varUint")
-            byte = self.data[self.pos]
-            self.pos += 1
-            result |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return result
-            shift += 7
-            if shift > 63:
-                raise InvalidMessage("varUint longer than 64 bits")
+        data = self.data
+        pos = self.pos
+        try:
+            byte = data[pos]
+            result = byte & 0x7F
+            shift = 7
+            while byte >= 0x80:
+                if shift > 63:
+                    raise InvalidMessage("varUint longer than 64 bits")
+                pos += 1
+                byte = data[pos]
+                result |= (byte & 0x7F) << shift
+                shift += 7
+        except IndexError:
+            raise InvalidMessage("truncated varUint") from None
+        self.pos = pos + 1
+        return result
 
     def uint8(self) -> int:
         """Read one byte."""

@@ -11,7 +11,6 @@ A Yjs v1 update is a struct section then a delete set (``yjs/src/utils/encoding.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from .errors import InvalidMessage
@@ -89,8 +88,7 @@ class Gap(NamedTuple):
     needed: int
 
 
-@dataclass(frozen=True, slots=True)
-class UpdateClocks:
+class UpdateClocks(NamedTuple):
     """The clocks a Yjs v1 update carries and the ones it depends on, read from its bytes
     (:func:`read_update_clocks`; no document is built).
 
@@ -114,24 +112,30 @@ class UpdateClocks:
         """Extend the state vector ``state`` (in place) by the clocks this update carries that
         continue what it has: the state of a receiver after integrating the update."""
         for client, ranges in self.carried.items():
-            have = state.get(client, 0)
-            for start, end in ranges:
-                if start > have:
-                    break
-                have = max(have, end)
+            have = _continued(state.get(client, 0), ranges)
             if have:
                 state[client] = have
 
     def missing(self, state: Mapping[int, int]) -> Gap | None:
-        """The first gap between what a receiver with state vector ``state`` would have after
-        this update and what the update needs; ``None`` if the update integrates entirely."""
-        after = dict(state)
-        self.extend(after)
-        for client, needed in sorted(self.needed.items()):
-            have = after.get(client, 0)
+        """A gap between what a receiver with state vector ``state`` would have after this
+        update and what the update needs; ``None`` if the update integrates entirely."""
+        for client, needed in self.needed.items():
+            have = state.get(client, 0)
             if needed > have:
-                return Gap(client, have, needed)
+                have = _continued(have, self.carried.get(client, ()))
+                if needed > have:
+                    return Gap(client, have, needed)
         return None
+
+
+def _continued(have: int, ranges: Iterable[tuple[int, int]]) -> int:
+    """``have`` clocks (from 0) extended by the ``ranges`` (in order) that continue them."""
+    for start, end in ranges:
+        if start > have:
+            break
+        if end > have:
+            have = end
+    return have
 
 
 def read_update_clocks(update: bytes) -> UpdateClocks:
@@ -143,6 +147,7 @@ def read_update_clocks(update: bytes) -> UpdateClocks:
             extensions).
     """
     reader = Reader(update)
+    var_uint = reader.var_uint  # (bound once: this runs for every update the relay receives)
     carried: dict[int, list[tuple[int, int]]] = {}
     needed: dict[int, int] = {}
 
@@ -150,11 +155,16 @@ def read_update_clocks(update: bytes) -> UpdateClocks:
         if count > needed.get(client, 0):
             needed[client] = count
 
-    for _ in range(reader.var_uint()):
-        structs = reader.var_uint()
-        client = reader.var_uint()
-        clock = reader.var_uint()
-        ranges = carried.setdefault(client, [])
+    repeated = False  # a client in several groups (not what Yjs writes): sort its ranges
+    for _ in range(var_uint()):
+        structs = var_uint()
+        client = var_uint()
+        clock = var_uint()
+        ranges = carried.get(client)
+        if ranges is None:
+            ranges = carried[client] = []
+        else:
+            repeated = True
         start = clock  # of the run of structs being read (a skip ends a run)
         need(client, start)  # the clocks before the run: the client's sequence is contiguous
         for _ in range(structs):
@@ -163,22 +173,22 @@ def read_update_clocks(update: bytes) -> UpdateClocks:
             if ref == _SKIP:
                 if clock > start:
                     ranges.append((start, clock))
-                clock += reader.var_uint()
+                clock += var_uint()
                 start = clock
                 need(client, start)
                 continue
             if ref == _GC:
-                clock += reader.var_uint()
+                clock += var_uint()
                 continue
             if info & _HAS_ORIGIN:
-                need(reader.var_uint(), reader.var_uint() + 1)
+                need(var_uint(), var_uint() + 1)
             if info & _HAS_RIGHT_ORIGIN:
-                need(reader.var_uint(), reader.var_uint() + 1)
+                need(var_uint(), var_uint() + 1)
             if not info & (_HAS_ORIGIN | _HAS_RIGHT_ORIGIN):  # no origin: the parent is written
-                if reader.var_uint() == 1:
+                if var_uint() == 1:
                     reader.var_bytes()  # a root type's name
                 else:
-                    need(reader.var_uint(), reader.var_uint() + 1)  # a nested type's item
+                    need(var_uint(), var_uint() + 1)  # a nested type's item
                 if info & _HAS_PARENT_SUB:
                     reader.var_bytes()  # the map key
             clock += _content_length(reader, ref)
@@ -188,7 +198,11 @@ def read_update_clocks(update: bytes) -> UpdateClocks:
         if length:
             need(client, clock + length)
     return UpdateClocks(
-        {client: tuple(sorted(ranges)) for client, ranges in carried.items() if ranges},
+        {
+            client: tuple(sorted(ranges) if repeated else ranges)
+            for client, ranges in carried.items()
+            if ranges
+        },
         {client: count for client, count in needed.items() if count},
     )
 
