@@ -59,7 +59,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,10 +84,11 @@ from crdt_sync.protocol import (
     StateVectorsReceived,
     Subscribed,
 )
-from crdt_sync.yjs_encoding import Gap, UpdateClocks, decode_state_vector, read_update_clocks
+from crdt_sync.yjs_encoding import Gap, UpdateClocks, read_update_clocks
 
 from .hocuspocus_endpoint import HocuspocusConnection, is_hocuspocus_path
 from .metrics import RelayMetrics, StorageNumbers
+from .record_clocks import RecordClocks
 from .storage import (
     DEFAULT_FORGET_ORIGINS_AFTER,
     DEFAULT_STATE_CACHE_BYTES,
@@ -233,8 +234,8 @@ class Relay:
         self._early_pending: list[_Accepted] = []  # accepted, early copies not yet queued
         self._acks_pending: dict[_Connection, list[int]] = {}  # committed, ack not yet queued
         self._fan_out_pending: list[tuple[_Accepted, list[int]]] = []  # committed, seqs known
-        # (tenant, collection, record id) -> clocks of its updates accepted, not yet committed
-        self._uncommitted: dict[tuple[str, str, str], list[UpdateClocks]] = {}
+        # What the relay has of each record, for the dependency check (``blocked``).
+        self._clocks = RecordClocks()
         #: Records open on Yjs connections (y-websocket, Hocuspocus) and their awareness.
         self.yjs_rooms = YjsRooms()
         self._yjs_links: set[Link] = set()
@@ -560,21 +561,9 @@ class Relay:
                 readable.append((item, _read_clocks(item.update)))
             except UpdateRejected as exc:
                 refused.append((item.seq, "invalid_update", exc.reason))
-        # The committed states the checks need: for the validator, and for updates that need
-        # clocks they do not carry themselves.
-        validator = self.config.validator
-        wanted = list(
-            dict.fromkeys(
-                (item.collection, item.record_id)
-                for item, clocks in readable
-                if validator is not None or clocks.missing({}) is not None
-            )
+        states, vectors = await self._states_and_vectors(
+            tenant, [(item.collection, item.record_id, clocks) for item, clocks in readable]
         )
-        before = {key: list(self._uncommitted.get((tenant, *key), ())) for key in wanted}
-        states = await self.storage.get_states(tenant, wanted) if wanted else {}
-        vectors = {
-            key: self._state_vector((tenant, *key), states.get(key), before[key]) for key in wanted
-        }
         accepted: list[tuple[PushItem, UpdateClocks]] = []
         for item, clocks in readable:
             key = (item.collection, item.record_id)
@@ -585,7 +574,8 @@ class Relay:
             if refusal is not None:
                 refused.append((item.seq, refusal.code, refusal.reason))
                 continue
-            clocks.extend(vector)  # later entries of the record may build on this one
+            self._clocks.accept((tenant, *key), clocks)
+            clocks.extend(vector)  # the later entries of the push may build on this one
             accepted.append((item, clocks))
         if refused:
             refused.sort()
@@ -599,54 +589,56 @@ class Relay:
         # Queued before the write wakes the storage writer: the early copies go out first.
         if self.config.early_fanout:
             self._fan_out_early(write)
-        release = self._hold(tenant, accepted)
         try:
             future = self._submit(tenant, conn.replica, write.items)
         except InvalidState:  # shutting down: not stored, not acked; the client re-sends
-            release()
+            self._settled(tenant, accepted, None)
             with contextlib.suppress(ValueError):
                 self._early_pending.remove(write)  # and not fanned out either
             return
         self._enter()
 
         def committed(done: asyncio.Future[list[int]]) -> None:
-            release()
+            self._settled(tenant, accepted, done)
             self._committed(conn, write, done, started)
 
         future.add_done_callback(committed)
 
-    def _state_vector(
-        self, key: tuple[str, str, str], state: bytes | None, before: Sequence[UpdateClocks]
-    ) -> dict[int, int]:
-        """The clocks the relay has of a record: its committed ``state``, plus the updates
-        accepted and not yet committed (``before``: those when the state was read, which may
-        have been committed since; and those now). The group commit stores writes in order, so
-        an update accepted on top of them is stored after them."""
-        vector = decode_state_vector(get_state(state)) if state is not None else {}
-        for clocks in (*before, *self._uncommitted.get(key, ())):
-            clocks.extend(vector)
-        return vector
+    async def _states_and_vectors(
+        self, tenant: str, updates: Sequence[tuple[str, str, UpdateClocks]]
+    ) -> tuple[dict[tuple[str, str], bytes], dict[tuple[str, str], dict[int, int]]]:
+        """What checking ``(collection, record_id, clocks)`` updates takes: the committed states
+        of their records if there is a validator, and the state vectors (:class:`RecordClocks`)
+        of the records of the updates that need clocks they do not carry themselves."""
+        vectors: dict[tuple[str, str], dict[int, int]] = {}
+        load: dict[tuple[str, str], tuple[UpdateClocks, ...]] = {}
+        for collection, record_id, clocks in updates:
+            key = (collection, record_id)
+            if key in vectors or key in load or clocks.missing({}) is None:
+                continue
+            vector = self._clocks.get((tenant, *key))
+            if vector is None:  # loaded from the state, with what is committed meanwhile
+                load[key] = self._clocks.uncommitted((tenant, *key))
+            else:
+                vectors[key] = vector
+        wanted = list(load)
+        if self.config.validator is not None:
+            wanted = list(dict.fromkeys([(c, r) for c, r, _ in updates]))
+        states = await self.storage.get_states(tenant, wanted) if wanted else {}
+        for key, before in load.items():
+            vectors[key] = self._clocks.load((tenant, *key), states.get(key), before)
+        return states, vectors
 
-    def _hold(
-        self, tenant: str, accepted: Sequence[tuple[PushItem, UpdateClocks]]
-    ) -> Callable[[], None]:
-        """Count accepted updates as the relay's until their commit completes (the next
-        frames of the same replica may build on them); returns the function that stops it."""
-        held = [((tenant, item.collection, item.record_id), clocks) for item, clocks in accepted]
-        for key, clocks in held:
-            self._uncommitted.setdefault(key, []).append(clocks)
-
-        def release() -> None:
-            for key, clocks in held:
-                pending = self._uncommitted.get(key, [])
-                for index, other in enumerate(pending):
-                    if other is clocks:
-                        del pending[index]
-                        break
-                if not pending:
-                    self._uncommitted.pop(key, None)
-
-        return release
+    def _settled(
+        self,
+        tenant: str,
+        accepted: Sequence[tuple[PushItem, UpdateClocks]],
+        done: asyncio.Future[list[int]] | None,
+    ) -> None:
+        """The commit of accepted updates completed (``done``), or they were not submitted."""
+        stored = done is not None and not done.cancelled() and done.exception() is None
+        for item, clocks in accepted:
+            self._clocks.settled((tenant, item.collection, item.record_id), clocks, stored=stored)
 
     async def _refusal(
         self,
@@ -661,8 +653,8 @@ class Relay:
         """Why the relay refuses a readable update, or None to accept it.
 
         ``blocked`` if it needs clocks the relay does not have (``vector``: what it has of the
-        record, see :meth:`_state_vector`), else ``rejected`` if the validator refuses it
-        (``state``: the record's committed state).
+        record, see :class:`~crdt_sync.server.record_clocks.RecordClocks`), else ``rejected``
+        if the validator refuses it (``state``: the record's committed state).
         """
         gap = clocks.missing(vector)
         if gap is not None:
@@ -713,28 +705,30 @@ class Relay:
         except UpdateRejected:
             self.metrics.rejects.labels("invalid_update").inc()
             raise
-        key = (grant.tenant, collection, record_id)
-        before = list(self._uncommitted.get(key, ()))
-        wanted = self.config.validator is not None or clocks.missing({}) is not None
-        state = await self.record_state(*key) if wanted else None
-        vector = self._state_vector(key, state, before)
-        refusal = await self._refusal(grant, collection, record_id, update, clocks, state, vector)
+        key = (collection, record_id)
+        states, vectors = await self._states_and_vectors(
+            grant.tenant, [(collection, record_id, clocks)]
+        )
+        state = states.get(key)
+        refusal = await self._refusal(
+            grant, collection, record_id, update, clocks, state, vectors.get(key, {})
+        )
         if refusal is not None:
             self.metrics.rejects.labels(refusal.code).inc()
             raise refusal
         item = PushItem(0, collection, record_id, update)
-        release = self._hold(grant.tenant, [(item, clocks)])
+        self._clocks.accept((grant.tenant, *key), clocks)
         try:
             stored = self._submit(grant.tenant, replica, [item])
         except BaseException:
-            release()
+            self._settled(grant.tenant, [(item, clocks)], None)
             raise
         write = _Accepted(grant.tenant, origin, [item])  # no early copies: all go at commit
         result: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._enter()
 
         def committed(done: asyncio.Future[list[int]]) -> None:
-            release()
+            self._settled(grant.tenant, [(item, clocks)], done)
             try:
                 if done.cancelled():
                     result.cancel()
