@@ -84,7 +84,7 @@ from crdt_sync.protocol import (
     StateVectorsReceived,
     Subscribed,
 )
-from crdt_sync.yjs_encoding import Gap, UpdateClocks, read_update_clocks
+from crdt_sync.yjs_encoding import UpdateClocks, read_update_clocks
 
 from .hocuspocus_endpoint import HocuspocusConnection, is_hocuspocus_path
 from .metrics import RelayMetrics, StorageNumbers
@@ -565,12 +565,15 @@ class Relay:
             tenant, [(item.collection, item.record_id, clocks) for item, clocks in readable]
         )
         accepted: list[tuple[PushItem, UpdateClocks]] = []
+        validator = self.config.validator
         for item, clocks in readable:
             key = (item.collection, item.record_id)
             vector = vectors.get(key, {})
-            refusal = await self._refusal(
-                grant, item.collection, item.record_id, item.update, clocks, states.get(key), vector
-            )
+            refusal = _blocked(clocks, vector)
+            if refusal is None and validator is not None:
+                refusal = await self._validate(
+                    validator, grant, item.collection, item.record_id, item.update, states.get(key)
+                )
             if refusal is not None:
                 refused.append((item.seq, refusal.code, refusal.reason))
                 continue
@@ -640,28 +643,16 @@ class Relay:
         for item, clocks in accepted:
             self._clocks.settled((tenant, item.collection, item.record_id), clocks, stored=stored)
 
-    async def _refusal(
+    async def _validate(
         self,
+        validator: Validator,
         grant: Grant,
         collection: str,
         record_id: str,
         update: bytes,
-        clocks: UpdateClocks,
         state: bytes | None,
-        vector: dict[int, int],
     ) -> UpdateRejected | None:
-        """Why the relay refuses a readable update, or None to accept it.
-
-        ``blocked`` if it needs clocks the relay does not have (``vector``: what it has of the
-        record, see :class:`~crdt_sync.server.record_clocks.RecordClocks`), else ``rejected``
-        if the validator refuses it (``state``: the record's committed state).
-        """
-        gap = clocks.missing(vector)
-        if gap is not None:
-            return UpdateBlocked(_blocked_reason(gap))
-        validator = self.config.validator
-        if validator is None:
-            return None
+        """The validator's refusal of an update (``state``: the record's committed state)."""
         try:
             outcome = validator(collection, record_id, update, state, grant)
             if inspect.isawaitable(outcome):
@@ -710,9 +701,10 @@ class Relay:
             grant.tenant, [(collection, record_id, clocks)]
         )
         state = states.get(key)
-        refusal = await self._refusal(
-            grant, collection, record_id, update, clocks, state, vectors.get(key, {})
-        )
+        refusal = _blocked(clocks, vectors.get(key, {}))
+        validator = self.config.validator
+        if refusal is None and validator is not None:
+            refusal = await self._validate(validator, grant, collection, record_id, update, state)
         if refusal is not None:
             self.metrics.rejects.labels(refusal.code).inc()
             raise refusal
@@ -1002,8 +994,13 @@ def _read_clocks(update: bytes) -> UpdateClocks:
         raise UpdateRejected(f"a Yjs v1 update the relay cannot read: {exc}") from None
 
 
-def _blocked_reason(gap: Gap) -> str:
-    return (
+def _blocked(clocks: UpdateClocks, vector: dict[int, int]) -> UpdateRejected | None:
+    """The refusal of an update that needs clocks the relay does not have (``vector``: what it
+    has of the record, see :class:`~crdt_sync.server.record_clocks.RecordClocks`)."""
+    gap = clocks.missing(vector)
+    if gap is None:
+        return None
+    return UpdateBlocked(
         "an earlier update of this record was refused or has not reached the relay: this one "
         f"builds on it and waits for it (clocks {gap.have}..{gap.needed - 1} of Yjs client "
         f"{gap.client} are missing)"
