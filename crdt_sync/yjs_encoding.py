@@ -70,6 +70,7 @@ def delete_set_only(update: bytes) -> list[tuple[int, int, int]] | None:
 
 
 def _read_delete_set(reader: Reader) -> list[tuple[int, int, int]]:
+    """The ``(client, clock, length)`` ranges of a delete set (the end of an update)."""
     ranges = []
     for _ in range(reader.var_uint()):
         client = reader.var_uint()

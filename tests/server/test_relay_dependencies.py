@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from crdt_sync.server import Relay, RelayConfig, UpdateRejected, mint, secret_verifier
 from helpers.relay import RelayClient, RelayProcess, start_relay
+from helpers.yjs_checks import nothing_pending
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Map, Text, get_state, get_update, merge_updates
@@ -27,7 +28,7 @@ from crdt_sync.hocuspocus import encode_frame
 from crdt_sync.integrate import covers
 from crdt_sync.lib0 import Reader, write_var_string, write_var_uint
 from crdt_sync.protocol import Acked, Rejected
-from crdt_sync.yjs_encoding import decode_state_vector, encode_state_vector, read_update_clocks
+from crdt_sync.yjs_encoding import decode_state_vector, encode_state_vector
 from crdt_sync.yjs_sync import SyncType, UpdateReceived, decode_message, encode_sync
 
 WAIT = 10.0
@@ -92,17 +93,6 @@ def _note(text: str) -> Callable[[Doc[Any]], None]:
     return append
 
 
-def _nothing_pending(state: bytes) -> bool:
-    """Whether every struct and deletion of a stored state integrates (none waits for a
-    dependency): read from the bytes, and checked by pycrdt on a document built from them."""
-    doc: Doc[Any] = Doc()
-    doc.apply_update(state)
-    carried: dict[int, int] = {}
-    clocks = read_update_clocks(state)
-    clocks.extend(carried)
-    return clocks.missing({}) is None and decode_state_vector(doc.get_state()) == carried
-
-
 def _read(state: bytes) -> tuple[Any, str]:
     doc: Doc[Any] = Doc()
     doc.apply_update(state)
@@ -137,7 +127,7 @@ async def test_entries_after_a_refused_one_are_blocked_not_acked(validating: Rel
         _, refused = await client.push_and_settle([(6, "jobs", "job-1", note_1)])
         assert refused[6][0] == "blocked"
         stored = await client.fetch([("jobs", "job-1"), ("jobs", "job-2")])
-    assert _nothing_pending(stored[("jobs", "job-1")])
+    assert nothing_pending(stored[("jobs", "job-1")])
     assert _read(stored[("jobs", "job-1")]) == ("open", "")
     assert _read(stored[("jobs", "job-2")])[1] == "unrelated"
 
@@ -161,7 +151,7 @@ async def test_a_fixed_entry_unblocks_the_ones_after_it(validating: RelayProcess
         )
         assert (acked, refused) == ({1, 2}, {})
         stored = await client.fetch([("jobs", "job-1")])
-    assert _nothing_pending(stored[("jobs", "job-1")])
+    assert nothing_pending(stored[("jobs", "job-1")])
     assert _read(stored[("jobs", "job-1")]) == ("on_hold", "parts ordered")
 
 
@@ -192,7 +182,7 @@ async def test_a_gap_is_blocked_without_a_validator_too(relay: RelayProcess) -> 
         )
         assert (acked, refused) == ({1, 2, 3}, {})
         stored = await client.fetch([("jobs", "job-1")])
-    assert _nothing_pending(stored[("jobs", "job-1")])
+    assert nothing_pending(stored[("jobs", "job-1")])
     assert _read(stored[("jobs", "job-1")])[1] == "two "
 
 
@@ -252,7 +242,7 @@ async def test_y_websocket_update_with_a_gap_is_neither_stored_nor_echoed(
         assert decode_message(await _recv(ws)) == UpdateReceived(second, step2=False)
     async with RelayClient.open(relay.url, token, "reader") as reader:
         stored = await reader.fetch([("jobs", "job-1")])
-    assert _nothing_pending(stored[("jobs", "job-1")])
+    assert nothing_pending(stored[("jobs", "job-1")])
     assert _read(stored[("jobs", "job-1")])[1] == "offline online"
 
 
@@ -303,7 +293,7 @@ async def test_hocuspocus_update_after_a_refused_one_is_not_acknowledged(
         validating.url, validating.token("hp-gap", ["jobs"]), "reader"
     ) as reader:
         stored = await reader.fetch([("jobs", "job-1")])
-    assert _nothing_pending(stored[("jobs", "job-1")])
+    assert nothing_pending(stored[("jobs", "job-1")])
     assert _read(stored[("jobs", "job-1")]) == ("open", "")
 
 
@@ -425,7 +415,7 @@ def test_whatever_the_validator_refuses_every_acknowledged_entry_is_integrated(
     outcomes, stored = asyncio.run(run())
     states = {key: decode_state_vector(get_state(state)) for key, state in stored.items()}
     for state in stored.values():
-        assert _nothing_pending(state)
+        assert nothing_pending(state)
     for client, (acked, refused) in outcomes.items():
         after_refusal: set[str] = set()  # records with a refused entry of this editor so far
         for seq, _, record_id, update in entries[client]:
