@@ -1,8 +1,8 @@
 """Outbox entries: local edits waiting to be uploaded, in the order they were made.
 
-Entries of one record go up in order, and an entry never goes up before the earlier entries of
-its record are in the relay's hands: Yjs updates of one client form a contiguous sequence, so
-a later update of a record builds on the earlier ones and cannot be integrated without them.
+Entries of one record go up in order, and the relay takes an entry only once it has the earlier
+entries of its record: Yjs updates of one client form a contiguous sequence, so a later update
+of a record builds on the earlier ones and cannot be integrated without them.
 While an entry is in error, the later entries of its record wait (``held_by``); the relay
 itself refuses an update whose dependencies it does not have (code ``blocked``).
 """
