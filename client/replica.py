@@ -384,6 +384,7 @@ class Replica:
 
     async def sync_now(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
         """Push every queued entry now and wait until the relay acknowledged (or refused) it.
+        Entries held behind an entry in error (see :attr:`Status.held`) are not waited for.
 
         Fails fast when offline; while a connection attempt is under way it waits for it.
 
@@ -401,7 +402,7 @@ class Replica:
             status = await self.status.wait_for(
                 lambda s: (
                     s.session not in _ACTIVE
-                    or (s.session is SessionState.ONLINE and s.pending == s.errors)
+                    or (s.session is SessionState.ONLINE and s.pending == s.errors + s.held)
                 )
             )
         if status.session is not SessionState.ONLINE:
@@ -410,8 +411,9 @@ class Replica:
     async def wait_synced(self, timeout: float = 30.0) -> Status:  # noqa: ASYNC109
         """Wait until the replica is online with nothing queued or in flight.
 
-        Entries in error (refused by the relay) do not count. For tests and apps that want to
-        know their edits reached the relay.
+        Entries in error (refused by the relay) do not count, nor the entries held behind
+        them (later entries of the same records, which wait for them). For tests and apps that
+        want to know their edits reached the relay.
 
         Raises:
             TimeoutError: not synced within ``timeout`` seconds.
@@ -419,7 +421,7 @@ class Replica:
         self._recount()
         async with asyncio.timeout(timeout):
             return await self.status.wait_for(
-                lambda s: s.session is SessionState.ONLINE and s.pending == s.errors
+                lambda s: s.session is SessionState.ONLINE and s.pending == s.errors + s.held
             )
 
     # -- the background task --------------------------------------------------------------
@@ -570,7 +572,7 @@ class Replica:
         if self._session.state is SessionState.CLOSED:
             return
         pending, errors = self.store.outbox.tally()
-        self.status.update(pending=pending, errors=errors)
+        self.status.update(pending=pending, errors=errors, held=self.store.outbox.held())
 
     # -- SyncOwner (called by SyncRun) ----------------------------------------------------
 

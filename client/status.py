@@ -56,6 +56,8 @@ class Status:
         progress: the current sync's progress (meaningful while ``state == "syncing"``).
         pending: outbox entries not yet acknowledged by the relay (queued, uploading or error).
         errors: outbox entries the relay refused, waiting for resolve/discard.
+        held: outbox entries (not in error) that wait behind an earlier entry of their record
+            in error: they go up once it is resolved or discarded.
         last_synced_at: Unix time of the last completed sync (upload + download), or None.
         last_error: the code of the last connection error (``token_expired``,
             ``connection_lost``...), or None.
@@ -67,6 +69,7 @@ class Status:
     errors: int = 0
     last_synced_at: float | None = None
     last_error: str | None = None
+    held: int = 0
 
     @property
     def state(self) -> str:

@@ -10,12 +10,17 @@ relay, or a wake-up after a local edit), so store updates never race each other:
    are pushed in seq order with at most ``window`` entries in flight, as many per ``push`` frame
    as are ready, and marked ``uploading``; each ``ack`` acknowledges entries in the store (they
    leave the outbox), each ``reject`` marks an entry ``error`` (it stays until the app resolves
-   or discards it). More entries are pushed as acks free the window. The store's writes for
-   this (``uploading``, acknowledgements) join its group commit without the run waiting for
-   them: the group commit keeps them in order, and losing one to a crash only means a harmless
-   re-send. New entries come from the outbox's ``on_queued`` events as their edits commit; the
-   outbox is listed only when the run starts and after :meth:`SyncRun.relist` (an entry queued
-   again by resolve/discard).
+   or discards it). More entries are pushed as acks free the window. Per record, head of line:
+   an entry whose record has an earlier entry in error is *held*, not pushed, until that one is
+   resolved or discarded (a later update of a record builds on the earlier ones); entries of
+   other records keep flowing. An entry the relay refuses as ``blocked`` (it builds on an
+   update the relay does not have) is queued again, not an error, and pushed again only after
+   the next listing of the outbox. The store's writes for this (``uploading``,
+   acknowledgements) join its group commit without the run waiting for them: the group commit
+   keeps them in order, and losing one to a crash only means a harmless re-send. New entries
+   come from the outbox's ``on_queued`` events as their edits commit; the outbox is listed
+   only when the run starts and after :meth:`SyncRun.relist` (an entry queued again by
+   resolve/discard).
 2. **Then download**, once nothing is queued or in flight: ``sub`` with the cursor persisted by
    the last completed sync; each ``changed`` is answered with the records' state vectors from
    the store; ``updates`` are applied with ``store.apply_remote`` (one transaction per frame);
@@ -58,6 +63,9 @@ CURSOR_SETTING = "sync.cursor"
 
 #: Outbox entries in flight at most (pushed, neither acked nor rejected).
 DEFAULT_WINDOW = 256
+
+# Reject code of an entry that builds on an update the relay does not have (not an error).
+_BLOCKED = "blocked"
 
 # Empty Yjs state vector: "I have nothing of this record".
 _EMPTY_SV = b"\x00"
@@ -179,8 +187,12 @@ class SyncRun:
                 await self._settled()
             case Rejected(items):
                 self._sent.difference_update(i.seq for i in items)
-                await self._mark_errors(items)
-                self._uploaded([i.seq for i in items])
+                refused = [i for i in items if i.code != _BLOCKED]
+                blocked = [i for i in items if i.code == _BLOCKED]
+                if blocked:  # not errors: queued again, pushed after the next listing
+                    await self.store.outbox.mark_blocked([(i.seq, i.reason) for i in blocked])
+                await self._mark_errors(refused)
+                self._uploaded([i.seq for i in refused])
                 await self._settled()
             case Changed(items, _cursor, done):
                 found = await self.store.state_vectors(
@@ -253,10 +265,18 @@ class SyncRun:
             return 0
         if self._relist:
             await self._list_queued()
-        if not self._backlog:
+        batch: list[OutboxEntry] = []
+        for seq in sorted(self._backlog):
+            if len(batch) == room:
+                break
+            entry = self._backlog.pop(seq)
+            first_error = self.store.outbox.first_error(entry.collection, entry.record_id)
+            if first_error is not None and first_error < seq:
+                continue  # builds on the entry in error: held until the next listing
+            batch.append(entry)
+        if not batch:
             return 0
-        seqs = sorted(self._backlog)[:room]
-        batch = [self._backlog.pop(seq) for seq in seqs]
+        seqs = [e.seq for e in batch]
         self._sent.update(seqs)
         items = [(e.seq, e.collection, e.record_id, e.update) for e in batch]
         too_big: list[tuple[int, str]] = []

@@ -14,7 +14,8 @@ name is ``<collection>/<record id>`` (a v4 ``"\\0<session>"`` suffix is allowed)
    update is durably stored (an empty update is acknowledged after the document's previous
    updates are stored). The update then reaches every connection of the record (the sender
    included) and native subscribers. A refused update: ``SyncStatus(false)`` and
-   ``PermissionDenied("rejected: ...")`` for that document.
+   ``PermissionDenied("rejected: ...")`` for that document. An update that builds on updates
+   the relay does not have (blocked): ``SyncStatus(false)`` only, neither stored nor echoed.
 4. Awareness relayed between connections of the record, never stored; removed on Close or when
    the socket closes.
 
@@ -45,7 +46,7 @@ from crdt_sync.yjs_encoding import EMPTY_UPDATE
 from crdt_sync.yjs_sync import CLOSE_PROTOCOL_ERROR
 
 from .tokens import Grant
-from .validation import UpdateRejected
+from .validation import UpdateBlocked, UpdateRejected
 from .yjs_endpoint import EMPTY_AWARENESS, Link, answer_state_vector, new_replica_id
 from .yjs_rooms import RoomKey
 
@@ -229,6 +230,12 @@ class HocuspocusConnection(Link):
             future = await self.relay.submit_record_update(
                 doc.grant, self.replica, doc, collection, record_id, update
             )
+        except UpdateBlocked:
+            # Builds on updates the relay does not have: not stored, not acknowledged; the
+            # document stays open (the provider's next SyncStep2 carries what it builds on).
+            if self.session.is_open(name):
+                self.session.acknowledge(name, stored=False)
+            return
         except UpdateRejected as exc:
             if self.session.is_open(name):
                 self.session.acknowledge(name, stored=False)

@@ -13,7 +13,9 @@ events:
   collections)`` or ``refuse(bad_token|token_expired)``. A connection is failed with
   ``token_expired`` when its token expires.
 - ``PushReceived`` (entries outside the grant were already rejected ``forbidden`` by the core):
-  each update must decode as a Yjs v1 update (else ``invalid_update``) and pass the optional
+  each update must decode as a Yjs v1 update (else ``invalid_update``), depend only on clocks
+  the relay has (else ``blocked``: the record's committed state, the updates accepted and not
+  yet committed, and the entries of the same push accepted before it) and pass the optional
   validator (else ``rejected``); the rest is submitted to the storage's group commit and acked
   from the commit's callback, i.e. only once durable. The accepted updates are fanned out to
   the OTHER connections of the same tenant subscribed to their collection after the commit,
@@ -68,7 +70,7 @@ from websockets.exceptions import ConnectionClosed as WebSocketClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State as WebSocketState
 
-from crdt_sync.errors import AuthError, InvalidState
+from crdt_sync.errors import AuthError, InvalidMessage, InvalidState
 from crdt_sync.messages import PushItem, StateVectorItem
 from crdt_sync.protocol import (
     DEFAULT_MAX_FRAME,
@@ -82,9 +84,11 @@ from crdt_sync.protocol import (
     StateVectorsReceived,
     Subscribed,
 )
+from crdt_sync.yjs_encoding import UpdateClocks, read_update_clocks
 
 from .hocuspocus_endpoint import HocuspocusConnection, is_hocuspocus_path
 from .metrics import RelayMetrics, StorageNumbers
+from .record_clocks import RecordClocks
 from .storage import (
     DEFAULT_FORGET_ORIGINS_AFTER,
     DEFAULT_STATE_CACHE_BYTES,
@@ -92,7 +96,7 @@ from .storage import (
     SQLiteRelayStorage,
 )
 from .tokens import Grant, Verifier
-from .validation import UpdateRejected, Validator
+from .validation import UpdateBlocked, UpdateRejected, Validator
 from .yjs_endpoint import AWARENESS_CHECK_INTERVAL, PING_INTERVAL, Link, YjsConnection, is_yjs_path
 from .yjs_rooms import YjsRooms
 
@@ -230,6 +234,8 @@ class Relay:
         self._early_pending: list[_Accepted] = []  # accepted, early copies not yet queued
         self._acks_pending: dict[_Connection, list[int]] = {}  # committed, ack not yet queued
         self._fan_out_pending: list[tuple[_Accepted, list[int]]] = []  # committed, seqs known
+        # What the relay has of each record, for the dependency check (``blocked``).
+        self._clocks = RecordClocks()
         #: Records open on Yjs connections (y-websocket, Hocuspocus) and their awareness.
         self.yjs_rooms = YjsRooms()
         self._yjs_links: set[Link] = set()
@@ -547,55 +553,116 @@ class Relay:
     async def _on_push(self, conn: _Connection, items: Sequence[PushItem], started: float) -> None:
         assert conn.grant is not None
         grant = conn.grant
+        tenant = grant.tenant
         refused: list[tuple[int, str, str]] = []
-        accepted: list[PushItem] = []
+        readable: list[tuple[PushItem, UpdateClocks]] = []
         for item in items:
             try:
-                get_state(item.update)
-            except ValueError:
-                refused.append((item.seq, "invalid_update", "not a Yjs v1 update"))
-                continue
-            accepted.append(item)
+                readable.append((item, _read_clocks(item.update)))
+            except UpdateRejected as exc:
+                refused.append((item.seq, "invalid_update", exc.reason))
+        states, vectors = await self._states_and_vectors(
+            tenant, [(item.collection, item.record_id, clocks) for item, clocks in readable]
+        )
+        accepted: list[tuple[PushItem, UpdateClocks]] = []
         validator = self.config.validator
-        if validator is not None and accepted:
-            states = await self.storage.get_states(
-                grant.tenant, [(i.collection, i.record_id) for i in accepted]
-            )
-            valid: list[PushItem] = []
-            for item in accepted:
-                state = states.get((item.collection, item.record_id))
-                try:
-                    outcome = validator(item.collection, item.record_id, item.update, state, grant)
-                    if inspect.isawaitable(outcome):
-                        await outcome
-                except UpdateRejected as exc:
-                    refused.append((item.seq, "rejected", exc.reason))
-                    continue
-                except Exception:
-                    log.exception("validator failed on %s/%s", item.collection, item.record_id)
-                    refused.append((item.seq, "rejected", "validation failed"))
-                    continue
-                valid.append(item)
-            accepted = valid
+        for item, clocks in readable:
+            key = (item.collection, item.record_id)
+            vector = vectors.get(key, {})
+            refusal = _blocked(clocks, vector)
+            if refusal is None and validator is not None:
+                refusal = await self._validate(
+                    validator, grant, item.collection, item.record_id, item.update, states.get(key)
+                )
+            if refusal is not None:
+                refused.append((item.seq, refusal.code, refusal.reason))
+                continue
+            self._clocks.accept((tenant, *key), clocks)
+            clocks.extend(vector)  # the later entries of the push may build on this one
+            accepted.append((item, clocks))
         if refused:
+            refused.sort()
             for _, code, _ in refused:
                 self.metrics.rejects.labels(code).inc()
             if conn.protocol.state is State.OPEN:
                 conn.protocol.reject(refused)
         if not accepted:
             return
-        write = _Accepted(grant.tenant, conn, accepted)
+        write = _Accepted(tenant, conn, [item for item, _ in accepted])
         # Queued before the write wakes the storage writer: the early copies go out first.
         if self.config.early_fanout:
             self._fan_out_early(write)
         try:
-            future = self._submit(grant.tenant, conn.replica, accepted)
+            future = self._submit(tenant, conn.replica, write.items)
         except InvalidState:  # shutting down: not stored, not acked; the client re-sends
+            self._settled(tenant, accepted, None)
             with contextlib.suppress(ValueError):
                 self._early_pending.remove(write)  # and not fanned out either
             return
         self._enter()
-        future.add_done_callback(lambda done: self._committed(conn, write, done, started))
+
+        def committed(done: asyncio.Future[list[int]]) -> None:
+            self._settled(tenant, accepted, done)
+            self._committed(conn, write, done, started)
+
+        future.add_done_callback(committed)
+
+    async def _states_and_vectors(
+        self, tenant: str, updates: Sequence[tuple[str, str, UpdateClocks]]
+    ) -> tuple[dict[tuple[str, str], bytes], dict[tuple[str, str], dict[int, int]]]:
+        """What checking ``(collection, record_id, clocks)`` updates takes: the committed states
+        of their records if there is a validator, and the state vectors (:class:`RecordClocks`)
+        of the records of the updates that need clocks they do not carry themselves."""
+        vectors: dict[tuple[str, str], dict[int, int]] = {}
+        load: dict[tuple[str, str], tuple[UpdateClocks, ...]] = {}
+        for collection, record_id, clocks in updates:
+            key = (collection, record_id)
+            if key in vectors or key in load or clocks.missing({}) is None:
+                continue
+            vector = self._clocks.get((tenant, *key))
+            if vector is None:  # loaded from the state, with what is committed meanwhile
+                load[key] = self._clocks.uncommitted((tenant, *key))
+            else:
+                vectors[key] = vector
+        wanted = list(load)
+        if self.config.validator is not None:
+            wanted = list(dict.fromkeys([(c, r) for c, r, _ in updates]))
+        states = await self.storage.get_states(tenant, wanted) if wanted else {}
+        for key, before in load.items():
+            vectors[key] = self._clocks.load((tenant, *key), states.get(key), before)
+        return states, vectors
+
+    def _settled(
+        self,
+        tenant: str,
+        accepted: Sequence[tuple[PushItem, UpdateClocks]],
+        done: asyncio.Future[list[int]] | None,
+    ) -> None:
+        """The commit of accepted updates completed (``done``), or they were not submitted."""
+        stored = done is not None and not done.cancelled() and done.exception() is None
+        for item, clocks in accepted:
+            self._clocks.settled((tenant, item.collection, item.record_id), clocks, stored=stored)
+
+    async def _validate(
+        self,
+        validator: Validator,
+        grant: Grant,
+        collection: str,
+        record_id: str,
+        update: bytes,
+        state: bytes | None,
+    ) -> UpdateRejected | None:
+        """The validator's refusal of an update (``state``: the record's committed state)."""
+        try:
+            outcome = validator(collection, record_id, update, state, grant)
+            if inspect.isawaitable(outcome):
+                await outcome
+        except UpdateRejected as exc:
+            return exc
+        except Exception:
+            log.exception("validator failed on %s/%s", collection, record_id)
+            return UpdateRejected("validation failed")
+        return None
 
     async def record_state(self, tenant: str, collection: str, record_id: str) -> bytes | None:
         """The record's committed state (a Yjs v1 update), or ``None`` if it has none."""
@@ -618,37 +685,42 @@ class Relay:
         subscribers and Yjs rooms is then scheduled), or fails if the commit failed.
 
         Raises:
-            UpdateRejected: not a Yjs v1 update, or refused by the validation hook.
+            UpdateRejected: not a Yjs v1 update, or refused by the validation hook;
+                :class:`UpdateBlocked` if it depends on updates the relay does not have.
             InvalidState: the relay is shutting down (nothing stored).
         """
         if self._stopping:
             raise InvalidState("the relay is shutting down")
         try:
-            get_state(update)
-        except ValueError:
+            clocks = _read_clocks(update)
+        except UpdateRejected:
             self.metrics.rejects.labels("invalid_update").inc()
-            raise UpdateRejected("not a Yjs v1 update") from None
+            raise
+        key = (collection, record_id)
+        states, vectors = await self._states_and_vectors(
+            grant.tenant, [(collection, record_id, clocks)]
+        )
+        state = states.get(key)
+        refusal = _blocked(clocks, vectors.get(key, {}))
         validator = self.config.validator
-        if validator is not None:
-            state = await self.record_state(grant.tenant, collection, record_id)
-            try:
-                outcome = validator(collection, record_id, update, state, grant)
-                if inspect.isawaitable(outcome):
-                    await outcome
-            except UpdateRejected:
-                self.metrics.rejects.labels("rejected").inc()
-                raise
-            except Exception:
-                log.exception("validator failed on %s/%s", collection, record_id)
-                self.metrics.rejects.labels("rejected").inc()
-                raise UpdateRejected("validation failed") from None
+        if refusal is None and validator is not None:
+            refusal = await self._validate(validator, grant, collection, record_id, update, state)
+        if refusal is not None:
+            self.metrics.rejects.labels(refusal.code).inc()
+            raise refusal
         item = PushItem(0, collection, record_id, update)
-        stored = self._submit(grant.tenant, replica, [item])
+        self._clocks.accept((grant.tenant, *key), clocks)
+        try:
+            stored = self._submit(grant.tenant, replica, [item])
+        except BaseException:
+            self._settled(grant.tenant, [(item, clocks)], None)
+            raise
         write = _Accepted(grant.tenant, origin, [item])  # no early copies: all go at commit
         result: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._enter()
 
         def committed(done: asyncio.Future[list[int]]) -> None:
+            self._settled(grant.tenant, [(item, clocks)], done)
             try:
                 if done.cancelled():
                     result.cancel()
@@ -903,6 +975,36 @@ class Relay:
         self._busy -= 1
         if self._busy == 0:
             self._idle.set()
+
+
+def _read_clocks(update: bytes) -> UpdateClocks:
+    """What a pushed update carries and needs.
+
+    Raises:
+        UpdateRejected: not a Yjs v1 update (pycrdt cannot decode it), or one whose structs
+            the relay cannot read (content types beyond Yjs', such as Yrs' move extension).
+    """
+    try:
+        get_state(update)
+    except ValueError:
+        raise UpdateRejected("not a Yjs v1 update") from None
+    try:
+        return read_update_clocks(update)
+    except InvalidMessage as exc:
+        raise UpdateRejected(f"a Yjs v1 update the relay cannot read: {exc}") from None
+
+
+def _blocked(clocks: UpdateClocks, vector: dict[int, int]) -> UpdateRejected | None:
+    """The refusal of an update that needs clocks the relay does not have (``vector``: what it
+    has of the record, see :class:`~crdt_sync.server.record_clocks.RecordClocks`)."""
+    gap = clocks.missing(vector)
+    if gap is None:
+        return None
+    return UpdateBlocked(
+        "an earlier update of this record was refused or has not reached the relay: this one "
+        f"builds on it and waits for it (clocks {gap.have}..{gap.needed - 1} of Yjs client "
+        f"{gap.client} are missing)"
+    )
 
 
 def loop_time() -> float:

@@ -15,6 +15,11 @@ Any other exception also rejects the entry (code ``rejected``, reason withheld) 
 Entries of one push are validated in order, each against the state committed before the push;
 an app needing to see its own earlier entries should decode ``update`` alone.
 The relay loads one with ``--validator module:function``.
+
+Before the hook, the relay refuses an update that depends on updates it does not have (an
+earlier update of the same record was refused, or has not reached it): ``reject [seq,
+"blocked", reason]``, never stored (:class:`UpdateBlocked`; the hook is not run). Such an
+update could not integrate anywhere until its dependency arrives.
 """
 
 from __future__ import annotations
@@ -34,9 +39,20 @@ Validator = Callable[[str, str, bytes, "bytes | None", Grant], "Awaitable[None] 
 class UpdateRejected(CrdtSyncError):
     """Raised by a validator to refuse one pushed update; ``reason`` goes to the replica."""
 
+    code = "rejected"
+    """The reject code the replica gets."""
+
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class UpdateBlocked(UpdateRejected):
+    """The relay refuses an update that depends on updates it does not have (code
+    ``blocked``): storing it would keep it pending, invisible, on the relay and on every
+    replica. It is accepted once what it depends on has been stored."""
+
+    code = "blocked"
 
 
 def load_object(spec: str) -> Any:

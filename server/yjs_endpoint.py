@@ -11,7 +11,8 @@ is the asyncio driver around :class:`crdt_sync.yjs_sync.YjsServerSession`:
 3. SyncStep1 from the client: answer SyncStep2 (what the client lacks, from the committed
    state) and our own SyncStep1. SyncStep2/Update: validate, group-commit, then deliver to
    every connection of the record (the sender included) and to native subscribers. A refused
-   update: ``permissionDenied("rejected: ...")`` and close 4403.
+   update: ``permissionDenied("rejected: ...")`` and close 4403. An update that builds on
+   updates the relay does not have (blocked) is neither stored nor echoed.
 4. Awareness: relayed to every connection of the record (sender included), answered on
    query-awareness, removed when the connection closes; never stored.
 
@@ -51,7 +52,7 @@ from crdt_sync.yjs_sync import (
 )
 
 from .tokens import Grant
-from .validation import UpdateRejected
+from .validation import UpdateBlocked, UpdateRejected
 from .yjs_rooms import RoomKey
 
 if TYPE_CHECKING:
@@ -353,6 +354,11 @@ class YjsConnection(Link):
             future = await self.relay.submit_record_update(
                 self.grant, self.replica, self, collection, record_id, update
             )
+        except UpdateBlocked:
+            # Not stored, not echoed (the echo is y-websocket's confirmation). It builds on
+            # edits the relay does not have yet, e.g. offline edits the client's SyncStep2 is
+            # about to carry; that SyncStep2 (computed against the relay's state) includes it.
+            return
         except UpdateRejected as exc:
             self._deny(f"rejected: {exc.reason}")
             return

@@ -50,6 +50,7 @@ from ..integrate import apply_updates, covers
 from ..layout import Conflict, Written, layout_of, read_fields
 from ..lib0 import Reader, write_var_bytes
 from ..lww import Kind, LwwPolicy
+from ..merge import merge
 from ..outbox import OutboxEntry, OutboxStatus
 from ..record import Record, RecordEditor
 from ..rollback import compensate
@@ -1151,7 +1152,12 @@ class LocalStore:
         self, seq: int, change: Callable[[Doc[Any], RecordEditor, Doc[Any], Doc[Any]], None]
     ) -> None:
         """Apply ``change`` to the record of errored entry ``seq`` as a local transaction and
-        fold the resulting update into that entry, which is queued again."""
+        fold the resulting update into that entry, which is queued again.
+
+        The record's later pending updates are folded in too: the change comes after them in
+        the record's Yjs clock sequence, so the entry would otherwise depend on them while they
+        depend on it (the relay refuses such an entry as ``blocked``). They stay entries of
+        their own and go up after it, as a harmless re-send."""
         entry = await self.outbox.get(seq)
         if entry.status is not OutboxStatus.ERROR:
             raise OutboxError(f"outbox entry {seq} is {entry.status.value}, not in error")
@@ -1173,9 +1179,16 @@ class LocalStore:
                 raise
             finally:
                 current.unobserve(subscription)
-            merged = merge_updates(entry.update, *captured) if captured else entry.update
             try:
                 async with self._transaction() as conn:
+                    merged = entry.update
+                    if captured:
+                        later = await conn.execute_fetchall(
+                            "SELECT data FROM updates WHERE collection = ? AND id = ?"
+                            " AND outbox_seq > ? ORDER BY outbox_seq",
+                            (collection, record_id, seq),
+                        )
+                        merged = merge([entry.update, *(bytes(r[0]) for r in later), *captured])
                     await conn.execute(
                         "UPDATE updates SET data = ? WHERE outbox_seq = ?", (merged, seq)
                     )
@@ -1190,23 +1203,30 @@ class LocalStore:
                         (self._time(), current.get_state(), collection, record_id),
                     )
                     await self._save_clock(conn)
+                    waits = _first(await conn.execute_fetchall(_WAITS_SQL, (collection, record_id)))
             except BaseException:
                 self._cache.pop((collection, record_id), None)
                 raise
             self.outbox._errors -= 1  # the entry is queued again
+            self.outbox._waits_changed({(collection, record_id): (waits[0], waits[1])})
 
 
 class Outbox:
     """The outbox of a :class:`LocalStore`: local edits waiting for the relay, in order.
 
     The numbers of entries waiting and in error are kept in memory (loaded when the store
-    opens, then moved by each committed write), so counting costs no query.
+    opens, then moved by each committed write), so counting costs no query. So is, per record
+    with an entry in error, the first such entry and how many later entries of the record wait
+    behind it (*held*: a later update of a record builds on the earlier ones, see
+    :mod:`crdt_sync.outbox`).
     """
 
     def __init__(self, store: LocalStore) -> None:
         self._store = store
         self._total = 0
         self._errors = 0
+        # (collection, id) -> (seq of its first entry in error, entries after it not in error)
+        self._waits: dict[tuple[str, str], tuple[int, int]] = {}
         self._listeners: builtins.list[Callable[[OutboxEntry], None]] = []
 
     async def _load_counts(self) -> None:
@@ -1216,6 +1236,27 @@ class Outbox:
             )
         )
         self._total, self._errors = (int(row[0]), int(row[1])) if row else (0, 0)
+        rows = await self._store.conn.execute_fetchall(_ALL_WAITS_SQL)
+        self._waits = {(str(c), str(r)): (int(first), int(held)) for c, r, first, held in rows}
+
+    def _waits_changed(self, waits: _Waits) -> None:
+        for key, (first, held) in waits.items():
+            if first is None:
+                self._waits.pop(key, None)
+            else:
+                self._waits[key] = (first, held)
+
+    def first_error(self, collection: str, record_id: str) -> int | None:
+        """The seq of the record's first entry in error (committed, from memory), or None.
+        The record's later entries wait until it is resolved or discarded."""
+        waits = self._waits.get((collection, record_id))
+        return None if waits is None else waits[0]
+
+    def held(self) -> int:
+        """How many entries (not in error) wait behind an earlier entry of their record in
+        error, as committed, from memory (no query)."""
+        self._store.conn  # noqa: B018 (raises InvalidState once closed)
+        return sum(held for _, held in self._waits.values())
 
     def on_queued(self, callback: Callable[[OutboxEntry], None]) -> Callable[[], None]:
         """Call ``callback(entry)`` for each new entry once its edit is committed, in seq
@@ -1240,6 +1281,9 @@ class Outbox:
         if done.cancelled() or done.exception() is not None:
             return
         self._total += 1
+        waits = self._waits.get((collection, record_id))
+        if waits is not None:  # a new entry comes after the record's entry in error
+            self._waits[(collection, record_id)] = (waits[0], waits[1] + 1)
         entry = OutboxEntry(
             done.result(), collection, record_id, OutboxStatus.QUEUED, created_at, update
         )
@@ -1249,13 +1293,17 @@ class Outbox:
     async def _entries(self, where: str, params: Sequence[Any]) -> builtins.list[OutboxEntry]:
         async with self._store.conn.execute(
             "SELECT o.seq, o.collection, o.id, o.status, o.created_at, u.data, o.attempts,"
-            " o.error_code, o.error_reason FROM outbox o JOIN updates u ON u.outbox_seq = o.seq"
+            " o.error_code, o.error_reason, (SELECT MIN(e.seq) FROM outbox e"
+            " WHERE e.collection = o.collection AND e.id = o.id AND e.status = 'error'"
+            " AND e.seq < o.seq) FROM outbox o JOIN updates u ON u.outbox_seq = o.seq"
             f" {where} ORDER BY o.seq",
             params,
         ) as cursor:
             rows = await cursor.fetchall()
         return [
-            OutboxEntry(r[0], r[1], r[2], OutboxStatus(r[3]), r[4], bytes(r[5]), r[6], r[7], r[8])
+            OutboxEntry(
+                r[0], r[1], r[2], OutboxStatus(r[3]), r[4], bytes(r[5]), r[6], r[7], r[8], r[9]
+            )
             for r in rows
         ]
 
@@ -1309,7 +1357,8 @@ class Outbox:
             return await cursor.fetchone() is not None
 
     def mark_uploading(self, seqs: Iterable[int], *, lazy: bool = False) -> asyncio.Future[None]:
-        """Mark queued entries as sent (and count the attempt).
+        """Mark queued entries as sent (and count the attempt; the reason of an earlier
+        ``blocked`` refusal is cleared).
 
         Queued at once in the group commit, in order with later writes; await the returned
         future to wait for the commit. ``lazy``: committed with the next write (or within
@@ -1319,8 +1368,8 @@ class Outbox:
 
         def mark(db: sqlite3.Connection) -> None:
             db.executemany(
-                "UPDATE outbox SET status = 'uploading', attempts = attempts + 1"
-                " WHERE seq = ? AND status = 'queued'",
+                "UPDATE outbox SET status = 'uploading', attempts = attempts + 1,"
+                " error_code = NULL, error_reason = NULL WHERE seq = ? AND status = 'queued'",
                 rows,
             )
 
@@ -1338,6 +1387,21 @@ class Outbox:
 
         return self._store._submit(requeue, lazy=lazy)
 
+    async def mark_blocked(self, items: Iterable[tuple[int, str]]) -> None:
+        """The relay refused these ``(seq, reason)`` entries as ``blocked`` (an earlier update
+        of their record is missing there): they are queued again, not in error, with the
+        relay's reason (``error_code`` ``blocked``) until their next upload."""
+        rows = [(reason, seq) for seq, reason in items]
+
+        def mark(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "UPDATE outbox SET status = 'queued', error_code = 'blocked', error_reason = ?"
+                " WHERE seq = ? AND status != 'error'",
+                rows,
+            )
+
+        await self._store._write(mark)
+
     def acknowledge(self, seqs: Iterable[int], *, lazy: bool = False) -> asyncio.Future[int]:
         """The relay stored these entries: they leave the outbox and their updates become
         confirmed. Unknown seqs (already acknowledged) are ignored.
@@ -1348,28 +1412,29 @@ class Outbox:
         """
         pairs = [(s,) for s in seqs]
 
-        def ack(db: sqlite3.Connection) -> tuple[int, int]:
+        def ack(db: sqlite3.Connection) -> tuple[int, int, _Waits]:
+            touched = _records_waiting(db, [s for (s,) in pairs])
             db.executemany("UPDATE updates SET outbox_seq = NULL WHERE outbox_seq = ?", pairs)
             errors = db.executemany(
                 "DELETE FROM outbox WHERE seq = ? AND status = 'error'", pairs
             ).rowcount
-            return errors + db.executemany(
-                "DELETE FROM outbox WHERE seq = ?", pairs
-            ).rowcount, errors
+            removed = errors + db.executemany("DELETE FROM outbox WHERE seq = ?", pairs).rowcount
+            return removed, errors, {key: _waits_of(db, key) for key in touched}
 
         written = self._store._submit(ack, lazy=lazy)
         result: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
-        def landed(done: asyncio.Future[tuple[int, int]]) -> None:
+        def landed(done: asyncio.Future[tuple[int, int, _Waits]]) -> None:
             if done.cancelled():
                 result.cancel()
             elif (exc := done.exception()) is not None:
                 result.set_exception(exc)
                 result.exception()  # nobody may await it: not an "unretrieved" error
             else:
-                removed, errors = done.result()
+                removed, errors, waits = done.result()
                 self._total -= removed
                 self._errors -= errors
+                self._waits_changed(waits)
                 result.set_result(removed)
 
         written.add_done_callback(landed)
@@ -1387,7 +1452,7 @@ class Outbox:
         """The relay refused entry ``seq``: it stays in the outbox, in error, until resolved
         or discarded. Other entries are unaffected."""
 
-        def mark(db: sqlite3.Connection) -> tuple[int, int]:
+        def mark(db: sqlite3.Connection) -> tuple[int, int, _Waits]:
             newly = db.execute(
                 "UPDATE outbox SET status = 'error', error_code = ?, error_reason = ?"
                 " WHERE seq = ? AND status != 'error'",
@@ -1397,10 +1462,11 @@ class Outbox:
                 "UPDATE outbox SET error_code = ?, error_reason = ? WHERE seq = ?",
                 (code, reason, seq),
             ).rowcount
-            return newly, again
+            return newly, again, {key: _waits_of(db, key) for key in _records_waiting(db, [seq])}
 
-        newly, found = await self._store._write(mark)
+        newly, found, waits = await self._store._write(mark)
         self._errors += newly
+        self._waits_changed(waits)
         if found == 0:
             raise OutboxError(f"no outbox entry {seq}")
 
@@ -1418,6 +1484,46 @@ class Outbox:
         """Fix errored entry ``seq``: ``fix(editor)`` edits the record, and that edit is folded
         into the entry, which is queued again (keeping its place in the order)."""
         await self._store._rework(seq, lambda _c, editor, _b, _a: fix(editor))
+
+
+#: Per record: its first entry in error (None: none), and how many later ones are not in error
+#: (held behind it).
+_Waits = dict[tuple[str, str], tuple[int | None, int]]
+
+_ALL_WAITS_SQL = (
+    "SELECT e.collection, e.id, e.first, (SELECT COUNT(*) FROM outbox o"
+    " WHERE o.collection = e.collection AND o.id = e.id AND o.seq > e.first"
+    " AND o.status != 'error') FROM (SELECT collection, id, MIN(seq) AS first FROM outbox"
+    " WHERE status = 'error' GROUP BY collection, id) e"
+)
+_WAITS_SQL = (
+    "SELECT e.first, (SELECT COUNT(*) FROM outbox o WHERE o.collection = ?1 AND o.id = ?2"
+    " AND o.seq > e.first AND o.status != 'error') FROM (SELECT MIN(seq) AS first FROM outbox"
+    " WHERE collection = ?1 AND id = ?2 AND status = 'error') e"
+)
+
+
+def _waits_of(db: sqlite3.Connection, key: tuple[str, str]) -> tuple[int | None, int]:
+    """``(first entry in error or None, entries held behind it)`` of one record."""
+    first, held = db.execute(_WAITS_SQL, key).fetchone()
+    return first, held
+
+
+def _records_waiting(db: sqlite3.Connection, seqs: Sequence[int]) -> set[tuple[str, str]]:
+    """The records of those entries that are in error or held behind an entry in error: their
+    waits change when these entries change."""
+    found: set[tuple[str, str]] = set()
+    for chunk in _chunks(seqs, 500):
+        marks = ",".join("?" for _ in chunk)
+        rows = db.execute(
+            "SELECT DISTINCT o.collection, o.id FROM outbox o"
+            f" WHERE o.seq IN ({marks}) AND (o.status = 'error' OR EXISTS (SELECT 1 FROM"
+            " outbox e WHERE e.collection = o.collection AND e.id = o.id"
+            " AND e.status = 'error' AND e.seq < o.seq))",
+            chunk,
+        )
+        found.update((str(c), str(r)) for c, r in rows)
+    return found
 
 
 async def _prepare(conn: aiosqlite.Connection, path: Path) -> None:

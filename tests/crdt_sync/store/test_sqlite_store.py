@@ -23,6 +23,7 @@ from crdt_sync.outbox import OutboxStatus
 from crdt_sync.record import read_fields
 from crdt_sync.store.schema import APPLICATION_ID, SCHEMA_VERSION
 from crdt_sync.store.sqlite import COMPACT_MIN_ROWS, LocalStore
+from crdt_sync.yjs_encoding import decode_state_vector, read_update_clocks
 
 NOTE = "Kundin: Zoë Müller, Straße 5 — café ☕, 東京 🚐👩‍🔧"
 
@@ -481,6 +482,75 @@ class TestOutbox:
         doc: pycrdt.Doc[Any] = pycrdt.Doc()
         doc.apply_update(entry.update)
         assert _fields(doc, store) == {"status": "closed", "hours": 3}
+
+    @pytest.mark.asyncio
+    async def test_entries_after_one_in_error_are_held_behind_it(self, tmp_path: Path) -> None:
+        path = tmp_path / "r.db"
+        store = await LocalStore.open(path)
+        for rid in ["j", "j", "other", "j"]:  # seqs 1..4
+            async with store.edit("jobs", rid) as job:
+                job["n"] = job.get("n", 0) + 1
+        await store.outbox.mark_error(2, "rejected", "job closed by the office")
+        assert (store.outbox.first_error("jobs", "j"), store.outbox.held()) == (2, 1)
+        assert store.outbox.first_error("jobs", "other") is None
+        async with store.edit("jobs", "j") as job:  # seq 5: held too
+            job["n"] = 9
+        await store.outbox.mark_blocked([(4, "an earlier update is missing")])
+        await store.outbox.acknowledge([1, 3])  # not held: the count does not move
+        entries = {e.seq: e for e in await store.outbox.list()}
+        assert [(s, e.status, e.held_by) for s, e in entries.items()] == [
+            (2, OutboxStatus.ERROR, None),
+            (4, OutboxStatus.QUEUED, 2),
+            (5, OutboxStatus.QUEUED, 2),
+        ]
+        assert (entries[4].error_code, entries[4].error_reason) == (
+            "blocked",
+            "an earlier update is missing",
+        )
+        assert store.outbox.held() == 2
+        await store.outbox.mark_uploading([4])  # a new attempt clears the old reason
+        assert (await store.outbox.get(4)).error_code is None
+        await store.close()
+        store = await LocalStore.open(path)  # counted again from the file
+        assert (store.outbox.first_error("jobs", "j"), store.outbox.held()) == (2, 2)
+        await store.outbox.discard(2)
+        assert (store.outbox.first_error("jobs", "j"), store.outbox.held()) == (None, 0)
+        assert [e.held_by for e in await store.outbox.list()] == [None, None, None]
+        await store.close()
+
+    @pytest.mark.asyncio
+    @pytest.mark.parametrize("settle", ["discard", "resolve"])
+    async def test_a_reworked_entry_carries_the_later_entries_of_its_record(
+        self, store: LocalStore, settle: str
+    ) -> None:
+        async with store.edit("jobs", "j") as job:
+            job["status"] = "open"
+        await store.outbox.acknowledge([1])
+        async with store.edit("jobs", "j") as job:  # seq 2: refused
+            job["status"] = "closed"
+        for text in ["Arrived. ", "Leak fixed."]:  # seqs 3, 4: build on seq 2
+            async with store.edit("jobs", "j") as job:
+                job.text("notes").insert(len(job.get("notes", "")), text)
+        await store.outbox.mark_error(2, "rejected", "job closed by the office")
+        if settle == "discard":
+            await store.outbox.discard(2)
+        else:
+            await store.outbox.resolve(2, lambda job: job.__setitem__("status", "on_hold"))
+        # The reworked entry alone integrates on the confirmed state (the fix comes after
+        # seqs 3 and 4 in the record's clock sequence, so it carries them) and gives the record.
+        confirmed = await store.confirmed_state("jobs", "j")
+        entry = await store.outbox.get(2)
+        vector = decode_state_vector(pycrdt.get_state(confirmed))
+        assert read_update_clocks(entry.update).missing(vector) is None
+        doc: pycrdt.Doc[Any] = pycrdt.Doc()
+        doc.apply_update(confirmed)
+        doc.apply_update(entry.update)
+        assert _fields(doc, store) == dict(await store.get("jobs", "j"))
+        assert _fields(doc, store) == {
+            "status": "open" if settle == "discard" else "on_hold",
+            "notes": "Arrived. Leak fixed.",
+        }
+        assert [e.seq for e in await store.outbox.list()] == [2, 3, 4]  # still their own
 
 
 class TestLastWriteWins:
