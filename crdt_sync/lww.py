@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,18 +60,19 @@ CONTAINERS = frozenset({Kind.TEXT, Kind.MAP, Kind.ARRAY})
 
 @dataclass(frozen=True, slots=True)
 class LwwEntry:
-    """One write of one slot as stored in the document."""
+    """One write of one slot as stored in the document. ``key`` is its key in the ``"lww"``
+    map, the encoded timestamp (computed when not given)."""
 
     slot: Slot
     ts: Timestamp
     kind: Kind
     value: Any
     base: Timestamp | None
+    key: str = dataclass_field(default="", compare=False, repr=False)
 
-    @property
-    def key(self) -> str:
-        """The entry's key in the ``"lww"`` map (its encoded timestamp)."""
-        return self.ts.encode()
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.ts.encode())
 
     @property
     def field(self) -> str:
@@ -99,13 +101,13 @@ def parse_entry(key: str, raw: Any) -> LwwEntry | None:
     except InvalidEdit:
         return None
     if raw.get("d") is True:
-        return LwwEntry(slot, ts, Kind.DELETED, None, base)
+        return LwwEntry(slot, ts, Kind.DELETED, None, base, key)
     container = raw.get("t")
     if container is not None:
         if container not in ("text", "map", "array"):
             return None
-        return LwwEntry(slot, ts, Kind(container), None, base)
-    return LwwEntry(slot, ts, Kind.VALUE, raw.get("v"), base)
+        return LwwEntry(slot, ts, Kind(container), None, base, key)
+    return LwwEntry(slot, ts, Kind.VALUE, raw.get("v"), base, key)
 
 
 def encode_entry(entry: LwwEntry) -> dict[str, Any]:

@@ -100,10 +100,11 @@ class MapEditor:
 
     def __getitem__(self, key: str) -> Any:
         slot = self._child(key)
-        shown = self._layout.shown(slot)
-        if not shown.present:
-            raise KeyError(key)
-        return self._open(slot, shown)
+        with self._layout.current():
+            shown = self._layout.shown(slot)
+            if not shown.present:
+                raise KeyError(key)
+            return self._open(slot, shown)
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value at ``key``, or ``default``."""
@@ -113,13 +114,16 @@ class MapEditor:
             return default
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self._assign(self._child(key), value)
+        slot = self._child(key)
+        with self._layout.current():
+            self._assign(slot, value)
 
     def __delitem__(self, key: str) -> None:
         slot = self._child(key)
-        if not self._layout.shown(slot).present:
-            raise KeyError(key)
-        self._layout.write(slot, Kind.DELETED, None, self._stamp)
+        with self._layout.current():
+            if not self._layout.shown(slot).present:
+                raise KeyError(key)
+            self._layout.write(slot, Kind.DELETED, None, self._stamp)
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self._layout.shown((*self._slot, key)).present
@@ -172,16 +176,17 @@ class MapEditor:
         """Make ``slot`` a container of ``kind`` if it holds nothing; its shown state if it
         already is one (``None`` after creating it). Anything else is refused."""
         self._check_container(slot, kind)
-        shown = self._layout.shown(slot)
-        if shown.kind is kind:
-            return shown
-        if shown.present:
-            raise InvalidEdit(
-                f"field {'.'.join(slot)!r} holds a {_KIND_NAMES[shown.kind]}, "
-                f"not a {_KIND_NAMES[kind]}"
-            )
-        self._layout.write(slot, kind, None, self._stamp)
-        return None
+        with self._layout.current():
+            shown = self._layout.shown(slot)
+            if shown.kind is kind:
+                return shown
+            if shown.present:
+                raise InvalidEdit(
+                    f"field {'.'.join(slot)!r} holds a {_KIND_NAMES[shown.kind]}, "
+                    f"not a {_KIND_NAMES[kind]}"
+                )
+            self._layout.write(slot, kind, None, self._stamp)
+            return None
 
     def _check_container(self, slot: Slot, kind: Kind) -> None:
         """Hook: refuse containers where they are not allowed (LWW fields)."""
