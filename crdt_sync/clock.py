@@ -14,6 +14,7 @@ order, so two replicas never produce equal timestamps. The clock:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .errors import InvalidEdit
@@ -71,17 +72,10 @@ class Timestamp:
         replica): two different strings never decode to the same timestamp, so peers that
         compare keys as strings (Yjs) and peers that compare decoded timestamps agree.
         """
-        parts = text.split(".", 2)
-        if (
-            len(parts) == 3
-            and len(parts[0]) == _MS_DIGITS
-            and len(parts[1]) == _COUNTER_DIGITS
-            and _is_lower_hex(parts[0])
-            and _is_lower_hex(parts[1])
-            and parts[2]
-        ):
-            return cls(int(parts[0], 16), int(parts[1], 16), parts[2])
-        raise InvalidEdit(f"not an HLC timestamp: {text!r}")
+        match = _CANONICAL.fullmatch(text) if isinstance(text, str) else None
+        if match is None:
+            raise InvalidEdit(f"not an HLC timestamp: {text!r}")
+        return cls(int(match[1], 16), int(match[2], 16), match[3])
 
     def __str__(self) -> str:
         return self.encode()
@@ -162,5 +156,7 @@ class HybridClock:
         return True
 
 
-def _is_lower_hex(text: str) -> bool:
-    return all(c in "0123456789abcdef" for c in text)
+#: The canonical encoding: fixed-width lowercase hex ms and counter, a non-empty replica id.
+_CANONICAL = re.compile(
+    rf"([0-9a-f]{{{_MS_DIGITS}}})\.([0-9a-f]{{{_COUNTER_DIGITS}}})\.(.+)", re.DOTALL | re.ASCII
+)

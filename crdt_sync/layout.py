@@ -328,8 +328,13 @@ class Layout:
         if keys.symmetric_difference(self._slot_of):
             for key in [k for k in self._slot_of if k not in keys]:
                 self._unindex(key)
-            for key in sorted(keys.difference(self._slot_of)):  # the same order everywhere
-                self._index(key, self.registers[key])
+            new = keys.difference(self._slot_of)
+            if len(new) > 2:  # one read of the map instead of one per entry
+                values = {k: v for k, v in self.registers.items() if k in new}
+            else:
+                values = {k: self.registers[k] for k in new}
+            for key in sorted(values):  # the same order everywhere
+                self._index(key, values[key])
         self._legacy_keys = set(self.legacy.keys()) if len(self.legacy) else set()
 
     def _index(self, key: str, raw: Any) -> None:
@@ -545,10 +550,21 @@ class Layout:
         roots = self._root_slots()
         slots = dict.fromkeys(self._by_slot)
         slots.update(dict.fromkeys(roots))
+        # Slots with content roots at or below them (the rest need no content checks).
+        with_roots = {root[:depth] for root in roots for depth in range(1, len(root) + 1)}
         found: dict[str, Conflict] = {}
         for slot in slots:
+            if (
+                len(self._by_slot.get(slot, ())) == 1
+                and slot not in with_roots
+                and not self._children.get(slot)
+                and slot[0] not in self._legacy_keys
+            ):
+                continue  # one entry, nothing else: nothing can have lost here
             for conflict in self._slot_conflicts(slot, roots):
                 found.setdefault(conflict.key, conflict)
+        if not len(self.kept):
+            return sorted(found.values(), key=lambda c: (c.slot, c.key))
         for key, raw in self.kept.items():
             kept = Conflict.decode(key, raw)
             if kept is not None:

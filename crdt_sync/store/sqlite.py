@@ -59,6 +59,7 @@ from . import batch as batches
 from .checkpoints import Checkpointer
 from .group_commit import GroupCommit, Key, WriteBody
 from .idle_compaction import IdleCompactor
+from .idle_work import IdleWork
 from .schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger("crdt_sync.store")
@@ -189,9 +190,8 @@ class LocalStore:
         self._stale_vectors: set[tuple[str, str]] = set()  # NULL state vectors to recompute
         self._refresher: asyncio.TimerHandle | None = None
         self._refreshing: asyncio.Task[None] | None = None
-        self._scan_due: set[tuple[str, str]] = set()  # records whose conflicts to log
-        self._scan_timer: asyncio.TimerHandle | None = None
-        self._scanning: asyncio.Task[None] | None = None
+        # Records changed by remote updates whose conflicts are not logged yet.
+        self._conflict_scan = IdleWork(self._scan, "conflict scan", batch=_SCAN_BATCH)
         self._conflict_listeners: builtins.list[Callable[[ConflictLogEntry], None]] = []
         self.outbox = Outbox(self)
         #: Remote timestamps refused by the HLC because they were too far ahead.
@@ -257,7 +257,7 @@ class LocalStore:
         await store.outbox._load_counts()
         # Conflict scans a crash interrupted resume now.
         due = await conn.execute_fetchall("SELECT collection, id FROM conflict_scan")
-        store._scan_soon((str(c), str(r)) for c, r in due)
+        store._conflict_scan.add((str(c), str(r)) for c, r in due)
         return store
 
     async def close(self) -> None:
@@ -271,13 +271,7 @@ class LocalStore:
                 self._refreshing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._refreshing
-            if self._scan_timer is not None:
-                self._scan_timer.cancel()
-                self._scan_timer = None
-            if self._scanning is not None:
-                self._scanning.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._scanning
+            await self._conflict_scan.close()
             await self._writer.drain()
             if self._accessed:
                 async with self._transaction():
@@ -362,6 +356,7 @@ class LocalStore:
     def _after_commit(self) -> None:
         self._checkpointer.committed()
         self._compactor.wrote()
+        self._conflict_scan.wrote()
 
     def _forget(self, keys: set[Key]) -> None:
         """Writes of these records failed: drop their in-memory documents (reloaded from disk)."""
@@ -497,7 +492,7 @@ class LocalStore:
         Conflicts that remote updates brought are logged by a background scan shortly after
         they arrive (:meth:`scan_conflicts`); this scans the record first if it is due.
         """
-        if (collection, record_id) in self._scan_due:
+        if self._conflict_scan.is_due((collection, record_id)):
             await self.scan_conflicts([(collection, record_id)])
         return await self._conflict_rows(
             "WHERE collection = ? AND id = ? ORDER BY rowid", (collection, record_id)
@@ -537,24 +532,20 @@ class LocalStore:
 
     async def scan_conflicts(self, keys: Iterable[tuple[str, str]] | None = None) -> int:
         """Log the conflicts of records changed by remote updates (all that are due, or the
-        due ones among ``keys``), and move the clock past their timestamps. Runs by itself in
-        the background once remote updates stop arriving. Returns how many were logged."""
-        due = (
-            builtins.list(self._scan_due)
-            if keys is None
-            else [k for k in keys if k in self._scan_due]
-        )
-        logged = 0
-        for chunk in _chunks(due, _KEYS_PER_QUERY):
-            logged += await self._scan(chunk)
-        return logged
+        due ones among ``keys``), and move the clock past their timestamps. Runs by itself once
+        the store has had no write for a second (and stops at the next write); the records stay
+        due until then, across restarts. Returns how many conflicts were logged."""
+        return await self._conflict_scan.run_due(keys)
 
     async def _scan(self, keys: Sequence[tuple[str, str]]) -> int:
         now = self._time()
         now_ms = int(now * 1000)
         rows: builtins.list[tuple[Any, ...]] = []
         for collection, record_id in keys:
-            doc = await self._doc(collection, record_id)
+            try:
+                doc = await self._doc(collection, record_id, remember=False)
+            except RecordNotFound:
+                continue
             layout = layout_of(doc)
             for entry in layout.all_entries():
                 if not self._clock.observe(entry.ts, now_ms):
@@ -587,7 +578,6 @@ class LocalStore:
             return new
 
         new = await self._write(write_log)
-        self._scan_due.difference_update(keys)
         self._clock_written = clock
         for logged in new:
             for listener in builtins.list(self._conflict_listeners):
@@ -596,33 +586,6 @@ class LocalStore:
                 except Exception:
                     log.exception("%s: a conflict listener failed", self.path)
         return len(new)
-
-    def _scan_soon(self, keys: Iterable[tuple[str, str]]) -> None:
-        """Scan these records for conflicts in the background, once remote updates stop
-        arriving (debounced, as the state-vector refresh)."""
-        self._scan_due.update(keys)
-        if not self._scan_due or self._conn is None:
-            return
-        if self._scan_timer is not None:
-            self._scan_timer.cancel()
-        self._scan_timer = asyncio.get_running_loop().call_later(
-            _REFRESH_VECTORS_AFTER, self._start_scan
-        )
-
-    def _start_scan(self) -> None:
-        self._scan_timer = None
-        if self._conn is not None and self._scanning is None:
-            self._scanning = asyncio.get_running_loop().create_task(self._scan_in_background())
-
-    async def _scan_in_background(self) -> None:
-        try:
-            await self.scan_conflicts()
-        except InvalidState:
-            pass  # closed meanwhile
-        except Exception:
-            log.exception("%s: scanning for conflicts failed", self.path)
-        finally:
-            self._scanning = None
 
     # ----------------------------------------------------------------- local edits
 
@@ -873,7 +836,7 @@ class LocalStore:
                 self._settings.update(settings or {})
                 self._refresh_vectors_soon(stale)
                 self._compactor.rows_added(keys)
-                self._scan_soon(keys)
+                self._conflict_scan.add(keys)
             if on_committed is not None:
                 on_committed(error)
 
@@ -1079,9 +1042,15 @@ class LocalStore:
             self._cache.popitem(last=False)
 
     async def _doc(
-        self, collection: str, record_id: str, *, conn: aiosqlite.Connection | None = None
+        self,
+        collection: str,
+        record_id: str,
+        *,
+        conn: aiosqlite.Connection | None = None,
+        remember: bool = True,
     ) -> Doc[Any]:
-        """The record's current document (cached). The record must exist."""
+        """The record's current document (cached unless ``remember`` is false: a background
+        pass over many records keeps the working set in memory). The record must exist."""
         key = (collection, record_id)
         doc = self._cache.get(key)
         if doc is not None:
@@ -1108,7 +1077,8 @@ class LocalStore:
         # (``conn`` given), never while another coroutine's transaction is half done, nor
         # while a write of the record is in flight (this read may not have seen it).
         if (
-            self._editing != key
+            remember
+            and self._editing != key
             and (conn is not self.conn or not self._in_transaction)
             and not self._writer.in_flight(key)
         ):
@@ -1574,6 +1544,9 @@ _T = TypeVar("_T")
 
 #: Record ids per ``IN (...)`` query (SQLite's default limit is 32,766 parameters).
 _KEYS_PER_QUERY = 400
+
+#: Records per conflict-scan step (the scan stops between steps when a write comes in).
+_SCAN_BATCH = 50
 
 #: Seconds without remote updates before NULL state vectors are recomputed in the background.
 _REFRESH_VECTORS_AFTER = 0.1
