@@ -41,9 +41,9 @@ from typing import Any
 
 from pycrdt import Doc, Text, TransactionEvent
 
-from crdt_sync.clock import HybridClock, Timestamp
-from crdt_sync.lww import LwwPolicy
-from crdt_sync.record import RecordEditor, read_fields
+from crdt_sync.records.clock import HybridClock, Timestamp
+from crdt_sync.records.lww import LwwPolicy
+from crdt_sync.records.record import RecordEditor, read_fields
 from crdt_sync.store.sqlite import LocalStore
 
 #: Where the shared editing trace lives, relative to this repository.

@@ -56,10 +56,10 @@ from pycrdt import Doc, Text, TransactionEvent
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from crdt_sync.clock import HybridClock, Timestamp
-from crdt_sync.lww import LwwPolicy
 from crdt_sync.protocol import Acked, ClientProtocol, Rejected, Synced, UpdatesReceived, Welcomed
-from crdt_sync.record import RecordEditor, read_fields
+from crdt_sync.records.clock import HybridClock, Timestamp
+from crdt_sync.records.lww import LwwPolicy
+from crdt_sync.records.record import RecordEditor, read_fields
 from crdt_sync.store.sqlite import LocalStore
 
 HERE = Path(__file__).resolve().parent

@@ -45,10 +45,10 @@ from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from crdt_sync.backoff import DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY, backoff
 from crdt_sync.errors import InvalidState, OfflineError
-from crdt_sync.lww import LwwPolicy
 from crdt_sync.outbox import OutboxEntry
 from crdt_sync.protocol import Welcomed
-from crdt_sync.record import Record, RecordEditor
+from crdt_sync.records.lww import LwwPolicy
+from crdt_sync.records.record import Record, RecordEditor
 from crdt_sync.store.sqlite import ConflictLogEntry, LocalStore, Outbox
 
 from .connection import Connection

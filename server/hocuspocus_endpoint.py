@@ -1,6 +1,6 @@
 """The Hocuspocus endpoint: ``ws://HOST:PORT/hocuspocus``, many records on one websocket.
 
-The asyncio driver around :class:`crdt_sync.hocuspocus.HocuspocusServerSession`. A document
+The asyncio driver around :class:`crdt_sync.yjs.hocuspocus.HocuspocusServerSession`. A document
 name is ``<collection>/<record id>`` (a v4 ``"\\0<session>"`` suffix is allowed). Per document:
 
 1. The provider's Auth(Token): verified with the relay's verifier; the grant must cover the
@@ -8,7 +8,7 @@ name is ``<collection>/<record id>`` (a v4 ``"\\0<session>"`` suffix is allowed)
    handled next, in order) and the awareness states present; otherwise
    ``PermissionDenied(reason)``, and the socket stays open for the other documents (the
    refused document's later traffic is dropped until a new token for it; see
-   :class:`~crdt_sync.hocuspocus.HocuspocusServerSession`).
+   :class:`~crdt_sync.yjs.hocuspocus.HocuspocusServerSession`).
 2. SyncStep1: answered with SyncStep2 (from the committed state) and the relay's own SyncStep1.
 3. SyncStep2/Update: validated and group-committed; ``SyncStatus(true)`` is sent only once the
    update is durably stored (an empty update is acknowledged after the document's previous
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from websockets.asyncio.server import ServerConnection
 
 from crdt_sync.errors import AuthError, InvalidMessage, InvalidState
-from crdt_sync.hocuspocus import (
+from crdt_sync.yjs.hocuspocus import (
     AwarenessQueried,
     AwarenessReceived,
     DocumentClosed,
@@ -42,8 +42,8 @@ from crdt_sync.hocuspocus import (
     SyncStepOneReceived,
     TokenReceived,
 )
-from crdt_sync.yjs_encoding import EMPTY_UPDATE
-from crdt_sync.yjs_sync import CLOSE_PROTOCOL_ERROR
+from crdt_sync.yjs.updates import EMPTY_UPDATE
+from crdt_sync.yjs.y_websocket import CLOSE_PROTOCOL_ERROR
 
 from .tokens import Grant
 from .validation import UpdateBlocked, UpdateRejected

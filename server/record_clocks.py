@@ -25,7 +25,7 @@ from collections.abc import Iterable
 
 from pycrdt import get_state
 
-from crdt_sync.yjs_encoding import UpdateClocks, decode_state_vector
+from crdt_sync.yjs.updates import UpdateClocks, decode_state_vector
 
 RecordKey = tuple[str, str, str]
 """``(tenant, collection, record_id)``."""

@@ -84,7 +84,7 @@ from crdt_sync.protocol import (
     StateVectorsReceived,
     Subscribed,
 )
-from crdt_sync.yjs_encoding import UpdateClocks, read_update_clocks
+from crdt_sync.yjs.updates import UpdateClocks, read_update_clocks
 
 from .hocuspocus_endpoint import HocuspocusConnection, is_hocuspocus_path
 from .metrics import RelayMetrics, StorageNumbers

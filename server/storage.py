@@ -10,7 +10,7 @@ What is stored, per tenant:
   replicas send back in ``sub``);
 - per record ``(collection, record_id)``: a compacted snapshot (one Yjs update) plus a log of
   the updates accepted since; when a record's log reaches ``compact_every`` entries it is
-  merged at the byte level by :func:`crdt_sync.merge.merge` (at most 64 updates per
+  merged at the byte level by :func:`crdt_sync.yjs.merge.merge` (at most 64 updates per
   ``pycrdt.merge_updates`` call, level by level, so a log that grew long under load never
   costs the quadratic huge merge nor holds the GIL for long; a ``Doc`` is not used because
   encoding a ``Doc`` drops updates still waiting for their dependencies, which would lose
@@ -50,7 +50,7 @@ from typing import Protocol
 import aiosqlite
 
 from crdt_sync.errors import InvalidState, StoreError
-from crdt_sync.merge import merge
+from crdt_sync.yjs.merge import merge
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The y-websocket endpoint: ``ws://HOST:PORT/yjs/<collection>/<record id>?token=...``.
 
 One websocket, one record, as with the reference server (``@y/websocket-server``). This module
-is the asyncio driver around :class:`crdt_sync.yjs_sync.YjsServerSession`:
+is the asyncio driver around :class:`crdt_sync.yjs.y_websocket.YjsServerSession`:
 
 1. Verify the ``token`` query parameter with the relay's verifier, and check that the grant
    covers ``<collection>``; otherwise send ``permissionDenied(reason)`` and close with 4403
@@ -39,8 +39,8 @@ from websockets.protocol import State as WebSocketState
 
 from crdt_sync.errors import AuthError, InvalidMessage, InvalidState
 from crdt_sync.rate_limit import TokenBucket
-from crdt_sync.yjs_encoding import EMPTY_UPDATE
-from crdt_sync.yjs_sync import (
+from crdt_sync.yjs.updates import EMPTY_UPDATE
+from crdt_sync.yjs.y_websocket import (
     CLOSE_PERMISSION_DENIED,
     CLOSE_PROTOCOL_ERROR,
     AwarenessQueried,

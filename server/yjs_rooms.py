@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from crdt_sync.awareness import AwarenessRoom
+from crdt_sync.yjs.awareness import AwarenessRoom
 
 RoomKey = tuple[str, str, str]
 """``(tenant, collection, record_id)``."""

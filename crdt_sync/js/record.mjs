@@ -1,7 +1,7 @@
 // crdt-sync records (layout v2) for JavaScript Yjs peers: web and React Native apps (yjs 13.6).
 //
 // A record is one Y.Doc. This module reads and writes it exactly as docs/records.md specifies
-// and as the Python package does (crdt_sync/layout.py, crdt_sync/record.py):
+// and as the Python package does (crdt_sync/records/layout.py, crdt_sync/records/record.py):
 //
 //   root "lww"            Y.Map   register entries, one per write of a slot, keyed by HLC time
 //   root 'text:["notes"]' Y.Text  the content of the text slot ["notes"]

@@ -25,6 +25,7 @@ from typing import Any
 import aiosqlite
 
 from ..errors import StoreError
+from .sqlite_thread import on_thread
 
 __all__ = ["LAZY_DELAY", "GroupCommit", "Key", "WriteBody"]
 
@@ -166,8 +167,8 @@ class GroupCommit:
                     batch, self._queue = self._queue, []
                     first = self.before_group()
                     try:
-                        outcomes = await self.conn._execute(  # type: ignore[no-untyped-call]
-                            _run_group, self.conn._conn, first, [(w.body, w.keys) for w in batch]
+                        outcomes = await on_thread(
+                            self.conn, _run_group, first, [(w.body, w.keys) for w in batch]
                         )
                     except Exception as exc:
                         error = StoreError(self.path, f"commit failed: {exc}")

@@ -77,7 +77,7 @@ MIGRATIONS: dict[int, list[str]] = {
         )""",
     ],
     1: [
-        # The conflict log of record layout v2 (crdt_sync.layout): every slot, not only LWW
+        # The conflict log of record layout v2 (crdt_sync.records.layout): every slot, not only LWW
         # fields; what lost and what won each with its kind (value, deleted, text, map,
         # array) and, when known, its HLC timestamp; ``conflict_key`` identifies a conflict
         # within its record (the losing entry's key for a lost write).

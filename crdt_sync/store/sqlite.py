@@ -36,7 +36,6 @@ from typing import Any, TypeVar
 import aiosqlite
 from pycrdt import Doc, TransactionEvent, get_state, merge_updates
 
-from ..clock import DEFAULT_MAX_SKEW_MS, HybridClock, Timestamp
 from ..errors import (
     BatchError,
     CorruptStoreError,
@@ -46,21 +45,23 @@ from ..errors import (
     SchemaVersionError,
     StoreError,
 )
-from ..integrate import apply_updates, covers
-from ..layout import Conflict, Written, layout_of, read_fields
-from ..lib0 import Reader, write_var_bytes
-from ..lww import Kind, LwwPolicy
-from ..merge import merge
 from ..outbox import OutboxEntry, OutboxStatus
-from ..record import Record, RecordEditor
-from ..rollback import compensate
-from ..yjs_encoding import EMPTY_UPDATE, decode_state_vector
+from ..records.clock import DEFAULT_MAX_SKEW_MS, HybridClock, Timestamp
+from ..records.layout import Conflict, Written, layout_of, read_fields
+from ..records.lww import Kind, LwwPolicy
+from ..records.record import Record, RecordEditor
+from ..records.rollback import compensate
+from ..yjs.integrate import apply_updates, covers
+from ..yjs.lib0 import Reader, write_var_bytes
+from ..yjs.merge import merge
+from ..yjs.updates import EMPTY_UPDATE, decode_state_vector
 from . import batch as batches
 from .checkpoints import Checkpointer
 from .group_commit import GroupCommit, Key, WriteBody
 from .idle_compaction import IdleCompactor
 from .idle_work import IdleWork
 from .schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+from .sqlite_thread import on_thread
 
 log = logging.getLogger("crdt_sync.store")
 
@@ -134,7 +135,7 @@ class ConflictLogEntry:
         return self.as_conflict().describe()
 
     def as_conflict(self) -> Conflict:
-        """The same conflict as :func:`crdt_sync.layout.Layout.conflicts` reports it."""
+        """The same conflict as :func:`crdt_sync.records.layout.Layout.conflicts` reports it."""
         return Conflict(
             self.key,
             self.path,
@@ -339,9 +340,8 @@ class LocalStore:
     ) -> _T:
         """Run ``body`` in the next group commit on the store's SQLite thread; wait for it.
 
-        One round trip to aiosqlite's worker thread per group, not per statement or per write.
-        ``Connection._execute`` is aiosqlite's private "run this callable on the connection's
-        thread" (present since 0.1x; the relay's storage relies on it too).
+        One round trip to aiosqlite's worker thread per group, not per statement or per write
+        (:mod:`crdt_sync.store.sqlite_thread`).
         """
         result: _T = await asyncio.shield(self._submit(body, keys))
         return result
@@ -437,7 +437,7 @@ class LocalStore:
         reads = []
         for collection, all_ids in by_collection.items():
             for ids in _chunks(all_ids, _KEYS_PER_QUERY):
-                query = conn._execute(_read_state_vectors, conn._conn, collection, ids)  # type: ignore[no-untyped-call]
+                query = on_thread(conn, _read_state_vectors, collection, ids)
                 reads.append((collection, ids, asyncio.ensure_future(query)))
         try:
             for collection, ids, read in reads:
@@ -1443,7 +1443,7 @@ class Outbox:
     async def discard(self, seq: int) -> None:
         """Take back errored entry ``seq``: the record returns to its confirmed state plus its
         other pending updates. A compensating update is folded into the entry, which is
-        queued again as a net no-op (see :mod:`crdt_sync.rollback`)."""
+        queued again as a net no-op (see :mod:`crdt_sync.records.rollback`)."""
 
         def undo(current: Doc[Any], _: RecordEditor, before: Doc[Any], after: Doc[Any]) -> None:
             compensate(before, after, current)

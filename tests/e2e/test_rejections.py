@@ -16,7 +16,7 @@ from crdt_sync.outbox import OutboxStatus
 
 RULES = """
 from pycrdt import Doc
-from crdt_sync.record import read_fields
+from crdt_sync.records.record import read_fields
 from crdt_sync.server import UpdateRejected
 
 

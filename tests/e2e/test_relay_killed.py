@@ -16,7 +16,7 @@ from helpers.relay import RelayClient, RelayProcess
 from helpers.replicas import open_replica, snapshot
 from pycrdt import Doc
 
-from crdt_sync.record import read_fields
+from crdt_sync.records.record import read_fields
 
 ENTRIES = 2000
 PAYLOAD = "Relevé de compteur n°{i} — ok ✅ " * 4

@@ -18,7 +18,7 @@ import pytest
 from helpers.relay import start_relay
 from helpers.replicas import open_replica
 
-from crdt_sync.lww import Kind
+from crdt_sync.records.lww import Kind
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "v1"
 LWW = {"jobs": ["status"]}

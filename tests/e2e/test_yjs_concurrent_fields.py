@@ -14,7 +14,7 @@ from helpers.js_peer import JsPeer, conflict_to_js
 from helpers.relay import RelayProcess
 from helpers.replicas import open_replica, until
 
-from crdt_sync.lww import Kind
+from crdt_sync.records.lww import Kind
 
 DOC = "jobs/job-7"
 

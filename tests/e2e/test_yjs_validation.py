@@ -11,7 +11,7 @@ from helpers.relay import RelayProcess
 
 VALIDATOR = """
 from pycrdt import Doc
-from crdt_sync.record import read_fields
+from crdt_sync.records.record import read_fields
 from crdt_sync.server import UpdateRejected
 
 def closed_jobs_are_read_only(collection, record_id, update, current_state, grant):

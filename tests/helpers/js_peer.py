@@ -23,7 +23,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from crdt_sync.layout import Conflict, Written
+from crdt_sync.records.layout import Conflict, Written
 from helpers.node import JS_DIR, require_node
 
 TIMEOUT = 20.0
@@ -224,7 +224,7 @@ def canonical(value: Any) -> str:
 
 
 def conflict_to_js(conflict: Conflict) -> dict[str, Any]:
-    """A :class:`~crdt_sync.layout.Conflict` in the shape of record.mjs ``recordConflicts``."""
+    """A :class:`~crdt_sync.records.layout.Conflict` shaped as record.mjs ``recordConflicts``."""
 
     def side(w: Written) -> dict[str, Any]:
         return {"kind": w.kind.value, "value": w.value, "ts": w.ts.encode() if w.ts else None}

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from pycrdt import Doc
 
 from crdt_sync.errors import InvalidEdit
-from crdt_sync.layout import layout_of, read_fields
-from crdt_sync.record import RecordEditor
-from crdt_sync.text import TextField
+from crdt_sync.records.layout import layout_of, read_fields
+from crdt_sync.records.record import RecordEditor
+from crdt_sync.records.text import TextField
 
 PLAIN = ("phone", "title")
 MAP_KEYS = ("street", "floor", "city")

@@ -6,7 +6,7 @@ from typing import Any
 
 from pycrdt import Doc
 
-from crdt_sync.yjs_encoding import decode_state_vector, read_update_clocks
+from crdt_sync.yjs.updates import decode_state_vector, read_update_clocks
 
 
 def nothing_pending(state: bytes) -> bool:

@@ -7,7 +7,7 @@ from typing import Any
 from crdt_sync.server.record_clocks import RecordClocks
 from pycrdt import Doc, Text
 
-from crdt_sync.yjs_encoding import UpdateClocks, read_update_clocks
+from crdt_sync.yjs.updates import UpdateClocks, read_update_clocks
 
 KEY = ("acme", "jobs", "job-1")
 

@@ -23,13 +23,13 @@ from hypothesis import strategies as st
 from pycrdt import Doc, Map, Text, get_state, get_update, merge_updates
 from websockets.asyncio.client import connect
 
-from crdt_sync.hocuspocus import MessageType as HP
-from crdt_sync.hocuspocus import encode_frame
-from crdt_sync.integrate import covers
-from crdt_sync.lib0 import Reader, write_var_string, write_var_uint
 from crdt_sync.protocol import Acked, Rejected
-from crdt_sync.yjs_encoding import decode_state_vector, encode_state_vector
-from crdt_sync.yjs_sync import SyncType, UpdateReceived, decode_message, encode_sync
+from crdt_sync.yjs.hocuspocus import MessageType as HP
+from crdt_sync.yjs.hocuspocus import encode_frame
+from crdt_sync.yjs.integrate import covers
+from crdt_sync.yjs.lib0 import Reader, write_var_string, write_var_uint
+from crdt_sync.yjs.updates import decode_state_vector, encode_state_vector
+from crdt_sync.yjs.y_websocket import SyncType, UpdateReceived, decode_message, encode_sync
 
 WAIT = 10.0
 

@@ -13,10 +13,10 @@ from pycrdt import Doc, Map
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from crdt_sync.hocuspocus import MessageType as HP
-from crdt_sync.hocuspocus import encode_frame
-from crdt_sync.lib0 import Reader, write_var_string, write_var_uint
-from crdt_sync.yjs_sync import (
+from crdt_sync.yjs.hocuspocus import MessageType as HP
+from crdt_sync.yjs.hocuspocus import encode_frame
+from crdt_sync.yjs.lib0 import Reader, write_var_string, write_var_uint
+from crdt_sync.yjs.y_websocket import (
     AwarenessReceived,
     PermissionDenied,
     StateVectorReceived,

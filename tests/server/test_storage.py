@@ -484,7 +484,7 @@ async def test_checkpoints_and_compaction_rounds_share_their_connection_without_
 @pytest.mark.asyncio
 async def test_a_long_log_is_read_and_compacted_whole(tmp_path: Path) -> None:
     # A log far past compact_every (compaction lagging behind a burst on one record): reading
-    # and compacting merge it in bounded groups (crdt_sync.merge), and nothing is lost.
+    # and compacting merge it in bounded groups (crdt_sync.yjs.merge), and nothing is lost.
     storage = SQLiteRelayStorage(
         tmp_path, compact_every=1000, background_compaction=False, state_cache_bytes=0
     )

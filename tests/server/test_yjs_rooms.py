@@ -9,7 +9,7 @@ from crdt_sync.server.yjs_endpoint import answer_state_vector, is_yjs_path, pars
 from crdt_sync.server.yjs_rooms import YjsRooms
 from pycrdt import Doc, Map
 
-from crdt_sync.awareness import AwarenessEntry, decode_awareness_update, encode_awareness_update
+from crdt_sync.yjs.awareness import AwarenessEntry, decode_awareness_update, encode_awareness_update
 
 KEY = ("acme", "jobs", "job-1")
 

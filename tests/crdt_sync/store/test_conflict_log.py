@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from crdt_sync.layout import layout_of
-from crdt_sync.lww import Kind
+from crdt_sync.records.layout import layout_of
+from crdt_sync.records.lww import Kind
 from crdt_sync.store.sqlite import ConflictLogEntry, LocalStore
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "v1"

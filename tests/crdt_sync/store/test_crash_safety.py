@@ -13,7 +13,7 @@ from typing import Any
 import pycrdt
 import pytest
 
-from crdt_sync.record import read_fields
+from crdt_sync.records.record import read_fields
 from crdt_sync.store.sqlite import LocalStore
 
 WRITER = Path(__file__).with_name("crash_writer.py")

@@ -20,10 +20,10 @@ from crdt_sync.errors import (
     SchemaVersionError,
 )
 from crdt_sync.outbox import OutboxStatus
-from crdt_sync.record import read_fields
+from crdt_sync.records.record import read_fields
 from crdt_sync.store.schema import APPLICATION_ID, SCHEMA_VERSION
 from crdt_sync.store.sqlite import COMPACT_MIN_ROWS, LocalStore
-from crdt_sync.yjs_encoding import decode_state_vector, read_update_clocks
+from crdt_sync.yjs.updates import decode_state_vector, read_update_clocks
 
 NOTE = "Kundin: Zoë Müller, Straße 5 — café ☕, 東京 🚐👩‍🔧"
 
