@@ -52,6 +52,7 @@ from .messages import (
     Updates,
     Welcome,
 )
+from .yjs.updates import EMPTY_STATE_VECTOR
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
@@ -78,9 +79,6 @@ MAX_CODE_LENGTH = 64
 
 #: Longest token or human-readable reason, in characters.
 MAX_TEXT_LENGTH = 16 * 1024
-
-#: The Yjs v1 encoding of an empty state vector ("I have nothing").
-EMPTY_STATE_VECTOR = b"\x00"
 
 # The widest map on the wire is ``welcome``/``changed`` (5 keys); leave room for additions.
 _MAX_MAP_LEN = 32

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InvalidMessage, InvalidState
 from .lib0 import Reader, write_var_bytes, write_var_string, write_var_uint
+from .updates import EMPTY_STATE_VECTOR
 from .y_websocket import (
     CLOSE_PROTOCOL_ERROR,
     StateVectorReceived,
@@ -231,10 +232,6 @@ class _Document:
     held: list[HocuspocusEvent] = field(default_factory=list)
     held_bytes: int = 0
     resync: bool = False  # refused earlier on this socket: resynchronise once open
-
-
-#: An empty y-protocols state vector: "send me everything".
-_EMPTY_STATE_VECTOR = b"\x00"
 
 
 class HocuspocusServerSession:
@@ -480,7 +477,7 @@ class HocuspocusServerSession:
         doc.state = _DocState.OPEN
         if doc.resync:
             doc.resync = False
-            held.insert(0, SyncStepOneReceived(name, _EMPTY_STATE_VECTOR))
+            held.insert(0, SyncStepOneReceived(name, EMPTY_STATE_VECTOR))
         return held
 
     def deny(self, name: str, reason: str) -> None:

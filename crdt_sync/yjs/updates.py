@@ -19,6 +19,9 @@ from .lib0 import Reader, write_var_uint
 #: The encoding of an empty Yjs update (no structs, empty delete set).
 EMPTY_UPDATE = b"\x00\x00"
 
+#: The encoding of an empty state vector ("I have nothing": send me everything).
+EMPTY_STATE_VECTOR = b"\x00"
+
 
 def decode_state_vector(data: bytes) -> dict[int, int]:
     """Decode a state vector: client id -> number of items seen (next expected clock)."""
