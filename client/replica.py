@@ -54,7 +54,7 @@ from crdt_sync.store.sqlite import ConflictLogEntry, LocalStore, Outbox
 from .connection import Connection
 from .session import Session, SessionEvent, SessionState
 from .status import Progress, Status, StatusFeed
-from .sync_run import DEFAULT_WINDOW, SyncRun
+from .sync_run import DEFAULT_WINDOW, SyncPhase, SyncRun
 
 __all__ = ["RecordChange", "Replica", "TokenProvider"]
 
@@ -524,10 +524,10 @@ class Replica:
         self._recount()
         if not self._session.wants_connection or self._epoch != epoch:
             return  # the user switched sync off (and maybe on again): not a failure
-        if code in _AUTH_CODES and (run.phase != "handshake" or not self._auth_retried):
+        if code in _AUTH_CODES and (run.phase is not SyncPhase.HANDSHAKE or not self._auth_retried):
             # The token expired: ask the provider for a fresh one and reconnect at once
             # (once in a row if it is refused at the handshake, then back off).
-            self._auth_retried = run.phase == "handshake"
+            self._auth_retried = run.phase is SyncPhase.HANDSHAKE
             self._transition(SessionEvent.AUTH_EXPIRED, last_error=code)
             return
         self._lost(code)
