@@ -1,10 +1,11 @@
 """One connection's exchange with the relay: upload the outbox, then download, then live.
 
 :class:`SyncRun` owns what happens between ``welcome`` and the end of one
-:class:`~crdt_sync.client.connection.Connection`, against the replica's
-:class:`~crdt_sync.store.sqlite.LocalStore`. It handles one item at a time (events from the
-relay, or a wake-up after a local edit), so store updates never race each other. Its
-:class:`SyncPhase` goes from ``HANDSHAKE`` (waiting for ``welcome``) through:
+:class:`~crdt_sync.client.connection.Connection`, against the replica's store as a
+:class:`~crdt_sync.client.sync_store.SyncStore` (a :class:`~crdt_sync.store.sqlite.LocalStore`).
+It handles one item at a time (events from the relay, or a wake-up after a local edit), so
+store updates never race each other. Its :class:`SyncPhase` goes from ``HANDSHAKE`` (waiting
+for ``welcome``) through:
 
 1. **Upload first** (``UPLOAD``). Entries left ``uploading`` by an earlier connection are
    queued again (their acks may have been lost; the relay takes a re-sent update harmlessly).
@@ -53,10 +54,10 @@ from crdt_sync.protocol import (
     UpdatesReceived,
     Welcomed,
 )
-from crdt_sync.store.sqlite import LocalStore
 
 from .connection import CLOSED, WAKE, Connection
 from .status import Progress
+from .sync_store import SyncStore
 
 __all__ = ["CURSOR_SETTING", "DEFAULT_WINDOW", "SyncOwner", "SyncPhase", "SyncRun"]
 
@@ -115,7 +116,7 @@ class SyncRun:
 
     Args:
         connection: the open connection (``hello`` sent).
-        store: the replica's store.
+        store: the replica's store (a :class:`~crdt_sync.store.sqlite.LocalStore`).
         owner: receives the run's reports.
         collections: the collections to subscribe to; None: every collection granted.
         window: the most outbox entries in flight.
@@ -124,7 +125,7 @@ class SyncRun:
     def __init__(
         self,
         connection: Connection,
-        store: LocalStore,
+        store: SyncStore,
         owner: SyncOwner,
         collections: Sequence[str] | None,
         window: int = DEFAULT_WINDOW,
