@@ -1,11 +1,13 @@
 """One connection's exchange with the relay: upload the outbox, then download, then live.
 
-:class:`SyncRun` owns what happens between ``welcome`` and the end of one
-:class:`~crdt_sync.client.connection.Connection`, against the replica's store as a
-:class:`~crdt_sync.client.sync_store.SyncStore` (a :class:`~crdt_sync.store.sqlite.LocalStore`).
-It handles one item at a time (events from the relay, or a wake-up after a local edit), so
-store updates never race each other. Its :class:`SyncPhase` goes from ``HANDSHAKE`` (waiting
-for ``welcome``) through:
+:class:`SyncRun` owns what happens between ``welcome`` and the end of one connection, typed
+against what it uses: a :class:`SyncLink` (the :class:`~crdt_sync.client.connection.Connection`),
+a :class:`~crdt_sync.client.sync_store.SyncStore` (the replica's
+:class:`~crdt_sync.store.sqlite.LocalStore`) and a :class:`SyncOwner` it reports to (the
+replica); the in-process tests (``tests/client/test_sync_run.py``) run it over an in-memory
+link and store. It handles one item at a time (events from the relay, or a wake-up after a
+local edit), so store updates never race each other. Its :class:`SyncPhase` goes from
+``HANDSHAKE`` (waiting for ``welcome``) through:
 
 1. **Upload first** (``UPLOAD``). Entries left ``uploading`` by an earlier connection are
    queued again (their acks may have been lost; the relay takes a re-sent update harmlessly).
@@ -47,6 +49,8 @@ from crdt_sync.outbox import OutboxEntry, OutboxStatus
 from crdt_sync.protocol import (
     Acked,
     Changed,
+    ClientEvent,
+    ClientProtocol,
     ErrorReceived,
     Rejected,
     State,
@@ -55,11 +59,18 @@ from crdt_sync.protocol import (
     Welcomed,
 )
 
-from .connection import CLOSED, WAKE, Connection
+from .connection import CLOSED, WAKE, Signal
 from .status import Progress
 from .sync_store import SyncStore
 
-__all__ = ["CURSOR_SETTING", "DEFAULT_WINDOW", "SyncOwner", "SyncPhase", "SyncRun"]
+__all__ = [
+    "CURSOR_SETTING",
+    "DEFAULT_WINDOW",
+    "SyncLink",
+    "SyncOwner",
+    "SyncPhase",
+    "SyncRun",
+]
 
 log = logging.getLogger("crdt_sync.client")
 
@@ -87,6 +98,37 @@ class SyncPhase(enum.Enum):
     """``sub`` sent: catching up, until ``synced``."""
     LIVE = "live"
     """Caught up: live updates flow both ways."""
+
+
+class SyncLink(Protocol):
+    """What a :class:`SyncRun` uses of its connection
+    (:class:`~crdt_sync.client.connection.Connection`, or an in-memory double in tests)."""
+
+    @property
+    def protocol(self) -> ClientProtocol:
+        """The protocol core the run issues commands to (``hello`` already sent)."""
+        ...
+
+    async def next(self) -> ClientEvent | Signal:
+        """The next event received, a :data:`WAKE`, or :data:`CLOSED` (then forever)."""
+        ...
+
+    def wake(self) -> None:
+        """Make :meth:`next` return :data:`WAKE` (coalesced with a pending one)."""
+        ...
+
+    async def flush(self) -> None:
+        """Send what the protocol core queued, in order."""
+        ...
+
+    def abort(self) -> None:
+        """Drop the link at once; :meth:`next` then returns :data:`CLOSED`."""
+        ...
+
+    @property
+    def close_code(self) -> str:
+        """Why the link ended (once :meth:`next` returned :data:`CLOSED`)."""
+        ...
 
 
 class SyncOwner(Protocol):
@@ -124,7 +166,7 @@ class SyncRun:
 
     def __init__(
         self,
-        connection: Connection,
+        connection: SyncLink,
         store: SyncStore,
         owner: SyncOwner,
         collections: Sequence[str] | None,
