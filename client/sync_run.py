@@ -3,8 +3,8 @@
 :class:`SyncRun` owns what happens between ``welcome`` and the end of one connection, typed
 against what it uses: a :class:`SyncLink` (the :class:`~crdt_sync.client.connection.Connection`),
 a :class:`~crdt_sync.client.sync_store.SyncStore` (the replica's
-:class:`~crdt_sync.store.sqlite.LocalStore`) and a :class:`SyncOwner` it reports to (the
-replica); the in-process tests (``tests/client/test_sync_run.py``) run it over an in-memory
+:class:`~crdt_sync.store.sqlite.LocalStore`) and a :class:`SyncOwner` it reports to (on the
+replica's side); the in-process tests (``tests/client/test_sync_run.py``) run it over an in-memory
 link and store. It handles one item at a time (events from the relay, or a wake-up after a
 local edit), so store updates never race each other. Its :class:`SyncPhase` goes from
 ``HANDSHAKE`` (waiting for ``welcome``) through:
@@ -132,7 +132,8 @@ class SyncLink(Protocol):
 
 
 class SyncOwner(Protocol):
-    """What a :class:`SyncRun` reports to (the :class:`~crdt_sync.client.replica.Replica`)."""
+    """What a :class:`SyncRun` reports to (a private object of the
+    :class:`~crdt_sync.client.replica.Replica`, which moves its session and status)."""
 
     def sync_welcomed(self, event: Welcomed) -> None:
         """The relay accepted the handshake: the session is syncing."""
