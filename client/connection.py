@@ -32,7 +32,15 @@ from websockets.exceptions import ConnectionClosed as WebSocketClosed
 from crdt_sync.errors import InvalidState
 from crdt_sync.protocol import ClientEvent, ClientProtocol, State
 
-__all__ = ["CLOSED", "HEARTBEAT_TIMEOUT", "WAKE", "Connection", "Signal", "heartbeat_bound"]
+__all__ = [
+    "CLOSED",
+    "HEARTBEAT_TIMEOUT",
+    "WAKE",
+    "Connection",
+    "Inbox",
+    "Signal",
+    "heartbeat_bound",
+]
 
 log = logging.getLogger("crdt_sync.client")
 
@@ -51,6 +59,42 @@ class Signal(enum.Enum):
 
 CLOSED: Final = Signal.CLOSED
 WAKE: Final = Signal.WAKE
+
+
+class Inbox:
+    """What :meth:`Connection.next` returns, in order: events received and coalesced
+    :data:`WAKE` signals, then :data:`CLOSED`, forever."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[ClientEvent | Signal] = asyncio.Queue()
+        self._ended = False
+        self._wake_pending = False
+
+    def put(self, item: ClientEvent | Signal) -> None:
+        """Queue an event, or :data:`CLOSED` once the connection ended."""
+        self._queue.put_nowait(item)
+
+    async def next(self) -> ClientEvent | Signal:
+        """The next event, a :data:`WAKE`, or :data:`CLOSED` (then forever)."""
+        if self._ended:
+            return CLOSED
+        item = await self._queue.get()
+        if item is CLOSED:
+            self._ended = True
+        elif item is WAKE:
+            self._wake_pending = False
+        return item
+
+    def wake(self) -> None:
+        """Make :meth:`next` return :data:`WAKE` (coalesced with a pending one)."""
+        if not self._ended and not self._wake_pending:
+            self._wake_pending = True
+            self._queue.put_nowait(WAKE)
+
+    @property
+    def idle(self) -> bool:
+        """Whether nothing is waiting to be returned by :meth:`next`."""
+        return self._queue.empty()
 
 
 class Connection:
@@ -75,11 +119,9 @@ class Connection:
         self.protocol = protocol
         self.heartbeat_interval = heartbeat_interval
         self.dead_after = dead_after
-        self._queue: asyncio.Queue[ClientEvent | Signal] = asyncio.Queue()
+        self._inbox = Inbox()
         self._send_lock = asyncio.Lock()
         self._dead = False
-        self._ended = False
-        self._wake_pending = False
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         #: Bytes of websocket messages received and sent (payloads only).
@@ -124,25 +166,11 @@ class Connection:
 
     async def next(self) -> ClientEvent | Signal:
         """The next event received, a :data:`WAKE`, or :data:`CLOSED` (then forever)."""
-        if self._ended:
-            return CLOSED
-        item = await self._queue.get()
-        if item is CLOSED:
-            self._ended = True
-        elif item is WAKE:
-            self._wake_pending = False
-        return item
+        return await self._inbox.next()
 
     def wake(self) -> None:
         """Make :meth:`next` return :data:`WAKE` (coalesced with a pending one)."""
-        if not self._ended and not self._wake_pending:
-            self._wake_pending = True
-            self._queue.put_nowait(WAKE)
-
-    @property
-    def idle(self) -> bool:
-        """Whether nothing is waiting to be returned by :meth:`next`."""
-        return self._queue.empty()
+        self._inbox.wake()
 
     @property
     def close_code(self) -> str:
@@ -227,7 +255,7 @@ class Connection:
                 self.bytes_received += len(data)
                 self.protocol.receive_data(data, loop.time())
                 for event in self.protocol.events_received():
-                    self._queue.put_nowait(event)
+                    self._inbox.put(event)
                 await self.flush()
         except WebSocketClosed:
             pass
@@ -236,7 +264,7 @@ class Connection:
             self.abort()
         finally:
             self.protocol.receive_eof()
-            self._queue.put_nowait(CLOSED)
+            self._inbox.put(CLOSED)
             if self._heartbeat_task is not None:
                 self._heartbeat_task.cancel()
 

@@ -10,7 +10,8 @@ task that keeps it synced:
   sync), or wait for the user (``go_online()``) or the network (``network_changed("up")``);
 - each connection is a :class:`~crdt_sync.client.connection.Connection` (websocket, protocol
   core, heartbeat) run by a :class:`~crdt_sync.client.sync_run.SyncRun` (upload, then
-  download, then live);
+  download, then live), which reports to the replica's private ``_SyncReports`` (welcome,
+  progress, completion, outbox counts, record changes, relay errors);
 - a connection refused or ended with ``token_expired`` asks the token provider for a fresh
   token and reconnects at once (no backoff), keeping the outbox as it is.
 
@@ -54,7 +55,7 @@ from crdt_sync.store.sqlite import ConflictLogEntry, LocalStore, Outbox
 from .connection import Connection
 from .session import Session, SessionEvent, SessionState
 from .status import Progress, Status, StatusFeed
-from .sync_run import DEFAULT_WINDOW, SyncRun
+from .sync_run import DEFAULT_WINDOW, SyncPhase, SyncRun
 
 __all__ = ["RecordChange", "Replica", "TokenProvider"]
 
@@ -135,6 +136,7 @@ class Replica:
         self.connections_opened = 0
         #: The tenant and collections the relay granted on the last welcome.
         self.grant: Welcomed | None = None
+        self._reports = _SyncReports(self)
         self._unsubscribe_outbox = store.outbox.on_queued(self._entry_queued)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -311,6 +313,17 @@ class Replica:
                 yield await queue.get()
         finally:
             self._change_queues.remove(queue)
+
+    def _publish_changes(self, keys: Sequence[tuple[str, str]]) -> None:
+        for collection, record_id in keys:
+            change = RecordChange(collection, record_id)
+            for queue in self._change_queues:
+                queue.put_nowait(change)
+            for callback in list(self._change_callbacks):
+                try:
+                    callback(change)
+                except Exception:
+                    log.exception("record-change callback %r failed", callback)
 
     # -- conflicts -------------------------------------------------------------------------
 
@@ -510,7 +523,9 @@ class Replica:
         self._connection = connection
         if not self._session.wants_connection:
             await connection.close()
-        run = SyncRun(connection, self.store, self, self.collections, window=self.upload_window)
+        run = SyncRun(
+            connection, self.store, self._reports, self.collections, window=self.upload_window
+        )
         self._sync_run = run
         try:
             code = await run.run()
@@ -524,10 +539,10 @@ class Replica:
         self._recount()
         if not self._session.wants_connection or self._epoch != epoch:
             return  # the user switched sync off (and maybe on again): not a failure
-        if code in _AUTH_CODES and (run.phase != "handshake" or not self._auth_retried):
+        if code in _AUTH_CODES and (run.phase is not SyncPhase.HANDSHAKE or not self._auth_retried):
             # The token expired: ask the provider for a fresh one and reconnect at once
             # (once in a row if it is refused at the handshake, then back off).
-            self._auth_retried = run.phase == "handshake"
+            self._auth_retried = run.phase is SyncPhase.HANDSHAKE
             self._transition(SessionEvent.AUTH_EXPIRED, last_error=code)
             return
         self._lost(code)
@@ -574,48 +589,49 @@ class Replica:
         pending, errors = self.store.outbox.tally()
         self.status.update(pending=pending, errors=errors, held=self.store.outbox.held())
 
-    # -- SyncOwner (called by SyncRun) ----------------------------------------------------
+
+class _SyncReports:
+    """The :class:`~crdt_sync.client.sync_run.SyncOwner` of a replica's sync runs: what they
+    report moves the replica's session and status, and raises record changes. Its own object,
+    so that these callbacks stay off :class:`Replica`'s public surface."""
+
+    def __init__(self, replica: Replica) -> None:
+        self._replica = replica
 
     def sync_welcomed(self, event: Welcomed) -> None:
         """The relay accepted the handshake."""
-        self.grant = event
-        self._auth_retried = False
-        if self._session.state is SessionState.CONNECTING:
-            self._transition(SessionEvent.WELCOMED)
+        replica = self._replica
+        replica.grant = event
+        replica._auth_retried = False
+        if replica._session.state is SessionState.CONNECTING:
+            replica._transition(SessionEvent.WELCOMED)
 
     def sync_completed(self) -> None:
         """Upload then download finished."""
-        self._delays = self._new_backoff()
+        replica = self._replica
+        replica._delays = replica._new_backoff()
         done = {"last_synced_at": time.time(), "last_error": None}
-        if self._session.state is SessionState.SYNCING:
-            self._transition(SessionEvent.SYNCED, **done)
+        if replica._session.state is SessionState.SYNCING:
+            replica._transition(SessionEvent.SYNCED, **done)
         else:
-            self.status.update(**done)
+            replica.status.update(**done)
 
     def sync_progress(self, progress: Progress) -> None:
         """Progress of the current sync."""
-        self.status.update(progress=progress)
+        self._replica.status.update(progress=progress)
 
     def outbox_counted(self) -> None:
         """Entries were acknowledged, refused or sent."""
-        self._recount()
+        self._replica._recount()
 
     def records_changed(self, keys: Sequence[tuple[str, str]]) -> None:
         """Remote updates changed these records."""
-        for collection, record_id in keys:
-            change = RecordChange(collection, record_id)
-            for queue in self._change_queues:
-                queue.put_nowait(change)
-            for callback in list(self._change_callbacks):
-                try:
-                    callback(change)
-                except Exception:
-                    log.exception("record-change callback %r failed", callback)
+        self._replica._publish_changes(keys)
 
     def sync_error(self, code: str, reason: str) -> None:
         """The relay sent an error frame."""
-        log.info("replica %s: relay error %s: %s", self.replica_id, code, reason)
-        self.status.update(last_error=code)
+        log.info("replica %s: relay error %s: %s", self._replica.replica_id, code, reason)
+        self._replica.status.update(last_error=code)
 
 
 class _Opening:

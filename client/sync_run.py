@@ -1,37 +1,44 @@
 """One connection's exchange with the relay: upload the outbox, then download, then live.
 
-:class:`SyncRun` owns what happens between ``welcome`` and the end of one
-:class:`~crdt_sync.client.connection.Connection`, against the replica's
-:class:`~crdt_sync.store.sqlite.LocalStore`. It handles one item at a time (events from the
-relay, or a wake-up after a local edit), so store updates never race each other:
+:class:`SyncRun` owns what happens between ``welcome`` and the end of one connection, typed
+against what it uses: a :class:`SyncLink` (the :class:`~crdt_sync.client.connection.Connection`),
+a :class:`~crdt_sync.client.sync_store.SyncStore` (the replica's
+:class:`~crdt_sync.store.sqlite.LocalStore`) and a :class:`SyncOwner` it reports to (on the
+replica's side); the in-process tests (``tests/client/test_sync_run.py``) run it over an in-memory
+link and store. It handles one item at a time (events from the relay, or a wake-up after a
+local edit), so store updates never race each other. Its :class:`SyncPhase` goes from
+``HANDSHAKE`` (waiting for ``welcome``) through:
 
-1. **Upload first.** Entries left ``uploading`` by an earlier connection are queued again
-   (their acks may have been lost; the relay takes a re-sent update harmlessly). Queued entries
-   are pushed in seq order with at most ``window`` entries in flight, as many per ``push`` frame
-   as are ready, and marked ``uploading``; each ``ack`` acknowledges entries in the store (they
-   leave the outbox), each ``reject`` marks an entry ``error`` (it stays until the app resolves
-   or discards it). More entries are pushed as acks free the window. Per record, head of line:
-   an entry whose record has an earlier entry in error is *held*, not pushed, until that one is
-   resolved or discarded (a later update of a record builds on the earlier ones); entries of
-   other records keep flowing. An entry the relay refuses as ``blocked`` (it builds on an
-   update the relay does not have) is queued again, not an error, and pushed again only after
-   the next listing of the outbox. The store's writes for this (``uploading``,
-   acknowledgements) join its group commit without the run waiting for them: the group commit
-   keeps them in order, and losing one to a crash only means a harmless re-send. New entries
-   come from the outbox's ``on_queued`` events as their edits commit; the outbox is listed
-   only when the run starts and after :meth:`SyncRun.relist` (an entry queued again by
-   resolve/discard).
-2. **Then download**, once nothing is queued or in flight: ``sub`` with the cursor persisted by
-   the last completed sync; each ``changed`` is answered with the records' state vectors from
-   the store; ``updates`` are applied with ``store.apply_remote`` (one transaction per frame);
-   ``synced`` persists its cursor (setting :data:`CURSOR_SETTING`) and the replica is online.
-3. **Live**: updates from others are applied as they come, their cursor (if the frame carries
-   one) written in the same transaction; local edits are pushed as soon as they are committed.
+1. **Upload first** (``UPLOAD``). Entries left ``uploading`` by an earlier connection are
+   queued again (their acks may have been lost; the relay takes a re-sent update harmlessly).
+   Queued entries are pushed in seq order with at most ``window`` entries in flight, as many
+   per ``push`` frame as are ready, and marked ``uploading``; each ``ack`` acknowledges entries
+   in the store (they leave the outbox), each ``reject`` marks an entry ``error`` (it stays
+   until the app resolves or discards it). More entries are pushed as acks free the window.
+   Per record, head of line: an entry whose record has an earlier entry in error is *held*,
+   not pushed, until that one is resolved or discarded (a later update of a record builds on
+   the earlier ones); entries of other records keep flowing. An entry the relay refuses as
+   ``blocked`` (it builds on an update the relay does not have) is queued again, not an error,
+   and pushed again only after the next listing of the outbox. The store's writes for this
+   (``uploading``, acknowledgements) join its group commit without the run waiting for them:
+   the group commit keeps them in order, and losing one to a crash only means a harmless
+   re-send. New entries come from the outbox's ``on_queued`` events as their edits commit; the
+   outbox is listed only when the run starts and after :meth:`SyncRun.relist` (an entry queued
+   again by resolve/discard).
+2. **Then download** (``DOWNLOAD``), once nothing is queued or in flight: ``sub`` with the
+   cursor persisted by the last completed sync; each ``changed`` is answered with the records'
+   state vectors from the store; ``updates`` are applied with ``store.apply_remote`` (one
+   transaction per frame); ``synced`` persists its cursor (setting :data:`CURSOR_SETTING`) and
+   the replica is online.
+3. **Live** (``LIVE``): updates from others are applied as they come, their cursor (if the
+   frame carries one) written in the same transaction; local edits are pushed as soon as they
+   are committed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import Sequence
 from typing import Protocol
@@ -42,6 +49,8 @@ from crdt_sync.outbox import OutboxEntry, OutboxStatus
 from crdt_sync.protocol import (
     Acked,
     Changed,
+    ClientEvent,
+    ClientProtocol,
     ErrorReceived,
     Rejected,
     State,
@@ -49,12 +58,19 @@ from crdt_sync.protocol import (
     UpdatesReceived,
     Welcomed,
 )
-from crdt_sync.store.sqlite import LocalStore
 
-from .connection import CLOSED, WAKE, Connection
+from .connection import CLOSED, WAKE, Signal
 from .status import Progress
+from .sync_store import SyncStore
 
-__all__ = ["CURSOR_SETTING", "DEFAULT_WINDOW", "SyncOwner", "SyncRun"]
+__all__ = [
+    "CURSOR_SETTING",
+    "DEFAULT_WINDOW",
+    "SyncLink",
+    "SyncOwner",
+    "SyncPhase",
+    "SyncRun",
+]
 
 log = logging.getLogger("crdt_sync.client")
 
@@ -71,8 +87,53 @@ _BLOCKED = "blocked"
 _EMPTY_SV = b"\x00"
 
 
+class SyncPhase(enum.Enum):
+    """Where a :class:`SyncRun` stands. It only moves forward, one step at a time."""
+
+    HANDSHAKE = "handshake"
+    """``hello`` sent, waiting for ``welcome``."""
+    UPLOAD = "upload"
+    """Welcomed: pushing the outbox, until nothing is queued or in flight."""
+    DOWNLOAD = "download"
+    """``sub`` sent: catching up, until ``synced``."""
+    LIVE = "live"
+    """Caught up: live updates flow both ways."""
+
+
+class SyncLink(Protocol):
+    """What a :class:`SyncRun` uses of its connection
+    (:class:`~crdt_sync.client.connection.Connection`, or an in-memory double in tests)."""
+
+    @property
+    def protocol(self) -> ClientProtocol:
+        """The protocol core the run issues commands to (``hello`` already sent)."""
+        ...
+
+    async def next(self) -> ClientEvent | Signal:
+        """The next event received, a :data:`WAKE`, or :data:`CLOSED` (then forever)."""
+        ...
+
+    def wake(self) -> None:
+        """Make :meth:`next` return :data:`WAKE` (coalesced with a pending one)."""
+        ...
+
+    async def flush(self) -> None:
+        """Send what the protocol core queued, in order."""
+        ...
+
+    def abort(self) -> None:
+        """Drop the link at once; :meth:`next` then returns :data:`CLOSED`."""
+        ...
+
+    @property
+    def close_code(self) -> str:
+        """Why the link ended (once :meth:`next` returned :data:`CLOSED`)."""
+        ...
+
+
 class SyncOwner(Protocol):
-    """What a :class:`SyncRun` reports to (the :class:`~crdt_sync.client.replica.Replica`)."""
+    """What a :class:`SyncRun` reports to (a private object of the
+    :class:`~crdt_sync.client.replica.Replica`, which moves its session and status)."""
 
     def sync_welcomed(self, event: Welcomed) -> None:
         """The relay accepted the handshake: the session is syncing."""
@@ -98,7 +159,7 @@ class SyncRun:
 
     Args:
         connection: the open connection (``hello`` sent).
-        store: the replica's store.
+        store: the replica's store (a :class:`~crdt_sync.store.sqlite.LocalStore`).
         owner: receives the run's reports.
         collections: the collections to subscribe to; None: every collection granted.
         window: the most outbox entries in flight.
@@ -106,8 +167,8 @@ class SyncRun:
 
     def __init__(
         self,
-        connection: Connection,
-        store: LocalStore,
+        connection: SyncLink,
+        store: SyncStore,
         owner: SyncOwner,
         collections: Sequence[str] | None,
         window: int = DEFAULT_WINDOW,
@@ -118,7 +179,7 @@ class SyncRun:
         self.owner = owner
         self.collections = tuple(collections) if collections is not None else None
         self.window = window
-        self.phase = "handshake"  # -> upload -> download -> live
+        self.phase = SyncPhase.HANDSHAKE
         self.progress = Progress()
         self._sizes: dict[int, int] = {}  # bytes of each outbox entry counted in progress
         # Queued entries not pushed yet, by seq (pushed in seq order). Only errored entries
@@ -155,7 +216,7 @@ class SyncRun:
                 continue  # closing: ignore the rest, wait for the end
             try:
                 if item is WAKE:
-                    if self.phase != "handshake":
+                    if self.phase is not SyncPhase.HANDSHAKE:
                         await self._pump()
                     self.owner.outbox_counted()  # a new edit counts as pending now
                     await self._maybe_download()
@@ -169,7 +230,7 @@ class SyncRun:
     async def _handle(self, event: object) -> None:
         match event:
             case Welcomed():
-                self.phase = "upload"
+                self.phase = SyncPhase.UPLOAD
                 self.owner.sync_welcomed(event)
                 # Entries an earlier connection left uploading are queued again (not waited
                 # for: they are listed with the queued ones below, in seq order).
@@ -206,9 +267,9 @@ class SyncRun:
                 await self.connection.flush()
                 self._advance(records_total=len(items))
             case UpdatesReceived(items, cursor) if not items:
-                if cursor is not None and self.phase == "live":  # a cursor alone: no hurry
+                if cursor is not None and self.phase is SyncPhase.LIVE:  # a cursor alone: no hurry
                     self.store.set_setting_lazily(CURSOR_SETTING, str(cursor))
-            case UpdatesReceived(items, cursor) if self.phase == "live":
+            case UpdatesReceived(items, cursor) if self.phase is SyncPhase.LIVE:
                 # Raised once applied in memory and queued for commit (readers of the records
                 # wait for it); the cursor commits with the updates.
                 settings = {CURSOR_SETTING: str(cursor)} if cursor is not None else None
@@ -223,7 +284,7 @@ class SyncRun:
                 self.owner.records_changed(keys)
             case Synced(cursor):
                 await self.store.set_setting(CURSOR_SETTING, str(cursor))
-                self.phase = "live"
+                self.phase = SyncPhase.LIVE
                 self.owner.sync_completed()
             case ErrorReceived(code, reason, _fatal):
                 self.owner.sync_error(code, reason)
@@ -313,11 +374,11 @@ class SyncRun:
         await self._maybe_download()
 
     async def _maybe_download(self) -> None:
-        if self.phase != "upload" or self.protocol.uploads_pending:
+        if self.phase is not SyncPhase.UPLOAD or self.protocol.uploads_pending:
             return
         if self._backlog or self._relist:
             return  # more to push first (the next pump lists the outbox if asked to)
-        self.phase = "download"
+        self.phase = SyncPhase.DOWNLOAD
         raw = await self.store.get_setting(CURSOR_SETTING)
         cursor = int(raw) if raw is not None else None
         granted = self.protocol.collections
@@ -359,5 +420,5 @@ class SyncRun:
             bytes_done=p.bytes_done + bytes_done,
             bytes_total=max(p.bytes_total + bytes_total, p.bytes_done + bytes_done),
         )
-        if self.phase in ("upload", "download"):
+        if self.phase in (SyncPhase.UPLOAD, SyncPhase.DOWNLOAD):
             self.owner.sync_progress(self.progress)
