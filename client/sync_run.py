@@ -58,6 +58,7 @@ from crdt_sync.protocol import (
     UpdatesReceived,
     Welcomed,
 )
+from crdt_sync.yjs.updates import EMPTY_STATE_VECTOR
 
 from .connection import CLOSED, WAKE, Signal
 from .status import Progress
@@ -82,9 +83,6 @@ DEFAULT_WINDOW = 256
 
 # Reject code of an entry that builds on an update the relay does not have (not an error).
 _BLOCKED = "blocked"
-
-# Empty Yjs state vector: "I have nothing of this record".
-_EMPTY_SV = b"\x00"
 
 
 class SyncPhase(enum.Enum):
@@ -260,7 +258,7 @@ class SyncRun:
                     [(key.collection, key.record_id) for key in items]
                 )
                 vectors = [
-                    (key.collection, key.record_id, vector or _EMPTY_SV)
+                    (key.collection, key.record_id, vector or EMPTY_STATE_VECTOR)
                     for key, vector in zip(items, found, strict=True)
                 ]
                 self.protocol.send_state_vectors(vectors, done=done)
