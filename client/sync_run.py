@@ -318,10 +318,20 @@ class SyncRun:
                 self._backlog[entry.seq] = entry
 
     async def _pump(self) -> int:
-        """Push queued entries while the window has room; return how many were pushed."""
+        """Push queued entries while the window has room; return how many were pushed (or
+        put in error as too big to ever send)."""
+        done = 0
+        while True:
+            count, sent = await self._pump_batch()
+            done += count
+            if sent or not count:  # else only too-big entries: try the next ones now
+                return done
+
+    async def _pump_batch(self) -> tuple[int, bool]:
+        """One push of queued entries; ``(entries handled, whether any was sent)``."""
         room = self.window - self.protocol.uploads_pending
         if room <= 0:
-            return 0
+            return 0, False
         if self._relist:
             await self._list_queued()
         batch: list[OutboxEntry] = []
@@ -334,7 +344,7 @@ class SyncRun:
                 continue  # builds on the entry in error: held until the next listing
             batch.append(entry)
         if not batch:
-            return 0
+            return 0, False
         seqs = [e.seq for e in batch]
         self._sent.update(seqs)
         items = [(e.seq, e.collection, e.record_id, e.update) for e in batch]
@@ -357,7 +367,7 @@ class SyncRun:
             await self.store.outbox.mark_error(seq, "too_big", reason)
         self._count(batch)
         self.owner.outbox_counted()
-        return len(batch)
+        return len(batch), len(too_big) < len(batch)
 
     async def _mark_errors(self, items: Sequence[RejectItem]) -> None:
         for seq, code, reason in items:

@@ -218,6 +218,20 @@ async def test_an_entry_too_big_for_the_relay_is_put_in_error_and_the_others_go(
 
 
 @pytest.mark.asyncio
+async def test_a_batch_of_only_too_big_entries_does_not_stall_the_upload() -> None:
+    """Every entry of a push batch too big (window 1: one entry per batch), nothing in
+    flight: the next entries still go, and then the download."""
+    store = MemoryStore()
+    store.edit("jobs", "job-1", notes="x" * 2000)
+    store.edit("jobs", "job-2", n=2)
+    async with running(store, window=1, max_frame=1024) as r:
+        assert pushed(await r.link.welcome()) == [2]
+        assert store.outbox.entries[1].error_code == "too_big"
+        r.link.server.ack([2])
+        assert await r.link.exchange() == [Subscribe(GRANTED, None)]
+
+
+@pytest.mark.asyncio
 async def test_a_lost_connection_queues_what_was_in_flight_again() -> None:
     store = MemoryStore()
     for i in range(4):
