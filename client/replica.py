@@ -24,7 +24,6 @@ Status (:attr:`Replica.status`), record changes (:meth:`Replica.changes`,
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import inspect
 import logging
@@ -244,13 +243,13 @@ class Replica:
         """Whether the record is in the local store."""
         return await self.store.exists(collection, record_id)
 
-    async def list(self, collection: str) -> builtins.list[Record]:
+    async def records(self, collection: str) -> list[Record]:
         """Every record of ``collection`` in the local store, sorted by id."""
-        return await self.store.list(collection)
+        return await self.store.records(collection)
 
     async def search(
         self, collection: str, text: str | None = None, where: Mapping[str, Any] | None = None
-    ) -> builtins.list[Record]:
+    ) -> list[Record]:
         """Search the local store (see :meth:`LocalStore.search`)."""
         return await self.store.search(collection, text, where)
 
@@ -327,7 +326,7 @@ class Replica:
 
     # -- conflicts -------------------------------------------------------------------------
 
-    async def conflicts(self, collection: str, record_id: str) -> builtins.list[ConflictLogEntry]:
+    async def conflicts(self, collection: str, record_id: str) -> list[ConflictLogEntry]:
         """What was overwritten in this record by a concurrent write, oldest first: each
         entry says what lost, to what, from which replica, and when (``describe()`` says it
         in a sentence). docs/records.md has the rules."""
@@ -335,7 +334,7 @@ class Replica:
 
     async def recent_conflicts(
         self, limit: int = 100, *, after: int | None = None
-    ) -> builtins.list[ConflictLogEntry]:
+    ) -> list[ConflictLogEntry]:
         """Conflicts of every record, newest first; ``after``: only those logged after the
         entry with that ``seq`` (the last one the app showed)."""
         return await self.store.recent_conflicts(limit, after=after)

@@ -311,7 +311,7 @@ class SyncRun:
         self._relist = False
         if self.store.outbox.tally()[0] == 0:
             return  # nothing committed waits (later entries are announced by on_queued)
-        entries = await self.store.outbox.list()
+        entries = await self.store.outbox.entries()
         out = self._sent | self._acking  # on their way, or already acknowledged
         for entry in entries:
             if entry.status is not OutboxStatus.ERROR and entry.seq not in out:

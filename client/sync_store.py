@@ -18,7 +18,6 @@ waits for them).
 from __future__ import annotations
 
 import asyncio
-import builtins
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
@@ -39,7 +38,7 @@ class SyncOutbox(Protocol):
         """``(entries waiting, entries in error)`` as committed, without I/O."""
         ...
 
-    async def list(self) -> builtins.list[OutboxEntry]:
+    async def entries(self) -> list[OutboxEntry]:
         """Every entry, in seq order."""
         ...
 
@@ -83,7 +82,7 @@ class SyncStore(Protocol):
         """The store's outbox."""
         ...
 
-    async def state_vectors(self, keys: Sequence[tuple[str, str]]) -> builtins.list[bytes]:
+    async def state_vectors(self, keys: Sequence[tuple[str, str]]) -> list[bytes]:
         """The state vectors of these ``(collection, record_id)`` records, in order (``b""``
         for a record not here)."""
         ...
@@ -94,7 +93,7 @@ class SyncStore(Protocol):
         settings: Mapping[str, str] | None = None,
         *,
         on_committed: Callable[[BaseException | None], None] | None = None,
-    ) -> builtins.list[tuple[str, str]]:
+    ) -> list[tuple[str, str]]:
         """Apply ``(collection, record_id, update)`` updates from the relay and write
         ``settings``, in one transaction; return the changed records, in first-seen order.
 

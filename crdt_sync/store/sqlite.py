@@ -18,7 +18,6 @@ plus what is being committed; a reader of a record with a write in flight waits 
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import json
 import logging
@@ -193,7 +192,7 @@ class LocalStore:
         self._refreshing: asyncio.Task[None] | None = None
         # Records changed by remote updates whose conflicts are not logged yet.
         self._conflict_scan = IdleWork(self._scan, "conflict scan", batch=_SCAN_BATCH)
-        self._conflict_listeners: builtins.list[Callable[[ConflictLogEntry], None]] = []
+        self._conflict_listeners: list[Callable[[ConflictLogEntry], None]] = []
         self.outbox = Outbox(self)
         #: Remote timestamps refused by the HLC because they were too far ahead.
         self.skewed_timestamps = 0
@@ -385,14 +384,14 @@ class LocalStore:
         """Whether the record is in this store."""
         return await self._record_row(collection, record_id) is not None
 
-    async def ids(self, collection: str) -> builtins.list[str]:
+    async def ids(self, collection: str) -> list[str]:
         """The ids of every record of ``collection`` in this store, sorted."""
         async with self.conn.execute(
             "SELECT id FROM records WHERE collection = ? ORDER BY id", (collection,)
         ) as cursor:
             return [row[0] async for row in cursor]
 
-    async def list(self, collection: str) -> builtins.list[Record]:
+    async def records(self, collection: str) -> list[Record]:
         """Every record of ``collection`` in this store, sorted by id."""
         return [await self._read(collection, rid) for rid in await self.ids(collection)]
 
@@ -401,12 +400,12 @@ class LocalStore:
         collection: str,
         text: str | None = None,
         where: Mapping[str, Any] | None = None,
-    ) -> builtins.list[Record]:
+    ) -> list[Record]:
         """Records of ``collection`` whose string fields contain ``text`` (case-insensitive)
         and whose fields equal every ``where`` item. Local data only."""
         needle = text.casefold() if text else None
         found = []
-        for record in await self.list(collection):
+        for record in await self.records(collection):
             if where and any(record.get(k) != v for k, v in where.items()):
                 continue
             if needle and not any(needle in v.casefold() for v in _strings(record.fields)):
@@ -418,7 +417,7 @@ class LocalStore:
         """The record's state vector (empty if the record is not here)."""
         return (await self.state_vectors([(collection, record_id)]))[0]
 
-    async def state_vectors(self, keys: Sequence[tuple[str, str]]) -> builtins.list[bytes]:
+    async def state_vectors(self, keys: Sequence[tuple[str, str]]) -> list[bytes]:
         """The state vectors of many records at once (``b""`` for records not here).
 
         Batched: a few queries per 400 records instead of a few per record, which is what a
@@ -428,7 +427,7 @@ class LocalStore:
             if self._writer.in_flight(key):
                 await self._writer.settled(key)
         found: dict[tuple[str, str], bytes] = {}
-        by_collection: dict[str, builtins.list[str]] = {}
+        by_collection: dict[str, list[str]] = {}
         for collection, record_id in dict.fromkeys(keys):
             by_collection.setdefault(collection, []).append(record_id)
         conn = self.conn
@@ -486,7 +485,7 @@ class LocalStore:
         doc = await self._confirmed_doc(collection, record_id)
         return doc.get_update()
 
-    async def conflicts(self, collection: str, record_id: str) -> builtins.list[ConflictLogEntry]:
+    async def conflicts(self, collection: str, record_id: str) -> list[ConflictLogEntry]:
         """Writes of this record that lost to a concurrent one, oldest first.
 
         Conflicts that remote updates brought are logged by a background scan shortly after
@@ -500,7 +499,7 @@ class LocalStore:
 
     async def recent_conflicts(
         self, limit: int = 100, *, after: int | None = None
-    ) -> builtins.list[ConflictLogEntry]:
+    ) -> list[ConflictLogEntry]:
         """Conflicts of every record, newest first (at most ``limit``); with ``after``, only
         those logged after the entry whose ``seq`` it is (e.g. the last one an app showed)."""
         await self.scan_conflicts()
@@ -510,9 +509,7 @@ class LocalStore:
             "WHERE rowid > ? ORDER BY rowid DESC LIMIT ?", (after, limit)
         )
 
-    async def _conflict_rows(
-        self, where: str, params: tuple[Any, ...]
-    ) -> builtins.list[ConflictLogEntry]:
+    async def _conflict_rows(self, where: str, params: tuple[Any, ...]) -> list[ConflictLogEntry]:
         async with self.conn.execute(
             f"SELECT {_CONFLICT_COLUMNS} FROM conflict_log {where}", params
         ) as cursor:
@@ -540,7 +537,7 @@ class LocalStore:
     async def _scan(self, keys: Sequence[tuple[str, str]]) -> int:
         now = self._time()
         now_ms = int(now * 1000)
-        rows: builtins.list[tuple[Any, ...]] = []
+        rows: list[tuple[Any, ...]] = []
         for collection, record_id in keys:
             try:
                 doc = await self._doc(collection, record_id, remember=False)
@@ -556,7 +553,7 @@ class LocalStore:
         limit = self._conflict_log_limit
         scanned = [(c, r) for c, r in keys]
 
-        def write_log(db: sqlite3.Connection) -> builtins.list[ConflictLogEntry]:
+        def write_log(db: sqlite3.Connection) -> list[ConflictLogEntry]:
             new = []
             for row in rows:
                 cursor = db.execute(
@@ -580,7 +577,7 @@ class LocalStore:
         new = await self._write(write_log)
         self._clock_written = clock
         for logged in new:
-            for listener in builtins.list(self._conflict_listeners):
+            for listener in list(self._conflict_listeners):
                 try:
                     listener(logged)
                 except Exception:
@@ -758,7 +755,7 @@ class LocalStore:
         settings: Mapping[str, str] | None = None,
         *,
         on_committed: Callable[[BaseException | None], None] | None = None,
-    ) -> builtins.list[tuple[str, str]]:
+    ) -> list[tuple[str, str]]:
         """Apply updates that came from elsewhere, across many records, in one transaction.
 
         The updates become part of each record's confirmed state. Records not yet in the store
@@ -784,7 +781,7 @@ class LocalStore:
         now = self._time()
         keys = list(dict.fromkeys((u.collection, u.record_id) for u in items))
         # One row per record per batch: several updates go in one length-prefixed bundle.
-        by_key: dict[tuple[str, str], builtins.list[bytes]] = {k: [] for k in keys}
+        by_key: dict[tuple[str, str], list[bytes]] = {k: [] for k in keys}
         for u in items:
             by_key[(u.collection, u.record_id)].append(u.update)
         rows = [
@@ -1197,7 +1194,7 @@ class Outbox:
         self._errors = 0
         # (collection, id) -> (seq of its first entry in error, entries after it not in error)
         self._waits: dict[tuple[str, str], tuple[int, int]] = {}
-        self._listeners: builtins.list[Callable[[OutboxEntry], None]] = []
+        self._listeners: list[Callable[[OutboxEntry], None]] = []
 
     async def _load_counts(self) -> None:
         row = _first(
@@ -1257,10 +1254,10 @@ class Outbox:
         entry = OutboxEntry(
             done.result(), collection, record_id, OutboxStatus.QUEUED, created_at, update
         )
-        for callback in builtins.list(self._listeners):
+        for callback in list(self._listeners):
             callback(entry)
 
-    async def _entries(self, where: str, params: Sequence[Any]) -> builtins.list[OutboxEntry]:
+    async def _select(self, where: str, params: Sequence[Any]) -> list[OutboxEntry]:
         async with self._store.conn.execute(
             "SELECT o.seq, o.collection, o.id, o.status, o.created_at, u.data, o.attempts,"
             " o.error_code, o.error_reason, (SELECT MIN(e.seq) FROM outbox e"
@@ -1277,26 +1274,26 @@ class Outbox:
             for r in rows
         ]
 
-    async def list(self, status: OutboxStatus | None = None) -> builtins.list[OutboxEntry]:
+    async def entries(self, status: OutboxStatus | None = None) -> list[OutboxEntry]:
         """Entries in order, optionally only those with ``status``."""
         if status is None:
-            return await self._entries("", ())
-        return await self._entries("WHERE o.status = ?", (status.value,))
+            return await self._select("", ())
+        return await self._select("WHERE o.status = ?", (status.value,))
 
-    async def pending(self) -> builtins.list[OutboxEntry]:
+    async def pending(self) -> list[OutboxEntry]:
         """Every entry not yet acknowledged, in order (same as :meth:`list`)."""
-        return await self.list()
+        return await self.entries()
 
     async def get(self, seq: int) -> OutboxEntry:
         """One entry. Raises :class:`OutboxError` if there is none with that seq."""
-        found = await self._entries("WHERE o.seq = ?", (seq,))
+        found = await self._select("WHERE o.seq = ?", (seq,))
         if not found:
             raise OutboxError(f"no outbox entry {seq} (already acknowledged or discarded?)")
         return found[0]
 
-    async def for_record(self, collection: str, record_id: str) -> builtins.list[OutboxEntry]:
+    async def for_record(self, collection: str, record_id: str) -> list[OutboxEntry]:
         """The entries of one record, in order."""
-        return await self._entries("WHERE o.collection = ? AND o.id = ?", (collection, record_id))
+        return await self._select("WHERE o.collection = ? AND o.id = ?", (collection, record_id))
 
     async def count(self, status: OutboxStatus | None = None) -> int:
         """How many entries wait (optionally only those with ``status``)."""
@@ -1568,7 +1565,7 @@ _ACCESSED_SQL = (
 )
 
 
-def _accessed_rows(accessed: dict[tuple[str, str], float]) -> builtins.list[tuple[Any, ...]]:
+def _accessed_rows(accessed: dict[tuple[str, str], float]) -> list[tuple[Any, ...]]:
     return [(t, c, r) for (c, r), t in accessed.items()]
 
 
@@ -1581,7 +1578,7 @@ def _bundle(updates: Sequence[bytes]) -> bytes:
     return b"".join(write_var_bytes(u) for u in updates)
 
 
-def _unpack(data: bytes, bundle: int) -> builtins.list[bytes]:
+def _unpack(data: bytes, bundle: int) -> list[bytes]:
     """The updates of one ``updates`` row (a bundle holds several, length-prefixed)."""
     if not bundle:
         return [bytes(data)]
@@ -1592,19 +1589,19 @@ def _unpack(data: bytes, bundle: int) -> builtins.list[bytes]:
     return parts
 
 
-def _setting_keys(settings: Iterable[str] | None) -> builtins.list[tuple[str, str]]:
+def _setting_keys(settings: Iterable[str] | None) -> list[tuple[str, str]]:
     """Group-commit keys standing for settings (no record has an empty collection name)."""
     return [("", name) for name in settings or ()]
 
 
 def _read_state_vectors(
     db: sqlite3.Connection, collection: str, ids: Sequence[str]
-) -> tuple[dict[str, bytes], dict[str, tuple[builtins.list[bytes], int]]]:
+) -> tuple[dict[str, bytes], dict[str, tuple[list[bytes], int]]]:
     """On the SQLite thread: ``(known state vectors, {id: (all updates, client id)})`` for
     the records of ``ids`` that exist; the second part for those whose column is NULL."""
     marks = ",".join("?" * len(ids))
     known: dict[str, bytes] = {}
-    stale: dict[str, tuple[builtins.list[bytes], int]] = {}
+    stale: dict[str, tuple[list[bytes], int]] = {}
     for record_id, vector, client_id in db.execute(
         f"SELECT id, state_vector, client_id FROM records WHERE collection = ? AND id IN ({marks})",
         (collection, *ids),
@@ -1690,7 +1687,7 @@ def _conflict_columns(c: Conflict) -> tuple[Any, ...]:
     """``conflict_key .. won_ts`` of a conflict_log row."""
     return (
         c.key,
-        json.dumps(builtins.list(c.slot), ensure_ascii=False),
+        json.dumps(list(c.slot), ensure_ascii=False),
         c.lost.kind.value,
         _json(c.lost.value),
         c.lost.ts.encode() if c.lost.ts else None,

@@ -128,7 +128,7 @@ async def test_uploads_in_seq_order_within_the_window_then_subscribes() -> None:
         r.link.server.ack([6])
         assert await r.link.exchange() == [Subscribe(GRANTED, None)]  # then download
         assert r.run.phase is SyncPhase.DOWNLOAD
-        assert store.outbox.entries == {}
+        assert store.outbox.by_seq == {}
         size = sum(len(e.update) for e in entries)
         assert r.owner.progress[-1] == Progress(6, 6, size, size)
 
@@ -145,7 +145,7 @@ async def test_acks_drop_entries_and_rejects_put_them_in_error() -> None:
         r.link.server.reject([(2, "rejected", "job closed by the office")])
         # The entry in error stays for the app; it does not hold the download back.
         assert await r.link.exchange() == [Subscribe(GRANTED, None)]
-        [entry] = store.outbox.entries.values()
+        [entry] = store.outbox.by_seq.values()
         assert (entry.seq, entry.status, entry.error_code, entry.error_reason) == (
             2,
             ERROR,
@@ -166,7 +166,9 @@ async def test_entries_behind_an_entry_in_error_are_held_until_it_is_released() 
         r.link.server.reject([(1, "rejected", "job closed"), (2, "blocked", "needs entry 1")])
         # Head of line per record: 4 (job-a) waits behind 1; job-b's entries go on.
         assert pushed(await r.link.exchange()) == [3, 5]
-        assert [(e.seq, e.status, e.error_code, e.held_by) for e in await store.outbox.list()] == [
+        assert [
+            (e.seq, e.status, e.error_code, e.held_by) for e in await store.outbox.entries()
+        ] == [
             (1, ERROR, "rejected", None),
             (2, QUEUED, "blocked", 1),
             (3, UPLOADING, None, None),
@@ -183,7 +185,7 @@ async def test_entries_behind_an_entry_in_error_are_held_until_it_is_released() 
         assert pushed(await r.link.exchange()) == [4]
         r.link.server.ack([4])
         assert await r.link.exchange() == []
-        assert store.outbox.entries == {}
+        assert store.outbox.by_seq == {}
 
 
 @pytest.mark.asyncio
@@ -194,15 +196,15 @@ async def test_a_blocked_entry_goes_again_only_after_the_next_listing() -> None:
         assert pushed(await r.link.welcome()) == [1]
         r.link.server.reject([(1, "blocked", "an earlier update is missing")])
         assert await r.link.exchange() == [Subscribe(GRANTED, None)]
-        [entry] = store.outbox.entries.values()
+        [entry] = store.outbox.by_seq.values()
         assert (entry.status, entry.error_code) == (QUEUED, "blocked")  # not an error
 
         store.edit("jobs", "job-2", n=2)  # a new entry goes up alone
         assert pushed(await r.link.settled()) == [2]
         r.run.relist()
         assert pushed(await r.link.settled()) == [1]
-        assert store.outbox.entries[1].status is UPLOADING
-        assert store.outbox.entries[1].error_code is None
+        assert store.outbox.by_seq[1].status is UPLOADING
+        assert store.outbox.by_seq[1].error_code is None
 
 
 @pytest.mark.asyncio
@@ -213,8 +215,8 @@ async def test_an_entry_too_big_for_the_relay_is_put_in_error_and_the_others_go(
     store.edit("jobs", "job-3", n=3)
     async with running(store, max_frame=1024) as r:
         assert pushed(await r.link.welcome()) == [1, 3]
-        assert store.outbox.entries[2].status is ERROR
-        assert store.outbox.entries[2].error_code == "too_big"
+        assert store.outbox.by_seq[2].status is ERROR
+        assert store.outbox.by_seq[2].error_code == "too_big"
 
 
 @pytest.mark.asyncio
@@ -226,7 +228,7 @@ async def test_a_batch_of_only_too_big_entries_does_not_stall_the_upload() -> No
     store.edit("jobs", "job-2", n=2)
     async with running(store, window=1, max_frame=1024) as r:
         assert pushed(await r.link.welcome()) == [2]
-        assert store.outbox.entries[1].error_code == "too_big"
+        assert store.outbox.by_seq[1].error_code == "too_big"
         r.link.server.ack([2])
         assert await r.link.exchange() == [Subscribe(GRANTED, None)]
 
@@ -246,7 +248,7 @@ async def test_a_lost_connection_queues_what_was_in_flight_again() -> None:
 
     async with running(store) as r:  # the next connection sends them again, first
         assert pushed(await r.link.welcome()) == [3, 4]
-        assert [e.attempts for e in store.outbox.entries.values()] == [2, 2]
+        assert [e.attempts for e in store.outbox.by_seq.values()] == [2, 2]
         r.link.server.ack([3, 4])
         assert await r.link.exchange() == [Subscribe(GRANTED, None)]
 

@@ -127,6 +127,6 @@ async def test_random_drops_stalls_and_cuts_converge_without_duplicates(
         notes = await _notes(a)
         for marker in markers:
             assert notes.count(marker) == 1, (marker, notes)
-        assert len(await a.list("contacts")) == 16
+        assert len(await a.records("contacts")) == 16
         faults = pa.cuts + pa.stalls + pb.cuts + pb.stalls
         assert faults > 0, "the proxies injected no fault: the test proved nothing"

@@ -60,7 +60,7 @@ async def test_rejected_entries_are_resolved_or_discarded_without_losing_others(
         tech.go_online()
         status = await tech.wait_synced()
         assert (status.pending, status.errors) == (2, 2)
-        errors = await tech.outbox.list(OutboxStatus.ERROR)
+        errors = await tech.outbox.entries(OutboxStatus.ERROR)
         assert [(e.record_id, e.error_code, e.error_reason) for e in errors] == [
             ("job-1", "rejected", "only the office can cancel a job"),
             ("job-2", "rejected", "only the office can cancel a job"),
@@ -139,7 +139,7 @@ async def test_entries_after_a_refused_one_wait_for_it_and_are_not_lost(
         # The other records went through; N is an error; N+1 and N+2 wait, neither
         # acknowledged nor errors.
         assert (status.pending, status.errors, status.held) == (3, 1, 2)
-        entries = {e.seq: e for e in await tech.outbox.list()}
+        entries = {e.seq: e for e in await tech.outbox.entries()}
         assert sorted(entries) == [refused, *waiting]
         assert (entries[refused].status, entries[refused].error_code) == (
             OutboxStatus.ERROR,

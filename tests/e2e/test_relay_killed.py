@@ -35,7 +35,7 @@ async def test_sigkill_mid_upload_loses_no_acknowledged_entry(
                 async with a.edit("jobs", f"r{i:04d}") as record:
                     record["n"] = i
                     record["text"] = PAYLOAD.format(i=i)
-            entries = await a.outbox.list()
+            entries = await a.outbox.entries()
             assert len(entries) == ENTRIES
             record_of = {e.seq: e.record_id for e in entries}
 
@@ -49,7 +49,7 @@ async def test_sigkill_mid_upload_loses_no_acknowledged_entry(
             async with asyncio.timeout(30):  # the client notices the relay is gone
                 await a.status.wait_for(lambda s: s.session is SessionState.BACKOFF)
             await a.go_offline()
-            remaining = {e.seq for e in await a.outbox.list()}
+            remaining = {e.seq for e in await a.outbox.entries()}
             acknowledged = set(record_of) - remaining
             assert 0 < len(acknowledged) < ENTRIES, "the kill did not land mid-upload"
 
@@ -73,7 +73,7 @@ async def test_sigkill_mid_upload_loses_no_acknowledged_entry(
             assert await a.outbox.count() == 0
             async with open_replica(tmp_path, "b", restarted) as b:
                 await b.wait_synced(60)
-                assert len(await b.list("jobs")) == ENTRIES
+                assert len(await b.records("jobs")) == ENTRIES
                 assert await snapshot(b, ["jobs"]) == await snapshot(a, ["jobs"])
     finally:
         if restarted is not None:

@@ -77,7 +77,7 @@ async def test_offline_edits_converge_and_late_replica_gets_everything(
             contact["tags"] = ["vip", "çà"]
         assert a.status.current.pending == 1
         assert b.status.current.pending == 2
-        assert [e.record_id for e in await b.outbox.list()] == ["job-1", "c-1"]
+        assert [e.record_id for e in await b.outbox.entries()] == ["job-1", "c-1"]
 
         a.go_online()
         b.go_online()

@@ -41,7 +41,7 @@ async def test_a_v1_store_and_relay_read_upload_edit_and_sync(tmp_path: Path) ->
             for key, fields in expected["records"].items():
                 collection, record_id = key.split("/")
                 assert dict(await tech.get(collection, record_id)) == fields
-            pending = [[e.seq, e.collection, e.record_id] for e in await tech.outbox.list()]
+            pending = [[e.seq, e.collection, e.record_id] for e in await tech.outbox.entries()]
             assert pending == expected["pending"]
             # The v1 conflict log moved to the v2 one (v1 said: "status: value 'in_progress'
             # (replica tech) was overwritten by 'on_hold' from replica office at ...").

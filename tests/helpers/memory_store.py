@@ -18,7 +18,6 @@ commit.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -42,7 +41,7 @@ class MemoryOutbox:
     """The outbox of a :class:`MemoryStore`: :attr:`entries` by seq, in seq order."""
 
     def __init__(self) -> None:
-        self.entries: dict[int, OutboxEntry] = {}
+        self.by_seq: dict[int, OutboxEntry] = {}
         self._last_seq = 0
         self._listeners: list[Callable[[OutboxEntry], None]] = []
 
@@ -54,7 +53,7 @@ class MemoryOutbox:
         entry = OutboxEntry(
             self._last_seq, collection, record_id, OutboxStatus.QUEUED, time.time(), update
         )
-        self.entries[entry.seq] = entry
+        self.by_seq[entry.seq] = entry
         for callback in list(self._listeners):
             callback(entry)
         return entry
@@ -65,7 +64,7 @@ class MemoryOutbox:
 
     def status(self, *seqs: int) -> list[OutboxStatus | None]:
         """The status of each entry (None: no longer in the outbox)."""
-        return [e.status if (e := self.entries.get(s)) else None for s in seqs]
+        return [e.status if (e := self.by_seq.get(s)) else None for s in seqs]
 
     @property
     def listeners(self) -> int:
@@ -73,7 +72,7 @@ class MemoryOutbox:
         return len(self._listeners)
 
     def _set(self, seq: int, **changes: Any) -> None:
-        self.entries[seq] = dataclasses.replace(self.entries[seq], **changes)
+        self.by_seq[seq] = dataclasses.replace(self.by_seq[seq], **changes)
 
     # -- SyncOutbox ------------------------------------------------------------------------
 
@@ -82,13 +81,13 @@ class MemoryOutbox:
         return lambda: self._listeners.remove(callback)
 
     def tally(self) -> tuple[int, int]:
-        errors = sum(e.status is OutboxStatus.ERROR for e in self.entries.values())
-        return len(self.entries), errors
+        errors = sum(e.status is OutboxStatus.ERROR for e in self.by_seq.values())
+        return len(self.by_seq), errors
 
-    async def list(self) -> builtins.list[OutboxEntry]:
+    async def entries(self) -> list[OutboxEntry]:
         entries = []
-        for seq in sorted(self.entries):
-            entry = self.entries[seq]
+        for seq in sorted(self.by_seq):
+            entry = self.by_seq[seq]
             first = self.first_error(entry.collection, entry.record_id)
             held_by = first if first is not None and first < seq else None
             entries.append(dataclasses.replace(entry, held_by=held_by))
@@ -98,7 +97,7 @@ class MemoryOutbox:
         return min(
             (
                 e.seq
-                for e in self.entries.values()
+                for e in self.by_seq.values()
                 if (e.collection, e.record_id) == (collection, record_id)
                 and e.status is OutboxStatus.ERROR
             ),
@@ -106,14 +105,14 @@ class MemoryOutbox:
         )
 
     def requeue_uploading(self, *, lazy: bool) -> asyncio.Future[None]:
-        for entry in list(self.entries.values()):
+        for entry in list(self.by_seq.values()):
             if entry.status is OutboxStatus.UPLOADING:
                 self._set(entry.seq, status=OutboxStatus.QUEUED)
         return _done(None)
 
     def mark_uploading(self, seqs: Iterable[int], *, lazy: bool) -> asyncio.Future[None]:
         for seq in seqs:
-            entry = self.entries.get(seq)
+            entry = self.by_seq.get(seq)
             if entry is not None and entry.status is OutboxStatus.QUEUED:
                 self._set(
                     seq,
@@ -125,18 +124,18 @@ class MemoryOutbox:
         return _done(None)
 
     def acknowledge(self, seqs: Iterable[int], *, lazy: bool) -> asyncio.Future[int]:
-        return _done(sum(self.entries.pop(seq, None) is not None for seq in seqs))
+        return _done(sum(self.by_seq.pop(seq, None) is not None for seq in seqs))
 
     async def mark_blocked(self, items: Iterable[tuple[int, str]]) -> None:
         for seq, reason in items:
-            entry = self.entries.get(seq)
+            entry = self.by_seq.get(seq)
             if entry is not None and entry.status is not OutboxStatus.ERROR:
                 self._set(
                     seq, status=OutboxStatus.QUEUED, error_code="blocked", error_reason=reason
                 )
 
     async def mark_error(self, seq: int, code: str, reason: str) -> None:
-        if seq not in self.entries:
+        if seq not in self.by_seq:
             raise OutboxError(f"no outbox entry {seq}")
         self._set(seq, status=OutboxStatus.ERROR, error_code=code, error_reason=reason)
 
@@ -168,7 +167,7 @@ class MemoryStore:
 
     # -- SyncStore -------------------------------------------------------------------------
 
-    async def state_vectors(self, keys: Sequence[tuple[str, str]]) -> builtins.list[bytes]:
+    async def state_vectors(self, keys: Sequence[tuple[str, str]]) -> list[bytes]:
         return [self.docs[key].get_state() if key in self.docs else b"" for key in keys]
 
     async def apply_remote(
@@ -177,7 +176,7 @@ class MemoryStore:
         settings: Mapping[str, str] | None = None,
         *,
         on_committed: Callable[[BaseException | None], None] | None = None,
-    ) -> builtins.list[tuple[str, str]]:
+    ) -> list[tuple[str, str]]:
         items = list(updates)
         error = self.commit_error
         if error is None:

@@ -94,7 +94,7 @@ async def snapshot(replica: Replica, collections: Iterable[str]) -> dict[str, di
     """Every record of ``collections`` as ``{"collection/id": fields}``."""
     result: dict[str, dict[str, Any]] = {}
     for collection in collections:
-        for record in await replica.store.list(collection):
+        for record in await replica.store.records(collection):
             result[f"{collection}/{record.id}"] = dict(record.fields)
     return result
 

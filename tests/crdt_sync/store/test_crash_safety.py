@@ -55,7 +55,7 @@ async def test_sigkill_at_random_points_loses_nothing_returned(tmp_path: Path) -
         returned.update(_run_and_kill(db, next_start, rng, tmp_path))
         async with await LocalStore.open(db, lww={"jobs": ["status"]}) as store:
             present: set[int] = set()
-            for record in await store.list("jobs"):
+            for record in await store.records("jobs"):
                 mine = sorted(int(k[1:]) for k in record if k.startswith("f"))
                 assert all(record[f"f{i}"] == i for i in mine)
                 # Nothing half-written: the text log holds exactly the edits whose field is here.
@@ -72,6 +72,6 @@ async def test_sigkill_at_random_points_loses_nothing_returned(tmp_path: Path) -
             assert returned <= present, f"lost edits {sorted(returned - present)}"
             # Edits are sequential: what is there is a prefix (the one in flight may be there).
             assert present == set(range(len(present)))
-            seqs = [e.seq for e in await store.outbox.list()]
+            seqs = [e.seq for e in await store.outbox.entries()]
             assert seqs == sorted(seqs)
             next_start = len(present)

@@ -57,7 +57,7 @@ async def _scenario(data: st.DataObject, workdir: Path) -> None:
     ):
         # The record as the relay confirmed it, on both replicas.
         removed = await _edit(data, a, tokens, 3)
-        await a.outbox.acknowledge([e.seq for e in await a.outbox.list()])
+        await a.outbox.acknowledge([e.seq for e in await a.outbox.entries()])
         await _send(a, b)
         # B edits concurrently; A gets some of it before its refused edit, some after.
         b_written = set(tokens.written)
@@ -71,7 +71,7 @@ async def _scenario(data: st.DataObject, workdir: Path) -> None:
         await _edit(data, a, tokens, data.draw(st.integers(1, 3)))
         refused_wrote = tokens.written - before
         refused_removed = seen - visible(await _doc(a))
-        pending = await a.outbox.list()
+        pending = await a.outbox.entries()
         if not pending:
             event("the refused edit changed nothing")
             return

@@ -148,7 +148,7 @@ async def test_concurrent_edits_share_commits_and_keep_their_order(tmp_path: Pat
 
         await asyncio.gather(*(append(i) for i in range(200)))
         assert store._writer.groups - groups < 20  # 200 edits, a handful of commits
-        seqs = [e.seq for e in await store.outbox.list()]
+        seqs = [e.seq for e in await store.outbox.entries()]
         assert seqs == sorted(seqs) and len(seqs) == 201
     expected = "".join(str(i % 10) for i in range(200))
     async with await LocalStore.open(path) as reopened:  # every edit is on disk
@@ -218,7 +218,7 @@ async def test_outbox_counts_in_memory_match_the_file(tmp_path: Path) -> None:
         for i in range(12):
             async with store.edit("jobs", f"j{i % 4}") as job:
                 job["n"] = i
-        entries = await store.outbox.list()
+        entries = await store.outbox.entries()
         await store.outbox.mark_uploading([e.seq for e in entries[:6]])
         await store.outbox.acknowledge([entries[0].seq, entries[1].seq, 999])
         await store.outbox.mark_error(entries[2].seq, "rejected", "closed")
@@ -261,7 +261,7 @@ async def test_new_entries_are_announced_after_their_commit_in_seq_order(
         assert [e.record_id for e in seen] == [f"j{i}" for i in range(30)]
         assert [e.seq for e in seen] == sorted(e.seq for e in seen)
         assert all(on_disk)
-        assert [e.update for e in seen] == [e.update for e in (await store.outbox.list())[:30]]
+        assert [e.update for e in seen] == [e.update for e in (await store.outbox.entries())[:30]]
 
 
 async def test_remote_updates_and_their_cursor_commit_together(tmp_path: Path) -> None:

@@ -69,8 +69,8 @@ class TestRecords:
             "notes": NOTE,
         }
         assert record.pending
-        assert [r.id for r in await store.list("jobs")] == ["job-1", "job-2"]
-        assert await store.list("contacts") == []
+        assert [r.id for r in await store.records("jobs")] == ["job-1", "job-2"]
+        assert await store.records("contacts") == []
 
     @pytest.mark.asyncio
     async def test_text_positions_are_characters(self, store: LocalStore) -> None:
@@ -92,7 +92,7 @@ class TestRecords:
             job.text("notes").insert(0, "x")
         async with store.edit("jobs", "j") as job:
             job["a"] = 3
-        entries = await store.outbox.list()
+        entries = await store.outbox.entries()
         assert [(e.seq, e.record_id, e.status) for e in entries] == [
             (1, "j", OutboxStatus.QUEUED),
             (2, "j", OutboxStatus.QUEUED),
@@ -273,7 +273,7 @@ class TestRemoteApply:
                     async with a.edit("jobs", f"j{i}") as job:
                         job[f"f{step}"] = step
                         job.text("notes").insert(0, f"{step}é")
-            updates = [(e.collection, e.record_id, e.update) for e in await a.outbox.list()]
+            updates = [(e.collection, e.record_id, e.update) for e in await a.outbox.entries()]
             async with await LocalStore.open(tmp_path / "b.db") as b:
                 changed = await b.apply_remote(list(reversed(updates)) + updates[:3])
                 assert sorted(changed) == [("jobs", f"j{i}") for i in range(5)]
@@ -341,7 +341,7 @@ class TestCompaction:
                 job.text("notes").insert(5, ",")  # needs the first update
             async with a.edit("jobs", "j") as job:
                 job.text("notes").delete(0, 2)  # a delete-set-only update
-            first, *later = [e.update for e in await a.outbox.list()]
+            first, *later = [e.update for e in await a.outbox.entries()]
             async with await LocalStore.open(tmp_path / "b.db") as b:
                 for update in later:
                     await b.apply_remote([("jobs", "j", update)])
@@ -362,7 +362,7 @@ class TestOutbox:
         assert await store.outbox.count() == 4
         assert await store.outbox.has_pending("jobs", "b")
         await store.outbox.mark_uploading([1, 2])
-        assert [e.status for e in await store.outbox.list()] == [
+        assert [e.status for e in await store.outbox.entries()] == [
             OutboxStatus.UPLOADING,
             OutboxStatus.UPLOADING,
             OutboxStatus.QUEUED,
@@ -371,7 +371,7 @@ class TestOutbox:
         await store.outbox.mark_error(2, "rejected", "job closed by the office")
         assert await store.outbox.acknowledge_upto(3) == 2  # 1 and 3; 2 is in error
         assert await store.outbox.acknowledge([1, 3]) == 0  # a repeated ack is harmless
-        entries = await store.outbox.list()
+        entries = await store.outbox.entries()
         assert [(e.seq, e.status, e.error_code) for e in entries] == [
             (2, OutboxStatus.ERROR, "rejected"),
             (4, OutboxStatus.QUEUED, None),
@@ -393,7 +393,7 @@ class TestOutbox:
         await s.outbox.mark_uploading([1])
         await s.close()  # the process "dies" before the ack
         async with await LocalStore.open(path) as s:
-            assert [(e.status, e.attempts) for e in await s.outbox.list()] == [
+            assert [(e.status, e.attempts) for e in await s.outbox.entries()] == [
                 (OutboxStatus.QUEUED, 1)
             ]
 
@@ -427,7 +427,7 @@ class TestOutbox:
             "address": {"city": "Köln"},
             "notes": "Zoë: café ☕ first visit. Second visit 🚐.",
         }
-        entries = await store.outbox.list()
+        entries = await store.outbox.entries()
         assert [(e.seq, e.status) for e in entries] == [
             (2, OutboxStatus.QUEUED),
             (3, OutboxStatus.QUEUED),
@@ -465,7 +465,7 @@ class TestOutbox:
         assert record["notes"] == "Zoë: check the café's boiler ☕, then the pump. Done 🚐."
         doc: pycrdt.Doc[Any] = pycrdt.Doc()  # a peer with the confirmed state and the entries
         doc.apply_update(await store.confirmed_state("jobs", "j"))
-        for entry in await store.outbox.list():
+        for entry in await store.outbox.entries():
             doc.apply_update(entry.update)
         assert dict(record) == _fields(doc, store)
 
@@ -477,7 +477,7 @@ class TestOutbox:
         await store.outbox.mark_error(1, "rejected", "hours must be positive")
         await store.outbox.resolve(1, lambda job: job.__setitem__("hours", 3))
         assert dict(await store.get("jobs", "j")) == {"status": "closed", "hours": 3}
-        entry = (await store.outbox.list())[0]
+        entry = (await store.outbox.entries())[0]
         assert (entry.seq, entry.status, entry.error_code) == (1, OutboxStatus.QUEUED, None)
         doc: pycrdt.Doc[Any] = pycrdt.Doc()
         doc.apply_update(entry.update)
@@ -497,7 +497,7 @@ class TestOutbox:
             job["n"] = 9
         await store.outbox.mark_blocked([(4, "an earlier update is missing")])
         await store.outbox.acknowledge([1, 3])  # not held: the count does not move
-        entries = {e.seq: e for e in await store.outbox.list()}
+        entries = {e.seq: e for e in await store.outbox.entries()}
         assert [(s, e.status, e.held_by) for s, e in entries.items()] == [
             (2, OutboxStatus.ERROR, None),
             (4, OutboxStatus.QUEUED, 2),
@@ -515,7 +515,7 @@ class TestOutbox:
         assert (store.outbox.first_error("jobs", "j"), store.outbox.held()) == (2, 2)
         await store.outbox.discard(2)
         assert (store.outbox.first_error("jobs", "j"), store.outbox.held()) == (None, 0)
-        assert [e.held_by for e in await store.outbox.list()] == [None, None, None]
+        assert [e.held_by for e in await store.outbox.entries()] == [None, None, None]
         await store.close()
 
     @pytest.mark.asyncio
@@ -550,7 +550,7 @@ class TestOutbox:
             "status": "open" if settle == "discard" else "on_hold",
             "notes": "Arrived. Leak fixed.",
         }
-        assert [e.seq for e in await store.outbox.list()] == [2, 3, 4]  # still their own
+        assert [e.seq for e in await store.outbox.entries()] == [2, 3, 4]  # still their own
 
 
 class TestLastWriteWins:
@@ -653,7 +653,7 @@ async def test_cached_records_heal_updates_applied_out_of_order(tmp_path: Path) 
             async with a.edit("jobs", "j") as job:
                 job[f"f{step}"] = step
                 job.text("notes").insert(0, f"{step}é")
-        updates = [e.update for e in await a.outbox.list()]
+        updates = [e.update for e in await a.outbox.entries()]
         async with await LocalStore.open(tmp_path / "b.db") as b:
             await b.apply_remote([("jobs", "j", updates[0])])
             await b.get("jobs", "j")  # now cached
@@ -668,7 +668,7 @@ async def test_state_vectors_in_one_batch_match_one_by_one(tmp_path: Path) -> No
         for i in range(450):
             async with a.edit("jobs", f"j{i}") as job:
                 job["n"] = i
-        updates = [(e.collection, e.record_id, e.update) for e in await a.outbox.list()]
+        updates = [(e.collection, e.record_id, e.update) for e in await a.outbox.entries()]
         async with await LocalStore.open(tmp_path / "b.db") as b:
             await b.apply_remote(updates)  # stored vectors are now stale (NULL)
             await b.get("jobs", "j3")  # one of them cached
@@ -687,7 +687,7 @@ async def test_state_vectors_never_claim_updates_that_wait_for_dependencies(
         for step in range(4):
             async with a.edit("jobs", "j") as job:
                 job.text("notes").insert(0, f"{step}é")
-        updates = [e.update for e in await a.outbox.list()]
+        updates = [e.update for e in await a.outbox.entries()]
         async with await LocalStore.open(tmp_path / "b.db") as b:
             await b.apply_remote([("jobs", "j", updates[0]), ("jobs", "j", updates[2])])
             [batched] = await b.state_vectors([("jobs", "j")])
