@@ -87,7 +87,7 @@ from crdt_sync.protocol import (
 from crdt_sync.yjs_encoding import UpdateClocks, read_update_clocks
 
 from .hocuspocus_endpoint import HocuspocusConnection, is_hocuspocus_path
-from .metrics import RelayMetrics, StorageNumbers
+from .metrics import RelayMetrics
 from .record_clocks import RecordClocks
 from .storage import (
     DEFAULT_FORGET_ORIGINS_AFTER,
@@ -225,8 +225,7 @@ class Relay:
             forget_origins_after=config.forget_origins_after,
         )
         self.metrics = RelayMetrics()
-        if isinstance(self.storage, SQLiteRelayStorage):
-            self.metrics.watch_storage(self._storage_numbers)
+        self.metrics.watch_storage(self.storage.numbers)
         self._server: Server | None = None
         self._connections: set[_Connection] = set()
         # tenant -> collection -> connections subscribed to it
@@ -316,17 +315,6 @@ class Relay:
                 await server.wait_closed()
         await self.storage.close()
 
-    def _storage_numbers(self) -> StorageNumbers:
-        storage = self.storage
-        assert isinstance(storage, SQLiteRelayStorage)
-        stats = storage.stats
-        return StorageNumbers(
-            stats.compactions,
-            stats.compaction_failures,
-            stats.checkpoint_failures,
-            storage.wal_bytes(),
-        )
-
     # -- HTTP endpoints -------------------------------------------------------------------
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -334,12 +322,10 @@ class Relay:
         if path == "/healthz":
             if self._stopping:
                 return connection.respond(503, "shutting down\n")
-            if not getattr(self.storage, "healthy", True):
+            if not self.storage.healthy:
                 return connection.respond(503, "storage unavailable\n")
             return connection.respond(200, "ok\n")
         if path == "/metrics":
-            if isinstance(self.storage, SQLiteRelayStorage):
-                self.metrics.commits.set(self.storage.stats.commits)
             body = self.metrics.render()
             headers = Headers(
                 [
@@ -744,10 +730,7 @@ class Relay:
         self, tenant: str, replica: str, items: Sequence[PushItem]
     ) -> asyncio.Future[list[int]]:
         rows = [(i.collection, i.record_id, i.update) for i in items]
-        storage = self.storage
-        if isinstance(storage, SQLiteRelayStorage):
-            return storage.submit(tenant, replica, rows)
-        return asyncio.ensure_future(storage.write(tenant, replica, rows))
+        return self.storage.submit(tenant, replica, rows)
 
     def _committed(
         self,
