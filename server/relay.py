@@ -97,6 +97,7 @@ from .storage import (
 )
 from .tokens import Grant, Verifier
 from .validation import UpdateBlocked, UpdateRejected, Validator
+from .wire import message_type
 from .yjs_endpoint import AWARENESS_CHECK_INTERVAL, PING_INTERVAL, Link, YjsConnection, is_yjs_path
 from .yjs_rooms import YjsRooms
 
@@ -430,7 +431,7 @@ class Relay:
                 conn.queue.append(_CLOSE)
                 conn.wakeup.set()
                 continue
-            self.metrics.frame_out(_frame_type(data), len(data))
+            self.metrics.frame_out(message_type(data), len(data))
             conn.queue.append(data)
             conn.queued_bytes += len(data)
             if (
@@ -458,7 +459,7 @@ class Relay:
         loop = asyncio.get_running_loop()
         started = loop.time()
         size = len(message)
-        self.metrics.frame_in(_frame_type(message), size)
+        self.metrics.frame_in(message_type(message), size)
         self._enter()
         try:
             conn.protocol.receive_data(message, now=started)
@@ -993,36 +994,6 @@ def _blocked(clocks: UpdateClocks, vector: dict[int, int]) -> UpdateRejected | N
 def loop_time() -> float:
     """The running loop's clock (the one the protocol cores are given as ``now``)."""
     return asyncio.get_running_loop().time()
-
-
-_TYPE_KEYS = {
-    b"hello": "hello",
-    b"push": "push",
-    b"sub": "sub",
-    b"sv": "sv",
-    b"ping": "ping",
-    b"pong": "pong",
-    b"error": "error",
-    b"welcome": "welcome",
-    b"ack": "ack",
-    b"reject": "reject",
-    b"changed": "changed",
-    b"updates": "updates",
-    b"synced": "synced",
-}
-
-
-def _frame_type(frame: bytes | str) -> str:
-    """The message type of an encoded frame, for metric labels (cheap, no full decode).
-
-    Encoded maps put ``"t"`` first: ``0xa1 't' 0xaN <type>``. Anything else is ``other``.
-    """
-    if isinstance(frame, str) or len(frame) < 4 or frame[1:3] != b"\xa1t":
-        return "other"
-    length = frame[3] - 0xA0
-    if not 0 < length <= 8:
-        return "other"
-    return _TYPE_KEYS.get(bytes(frame[4 : 4 + length]), "other")
 
 
 async def serve_until_signalled(config: RelayConfig, storage: RelayStorage | None = None) -> None:
