@@ -25,8 +25,8 @@ update mean the same to all of them:
   it committed, settles their clocks, counts them, calls the endpoint back (to acknowledge)
   and gives them to :class:`~crdt_sync.server.fanout.Fanout` with their change seqs. With
   ``early`` they go to the fan-out at once too, before the commit.
-- :meth:`Gateway.submit_update` is both for one update from a Yjs endpoint, with the outcome as
-  exceptions and a future.
+- :meth:`Gateway.submit_update` does both, admit then submit, for one update from a Yjs
+  endpoint, with the refusal as an exception and the commit as a future.
 - :func:`missing_from` answers a state vector from a committed state (every endpoint's catch-up).
 
 :class:`InFlight` counts the work a graceful shutdown waits for; the gateway counts each write

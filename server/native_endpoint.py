@@ -72,7 +72,7 @@ _CLOSE_CODES = {
 
 
 class NativeConnection:
-    """One replica's connection: its websocket, protocol core, grant and send queue.
+    """One replica's connection: its protocol core, grant, subscriptions and send queue.
 
     It is a :class:`~crdt_sync.server.fanout.Subscriber` of the collections it subscribed to.
     """
@@ -87,7 +87,6 @@ class NativeConnection:
         "protocol",
         "replica",
         "subscribed",
-        "ws",
     )
 
     def __init__(
@@ -98,7 +97,6 @@ class NativeConnection:
         metrics: RelayMetrics,
         fanout: Fanout,
     ) -> None:
-        self.ws = ws
         self.protocol = protocol
         self.metrics = metrics
         self.fanout = fanout
