@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import ServerConnection
+from websockets.frames import CloseCode
 
 from crdt_sync.errors import AuthError, InvalidMessage, InvalidState
 from crdt_sync.yjs.hocuspocus import (
@@ -47,11 +47,8 @@ from crdt_sync.yjs.y_websocket import CLOSE_PROTOCOL_ERROR
 
 from .tokens import Grant
 from .validation import UpdateBlocked, UpdateRejected
-from .yjs_endpoint import EMPTY_AWARENESS, Link, answer_state_vector, new_replica_id
+from .yjs_link import EMPTY_AWARENESS, Link, LinkServices, answer_state_vector, new_replica_id
 from .yjs_rooms import RoomKey
-
-if TYPE_CHECKING:
-    from .relay import Relay
 
 PATH = "/hocuspocus"
 #: Seconds between connection-level Pings (providers give up after 30 s of silence).
@@ -104,8 +101,8 @@ class HocuspocusConnection(Link):
 
     kind = "hocuspocus"
 
-    def __init__(self, relay: Relay, ws: ServerConnection) -> None:
-        super().__init__(relay, ws)
+    def __init__(self, ws: ServerConnection, services: LinkServices) -> None:
+        super().__init__(ws, services)
         self.session = HocuspocusServerSession()
         self.replica = new_replica_id("hocuspocus")
         self.documents: dict[str, _Document] = {}
@@ -143,7 +140,7 @@ class HocuspocusConnection(Link):
                     doc = self.documents.get(name)
                     if doc is None:
                         continue
-                    state = await self.relay.record_state(*doc.key)
+                    state = await self.gateway.record_state(*doc.key)
                     if not self.session.is_open(name) or self.session.closing:
                         continue
                     missing, vector = answer_state_vector(state, state_vector)
@@ -158,7 +155,7 @@ class HocuspocusConnection(Link):
                     if doc is None:
                         continue
                     try:
-                        self.relay.yjs_rooms.apply_awareness(
+                        self.rooms.apply_awareness(
                             doc.key, doc, update, asyncio.get_running_loop().time()
                         )
                     except InvalidMessage:
@@ -166,7 +163,7 @@ class HocuspocusConnection(Link):
                 case AwarenessQueried(name):
                     doc = self.documents.get(name)
                     if doc is not None:
-                        full = self.relay.yjs_rooms.full_awareness(doc.key)
+                        full = self.rooms.full_awareness(doc.key)
                         self.session.send_awareness(name, full or EMPTY_AWARENESS)
                 case DocumentClosed(name):
                     self._forget(name)
@@ -187,7 +184,7 @@ class HocuspocusConnection(Link):
             reason = "bad document name: expected <collection>/<record id>"
         else:
             try:
-                grant = await self.relay.verify_token(event.token)
+                grant = await self.gateway.verify_token(event.token)
             except AuthError as exc:
                 reason = f"{exc.code}: {exc.reason}" if exc.reason != exc.code else exc.code
             else:
@@ -207,8 +204,8 @@ class HocuspocusConnection(Link):
         key: RoomKey = (grant.tenant, parsed[0], parsed[1])
         doc = self.documents[name] = _Document(self, name, key, grant)
         held = self.session.authenticate(name)
-        self.relay.yjs_rooms.join(key, doc)
-        awareness = self.relay.yjs_rooms.full_awareness(key)
+        self.rooms.join(key, doc)
+        awareness = self.rooms.full_awareness(key)
         if awareness is not None:
             self.session.send_awareness(name, awareness)
         self.flush()
@@ -227,7 +224,7 @@ class HocuspocusConnection(Link):
             return
         _, collection, record_id = doc.key
         try:
-            future = await self.relay.submit_record_update(
+            future = await self.gateway.submit_update(
                 doc.grant, self.replica, doc, collection, record_id, update
             )
         except UpdateBlocked:
@@ -243,7 +240,7 @@ class HocuspocusConnection(Link):
                 self.session.deny(name, f"rejected: {exc.reason}")
             return
         except InvalidState:
-            self.close(1001, "the relay is shutting down")
+            self.close(CloseCode.GOING_AWAY, "the relay is shutting down")
             return
         doc.last_commit = future
         self._acknowledge_after(doc, future)
@@ -255,7 +252,7 @@ class HocuspocusConnection(Link):
             if self.session.closing:
                 return
             if done is not None and (done.cancelled() or done.exception() is not None):
-                self.session.fail(1011, "the relay could not store the update")
+                self.session.fail(CloseCode.INTERNAL_ERROR, "the relay could not store the update")
             else:
                 self.session.acknowledge(doc.name, stored=True)
             self.flush()
@@ -268,7 +265,7 @@ class HocuspocusConnection(Link):
     def _forget(self, name: str) -> None:
         doc = self.documents.pop(name, None)
         if doc is not None:
-            self.relay.yjs_rooms.leave(doc.key, doc)
+            self.rooms.leave(doc.key, doc)
 
     def cleanup(self) -> None:
         if self._pinger is not None:

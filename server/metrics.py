@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import (
@@ -33,6 +32,8 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+
+from .storage.base import StorageNumbers
 
 LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -78,9 +79,6 @@ class RelayMetrics:
         )
         self.rejects = Counter("crdt_sync_rejects", "Pushed entries rejected", ["code"], registry=r)
         self.errors = Counter("crdt_sync_errors", "Error frames sent", ["code"], registry=r)
-        self.commits = Gauge(
-            "crdt_sync_storage_commits", "Storage transactions (group commits) so far", registry=r
-        )
         # Hot path: plain numbers, exported by _HotMetrics at scrape time.
         self.updates_applied = FastCounter()
         self.acks = FastCounter()
@@ -112,22 +110,13 @@ class RelayMetrics:
         latency.total += seconds
 
     def watch_storage(self, read: Callable[[], StorageNumbers]) -> None:
-        """Export the storage's maintenance numbers, read by ``read()`` at each scrape."""
+        """Export the storage's numbers (commits, maintenance), read by ``read()`` at each
+        scrape (:meth:`~crdt_sync.server.storage.base.RelayStorage.numbers`)."""
         self.registry.register(_StorageMetrics(read))
 
     def render(self) -> bytes:
         """The exposition text (``text/plain; version=0.0.4``)."""
         return generate_latest(self.registry)
-
-
-@dataclass(frozen=True, slots=True)
-class StorageNumbers:
-    """What :meth:`RelayMetrics.watch_storage` exports."""
-
-    compactions: int
-    compaction_failures: int
-    checkpoint_failures: int
-    wal_bytes: int
 
 
 class _StorageMetrics(Collector):
@@ -136,6 +125,11 @@ class _StorageMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         numbers = self.read()
+        yield GaugeMetricFamily(
+            "crdt_sync_storage_commits",
+            "Storage transactions (group commits) so far",
+            value=numbers.commits,
+        )
         yield CounterMetricFamily(
             "crdt_sync_storage_compactions",
             "Record compactions attempted (the failed ones are also maintenance failures)",

@@ -17,6 +17,10 @@ from crdt_sync.yjs.awareness import AwarenessRoom
 RoomKey = tuple[str, str, str]
 """``(tenant, collection, record_id)``."""
 
+#: How often the relay drops awareness states that were not renewed (:meth:`YjsRooms.
+#: expire_awareness`).
+AWARENESS_CHECK_INTERVAL = 3.0
+
 
 class RoomMember(Protocol):
     """One open record on a Yjs connection. Both methods queue and never wait."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from crdt_sync.server.metrics import LATENCY_BUCKETS, RelayMetrics, StorageNumbers
+from crdt_sync.server.metrics import LATENCY_BUCKETS, RelayMetrics
+from crdt_sync.server.storage import StorageNumbers
 
 
 def _samples(metrics: RelayMetrics) -> dict[str, float]:
@@ -51,16 +52,18 @@ def test_latency_histogram_counts_each_value_in_the_first_bucket_not_below_it() 
     assert abs(samples['crdt_sync_message_latency_seconds_sum{type="push"}'] - 100.0024) < 1e-9
 
 
-def test_storage_maintenance_numbers_are_read_at_each_scrape() -> None:
+def test_storage_numbers_are_read_at_each_scrape() -> None:
     metrics = RelayMetrics()
-    numbers = [StorageNumbers(5, 1, 0, 4096)]
+    numbers = [StorageNumbers(commits=3, compactions=5, compaction_failures=1, wal_bytes=4096)]
     metrics.watch_storage(lambda: numbers[-1])
     samples = _samples(metrics)
+    assert samples["crdt_sync_storage_commits"] == 3
     assert samples["crdt_sync_storage_compactions_total"] == 5
     assert samples['crdt_sync_storage_maintenance_failures_total{task="compaction"}'] == 1
     assert samples['crdt_sync_storage_maintenance_failures_total{task="checkpoint"}'] == 0
     assert samples["crdt_sync_storage_wal_bytes"] == 4096
-    numbers.append(StorageNumbers(6, 1, 2, 0))
+    numbers.append(StorageNumbers(4, 6, 1, 2, 0))
     samples = _samples(metrics)
+    assert samples["crdt_sync_storage_commits"] == 4
     assert samples["crdt_sync_storage_compactions_total"] == 6
     assert samples['crdt_sync_storage_maintenance_failures_total{task="checkpoint"}'] == 2

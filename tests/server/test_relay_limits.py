@@ -172,13 +172,13 @@ async def test_slow_reader_is_disconnected_without_stalling_others(tmp_path: Pat
                     acked, _ = await writer.push_and_settle(batch)
                     assert len(acked) == 10
                     if (
-                        not relay._connections
-                        or all(c.replica != "slow" for c in relay._connections)
-                        or any(c.too_slow for c in relay._connections)
+                        not relay.native.connections
+                        or all(c.replica != "slow" for c in relay.native.connections)
+                        or any(c.too_slow for c in relay.native.connections)
                     ):
                         break
-                assert any(c.too_slow for c in relay._connections) or all(
-                    c.replica != "slow" for c in relay._connections
+                assert any(c.too_slow for c in relay.native.connections) or all(
+                    c.replica != "slow" for c in relay.native.connections
                 ), "the slow reader was never cut off"
             # the watcher kept receiving live updates all along
             last = await watcher.wait_for(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from crdt_sync.server.hocuspocus_endpoint import is_hocuspocus_path, parse_document_name
-from crdt_sync.server.yjs_endpoint import answer_state_vector, is_yjs_path, parse_record_path
+from crdt_sync.server.yjs_endpoint import is_yjs_path, parse_record_path
+from crdt_sync.server.yjs_link import answer_state_vector
 from crdt_sync.server.yjs_rooms import YjsRooms
 from pycrdt import Doc, Map
 

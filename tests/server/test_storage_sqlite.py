@@ -1,4 +1,8 @@
-"""The relay's SQLite storage (server/storage.py) on real files."""
+"""The relay's SQLite storage (server/storage/sqlite.py) on real files.
+
+What every storage must do is tested in test_storage_contract.py; this is what the SQLite
+one adds: persistence across a reopen, compaction, checkpoints, forgotten origins, its cache.
+"""
 
 from __future__ import annotations
 
@@ -9,39 +13,23 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from crdt_sync.server.storage import (
-    SQLiteRelayStorage,
-    StateCache,
+from crdt_sync.server.storage import SQLiteRelayStorage
+from crdt_sync.server.storage.sqlite import (
     _merge_in_thread,
     _store_compacted_in_thread,
 )
-from pycrdt import Doc, Map, Text, get_state, get_update
+from helpers.yjs_updates import text_edits, text_of, text_update
+from pycrdt import Doc, Map
 
 from crdt_sync.errors import InvalidState
-
-
-def _edits(count: int, client_id: int = 7) -> list[bytes]:
-    doc = Doc(client_id=client_id)
-    text = doc.get("notes", type=Text)
-    updates = []
-    for index in range(count):
-        before = doc.get_state()
-        text += f"{index},"
-        updates.append(doc.get_update(before))
-    return updates
-
-
-def _text(update: bytes) -> str:
-    doc = Doc()
-    doc.apply_update(update)
-    return str(doc.get("notes", type=Text))
+from crdt_sync.store.sqlite_thread import on_thread
 
 
 @pytest.mark.asyncio
 async def test_write_returns_seqs_after_commit_and_survives_reopen(tmp_path: Path) -> None:
     storage = SQLiteRelayStorage(tmp_path)
     await storage.open()
-    updates = _edits(3)
+    updates = text_edits(3)
     seqs = await storage.write("acme", "r1", [("jobs", "j1", u) for u in updates])
     assert seqs == [1, 2, 3]
     assert await storage.head("acme") == 3
@@ -52,7 +40,7 @@ async def test_write_returns_seqs_after_commit_and_survives_reopen(tmp_path: Pat
     await reopened.open()
     states = await reopened.get_states("acme", [("jobs", "j1"), ("jobs", "missing")])
     assert list(states) == [("jobs", "j1")]
-    assert _text(states[("jobs", "j1")]) == "0,1,2,"
+    assert text_of(states[("jobs", "j1")]) == "0,1,2,"
     assert await reopened.head("acme") == 3
     assert await reopened.write("acme", "r1", [("jobs", "j2", updates[0])]) == [4]
     await reopened.close()
@@ -64,7 +52,7 @@ async def test_compaction_keeps_every_update_including_ones_waiting_for_dependen
 ) -> None:
     storage = SQLiteRelayStorage(tmp_path, compact_every=5)
     await storage.open()
-    updates = _edits(23)
+    updates = text_edits(23)
     # Leave out update 0 for a while: later updates depend on it and stay pending.
     for update in updates[1:]:
         await storage.write("acme", "r1", [("jobs", "j1", update)])
@@ -72,51 +60,7 @@ async def test_compaction_keeps_every_update_including_ones_waiting_for_dependen
     assert storage.stats.compactions >= 3
     await storage.write("acme", "r1", [("jobs", "j1", updates[0])])
     state = (await storage.get_states("acme", [("jobs", "j1")]))[("jobs", "j1")]
-    assert _text(state) == "".join(f"{i}," for i in range(23))
-    await storage.close()
-
-
-@pytest.mark.asyncio
-async def test_diff_against_a_state_vector_is_what_the_replica_misses(tmp_path: Path) -> None:
-    storage = SQLiteRelayStorage(tmp_path, compact_every=4)
-    await storage.open()
-    updates = _edits(10)
-    await storage.write("acme", "r1", [("jobs", "j1", u) for u in updates])
-    replica = Doc()
-    for update in updates[:6]:
-        replica.apply_update(update)
-    state = (await storage.get_states("acme", [("jobs", "j1")]))[("jobs", "j1")]
-    diff = get_update(state, replica.get_state())
-    assert len(diff) < len(state)
-    replica.apply_update(diff)
-    assert str(replica.get("notes", type=Text)) == _text(state)
-    assert get_state(state) == replica.get_state()
-    await storage.close()
-
-
-@pytest.mark.asyncio
-async def test_changed_since_excludes_own_changes_and_other_tenants(tmp_path: Path) -> None:
-    storage = SQLiteRelayStorage(tmp_path)
-    await storage.open()
-    u = _edits(1)[0]
-    await storage.write("acme", "alice", [("jobs", "a1", u), ("contacts", "c1", u)])  # 1, 2
-    cursor = await storage.head("acme")
-    await storage.write("acme", "bob", [("jobs", "b1", u)])  # 3
-    await storage.write("acme", "alice", [("jobs", "a2", u)])  # 4
-    await storage.write("globex", "bob", [("jobs", "g1", u)])
-    assert await storage.changed_since("acme", ["jobs"], cursor, "alice") == [("jobs", "b1")]
-    assert await storage.changed_since("acme", ["jobs"], cursor, "bob") == [("jobs", "a2")]
-    assert await storage.changed_since("acme", ["jobs", "contacts"], None, "alice") == [
-        ("contacts", "c1"),
-        ("jobs", "a1"),
-        ("jobs", "a2"),
-        ("jobs", "b1"),
-    ]
-    assert await storage.changed_since("acme", ["jobs"], 4, "carol") == []
-    assert await storage.changed_since("acme", [], 0, "carol") == []
-    # a record changed by alice after bob's change still counts for alice as bob's change
-    await storage.write("acme", "alice", [("jobs", "b1", u)])
-    assert await storage.changed_since("acme", ["jobs"], cursor, "alice") == [("jobs", "b1")]
+    assert text_of(state) == "".join(f"{i}," for i in range(23))
     await storage.close()
 
 
@@ -124,7 +68,7 @@ async def test_changed_since_excludes_own_changes_and_other_tenants(tmp_path: Pa
 async def test_forgotten_origins_fall_back_to_reporting_the_record(tmp_path: Path) -> None:
     storage = SQLiteRelayStorage(tmp_path)
     await storage.open()
-    u = _edits(1)[0]
+    u = text_edits(1)[0]
     await storage.write("acme", "alice", [("jobs", "a1", u)])  # 1
     await storage.write("acme", "bob", [("jobs", "b1", u)])  # 2
     await storage.write("acme", "alice", [("jobs", "a3", u)])  # 3
@@ -137,22 +81,6 @@ async def test_forgotten_origins_fall_back_to_reporting_the_record(tmp_path: Pat
     ]
     # A cursor past the forgotten rows is unaffected.
     assert await storage.changed_since("acme", ["jobs"], 2, "alice") == []
-    await storage.close()
-
-
-@pytest.mark.asyncio
-async def test_concurrent_writes_are_group_committed_in_order(tmp_path: Path) -> None:
-    storage = SQLiteRelayStorage(tmp_path, durable=True)
-    await storage.open()
-    updates = _edits(200)
-    futures = [
-        storage.submit("acme", f"r{i % 5}", [("jobs", "j", u)]) for i, u in enumerate(updates)
-    ]
-    results = await asyncio.gather(*futures)
-    assert [seqs[0] for seqs in results] == list(range(1, 201))
-    assert storage.stats.commits < 20  # batched, not one transaction per write
-    state = (await storage.get_states("acme", [("jobs", "j")]))[("jobs", "j")]
-    assert _text(state) == "".join(f"{i}," for i in range(200))
     await storage.close()
 
 
@@ -182,11 +110,11 @@ async def test_close_commits_queued_writes_then_refuses_new_ones(tmp_path: Path)
 async def test_state_reads_look_keys_up_in_the_indexes(tmp_path: Path) -> None:
     import sqlite3
 
-    from crdt_sync.server.storage import states_query
+    from crdt_sync.server.storage.sqlite import states_query
 
     storage = SQLiteRelayStorage(tmp_path)
     await storage.open()
-    await storage.write("acme", "r", [("jobs", "j", _edits(1)[0])])
+    await storage.write("acme", "r", [("jobs", "j", text_edits(1)[0])])
     await storage.close()
     conn = sqlite3.connect(tmp_path / "relay.sqlite3")
     plan = " | ".join(
@@ -206,7 +134,7 @@ async def test_a_failing_compaction_does_not_cost_the_writes(
 ) -> None:
     storage = SQLiteRelayStorage(tmp_path, compact_every=3)
     await storage.open()
-    good = _edits(4)
+    good = text_edits(4)
     # Not a Yjs update at all: stored only because this test bypasses the relay's check.
     seqs = await storage.write("acme", "r", [("jobs", "j", good[0]), ("jobs", "j", b"\xff\xff")])
     assert seqs == [1, 2]
@@ -250,7 +178,7 @@ def _rows(path: Path, sql: str) -> list[tuple[object, ...]]:
 async def test_compaction_is_not_part_of_the_group_commit(tmp_path: Path) -> None:
     storage = SQLiteRelayStorage(tmp_path, compact_every=4, background_compaction=False)
     await storage.open()
-    updates = _edits(6)
+    updates = text_edits(6)
     await storage.write("acme", "r", [("jobs", "j", u) for u in updates[:4]])
     # committed (and acked) with the compaction only due: the log is whole, no snapshot yet
     assert _rows(storage.path, "SELECT COUNT(*) FROM log") == [(4,)]
@@ -261,7 +189,7 @@ async def test_compaction_is_not_part_of_the_group_commit(tmp_path: Path) -> Non
     assert _rows(storage.path, "SELECT upto FROM snapshots") == [(4,)]
     await storage.write("acme", "r", [("jobs", "j", u) for u in updates[4:]])
     state = (await storage.get_states("acme", [("jobs", "j")]))[("jobs", "j")]
-    assert _text(state) == "0,1,2,3,4,5,"
+    assert text_of(state) == "0,1,2,3,4,5,"
     await storage.close()
 
 
@@ -269,20 +197,20 @@ async def test_compaction_is_not_part_of_the_group_commit(tmp_path: Path) -> Non
 async def test_writes_between_a_compactions_merge_and_its_store_are_kept(tmp_path: Path) -> None:
     storage = SQLiteRelayStorage(tmp_path, compact_every=3, background_compaction=False)
     await storage.open()
-    updates = _edits(5)
+    updates = text_edits(5)
     await storage.write("acme", "r", [("jobs", "j", u) for u in updates[:3]])
     reader = storage._checkpoint_db
     writer = storage._writer_db
     assert reader is not None and writer is not None
     key = ("acme", "jobs", "j")
-    merged = await reader._execute(_merge_in_thread, reader._conn, [key])
+    merged = await on_thread(reader, _merge_in_thread, [key])
     assert [(m[0], m[1], m[3]) for m in merged] == [(key, -1, 3)]
     # two more writes commit after the merge read the log, before the merge is stored
     await storage.write("acme", "r", [("jobs", "j", u) for u in updates[3:]])
-    await writer._execute(_store_compacted_in_thread, writer._conn, merged)
+    await on_thread(writer, _store_compacted_in_thread, merged)
     assert _rows(storage.path, "SELECT seq FROM log ORDER BY seq") == [(4,), (5,)]
     state = (await storage.get_states("acme", [("jobs", "j")]))[("jobs", "j")]
-    assert _text(state) == "0,1,2,3,4,"
+    assert text_of(state) == "0,1,2,3,4,"
     await storage.close()
 
 
@@ -290,7 +218,7 @@ async def test_writes_between_a_compactions_merge_and_its_store_are_kept(tmp_pat
 async def test_background_compaction_runs_by_itself_and_after_a_restart(tmp_path: Path) -> None:
     storage = SQLiteRelayStorage(tmp_path, compact_every=5, background_compaction=False)
     await storage.open()
-    updates = _edits(12)
+    updates = text_edits(12)
     await storage.write("acme", "r", [("jobs", "j", u) for u in updates[:6]])
     await storage.close()  # closed with a compaction due and not done (as after a crash)
     assert _rows(storage.path, "SELECT COUNT(*) FROM log") == [(6,)]
@@ -303,45 +231,8 @@ async def test_background_compaction_runs_by_itself_and_after_a_restart(tmp_path
         await reopened.write("acme", "r", [("jobs", "j", update)])
     await asyncio.wait_for(reopened.wait_compactions(2), 10)
     state = (await reopened.get_states("acme", [("jobs", "j")]))[("jobs", "j")]
-    assert _text(state) == "".join(f"{i}," for i in range(12))
+    assert text_of(state) == "".join(f"{i}," for i in range(12))
     await reopened.close()
-
-
-def _key_update(text: str, client_id: int) -> bytes:
-    doc = Doc(client_id=client_id)
-    doc.get("notes", type=Text).insert(0, text)
-    return doc.get_update()
-
-
-def test_state_cache_never_keeps_a_read_older_than_a_commit_made_meanwhile() -> None:
-    cache = StateCache(1 << 20)
-    key = ("acme", "jobs", "j")
-    first, second = _key_update("a", 1), _key_update("b", 2)
-    read = cache.read_started()
-    other = cache.read_started()
-    cache.committed(key, second)  # committed while both reads were in flight
-    cache.read_done(read, {key: first})  # the read may predate it: not cached
-    assert cache.get(key) is None
-    later = cache.read_started()
-    cache.read_done(other, {key: first})  # same for the other read
-    assert cache.get(key) is None
-    cache.read_done(later, {key: first})  # no commit during this one: cached
-    cache.committed(key, second)  # later commits are appended to the entry
-    state = cache.get(key)
-    assert state is not None and sorted(_text(state)) == ["a", "b"]
-
-
-def test_state_cache_stays_within_its_budget_least_recently_used_out() -> None:
-    cache = StateCache(300)
-    updates = {f"r{i}": _key_update("x" * 50, i + 1) for i in range(6)}
-    for record_id, update in updates.items():
-        cache.read_done(cache.read_started(), {("acme", "jobs", record_id): update})
-        assert cache.size <= 300
-    assert cache.get(("acme", "jobs", "r0")) is None  # the oldest went first
-    assert cache.get(("acme", "jobs", "r5")) == updates["r5"]
-    disabled = StateCache(0)
-    disabled.read_done(disabled.read_started(), {("acme", "jobs", "r0"): updates["r0"]})
-    assert len(disabled) == 0
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -363,7 +254,7 @@ async def test_cached_states_hold_every_update_committed_before_the_read(
             record_id = rng.choice(records)
             number = next(counter)
             word = f"w{number}."
-            update = _key_update(word, 1000 + number)  # one Yjs client per update
+            update = text_update(word, 1000 + number)  # one Yjs client per update
             await storage.write("acme", "o", [("jobs", record_id, update)])
             written[record_id].append(word)
 
@@ -373,7 +264,7 @@ async def test_cached_states_hold_every_update_committed_before_the_read(
             before = {r: list(written[r]) for r in wanted}
             states = await storage.get_states("acme", [("jobs", r) for r in wanted])
             for record_id, words in before.items():
-                text = _text(states[("jobs", record_id)]) if words else ""
+                text = text_of(states[("jobs", record_id)]) if words else ""
                 assert all(word in text for word in words), (record_id, words, text)
 
     await asyncio.gather(writer(), reader(), reader())
@@ -381,7 +272,7 @@ async def test_cached_states_hold_every_update_committed_before_the_read(
     final = await storage.get_states("acme", [("jobs", r) for r in records])
     for record_id, words in written.items():
         if words:
-            assert sorted(_text(final[("jobs", record_id)]).split(".")[:-1]) == sorted(
+            assert sorted(text_of(final[("jobs", record_id)]).split(".")[:-1]) == sorted(
                 w[:-1] for w in words
             )
     await storage.close()
@@ -393,41 +284,24 @@ async def test_new_records_are_cached_from_their_updates_and_old_ones_never_part
 ) -> None:
     storage = SQLiteRelayStorage(tmp_path)
     await storage.open()
-    first, second, third = _edits(3)
+    first, second, third = text_edits(3)
     await storage.write("acme", "r", [("jobs", "old", first)])
     await storage.close()
     reopened = SQLiteRelayStorage(tmp_path)  # empty cache; "old" exists in the database
     await reopened.open()
     await reopened.write(
-        "acme", "r", [("jobs", "old", second), ("jobs", "new", _key_update("n", 5))]
+        "acme", "r", [("jobs", "old", second), ("jobs", "new", text_update("n", 5))]
     )
     # "new" did not exist: cached whole from its update; "old" did: not cached from "second"
     assert ("acme", "jobs", "new") in reopened.states
     assert ("acme", "jobs", "old") not in reopened.states
     states = await reopened.get_states("acme", [("jobs", "old"), ("jobs", "new")])
-    assert _text(states[("jobs", "old")]) == "0,1,"  # read from the database, both updates
+    assert text_of(states[("jobs", "old")]) == "0,1,"  # read from the database, both updates
     assert reopened.states.hits == 1 and reopened.states.misses == 1
     await reopened.write("acme", "r", [("jobs", "old", third)])  # appended to the entry now
     states = await reopened.get_states("acme", [("jobs", "old")])
-    assert _text(states[("jobs", "old")]) == "0,1,2," and reopened.states.hits == 2
+    assert text_of(states[("jobs", "old")]) == "0,1,2," and reopened.states.hits == 2
     await reopened.close()
-
-
-def test_state_cache_merges_changed_entries_in_slices_and_leaves_big_ones_to_reads() -> None:
-    cache = StateCache(1 << 20)
-    small, big = ("acme", "jobs", "small"), ("acme", "jobs", "big")
-    for key, text in ((small, "s"), (big, "b" * 5000)):
-        cache.read_done(cache.read_started(), {key: _key_update(text, 1)})
-        cache.committed(key, _key_update("!", 2))
-    assert cache.unmerged == 2
-    assert cache.merge_some(1, 1000) == 1  # one merged (small), one waits
-    assert cache.merge_some(5, 1000) == 0  # big is over the limit: left for its read
-    assert sorted(_text(cache.get(small) or b"")) == ["!", "s"]
-    assert cache.hits == 1
-    state = cache.get(big)  # merged on read
-    assert state is not None and sorted(set(_text(state))) == ["!", "b"]
-    size = cache.size
-    assert size == len(cache.get(small) or b"") + len(state)
 
 
 @pytest.mark.asyncio
@@ -435,10 +309,10 @@ async def test_states_changed_by_commits_are_merged_soon_after(tmp_path: Path) -
     storage = SQLiteRelayStorage(tmp_path)
     await storage.open()
     await storage.write(
-        "acme", "r", [("jobs", f"j{i}", _key_update(f"{i}", i + 1)) for i in range(40)]
+        "acme", "r", [("jobs", f"j{i}", text_update(f"{i}", i + 1)) for i in range(40)]
     )
     await storage.write(
-        "acme", "r", [("jobs", f"j{i}", _key_update("+", 100 + i)) for i in range(40)]
+        "acme", "r", [("jobs", f"j{i}", text_update("+", 100 + i)) for i in range(40)]
     )
     # merged 16 per loop iteration, between other work (a slice may have run already)
     assert 0 < storage.states.unmerged <= 40
@@ -448,7 +322,7 @@ async def test_states_changed_by_commits_are_merged_soon_after(tmp_path: Path) -
         await asyncio.sleep(0)  # one loop iteration, not a wait for time
     assert storage.states.unmerged == 0
     states = await storage.get_states("acme", [("jobs", f"j{i}") for i in range(40)])
-    assert all(sorted(_text(states[("jobs", f"j{i}")])) == sorted(f"{i}+") for i in range(40))
+    assert all(sorted(text_of(states[("jobs", f"j{i}")])) == sorted(f"{i}+") for i in range(40))
     await storage.close()
 
 
@@ -461,7 +335,7 @@ async def test_checkpoints_and_compaction_rounds_share_their_connection_without_
     # every round and every checkpoint failed (the WAL grew without bound).
     storage = SQLiteRelayStorage(tmp_path, compact_every=8, background_compaction=False)
     await storage.open()
-    updates = _edits(48)
+    updates = text_edits(48)
     try:
         for start in range(0, 48, 8):
             for update in updates[start : start + 8]:
@@ -475,7 +349,7 @@ async def test_checkpoints_and_compaction_rounds_share_their_connection_without_
             busy, _, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         assert busy == 0  # no reader left holding an old snapshot
         states = await storage.get_states("acme", [("jobs", "j1")])
-        assert _text(states[("jobs", "j1")]) == "".join(f"{i}," for i in range(48))
+        assert text_of(states[("jobs", "j1")]) == "".join(f"{i}," for i in range(48))
     finally:
         await storage.close()
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
@@ -490,17 +364,19 @@ async def test_a_long_log_is_read_and_compacted_whole(tmp_path: Path) -> None:
     )
     await storage.open()
     try:
-        updates = _edits(1500)
+        updates = text_edits(1500)
         for start in range(0, 1500, 100):
             await storage.write(
                 "acme", "r", [("jobs", "j", u) for u in updates[start : start + 100]]
             )
         expected = "".join(f"{i}," for i in range(1500))
-        assert _text((await storage.get_states("acme", [("jobs", "j")]))[("jobs", "j")]) == expected
+        states = await storage.get_states("acme", [("jobs", "j")])
+        assert text_of(states[("jobs", "j")]) == expected
         assert await storage.compact_pending() == 1
         with sqlite3.connect(storage.path) as db:
             assert db.execute("SELECT COUNT(*) FROM log").fetchone()[0] == 0
-        assert _text((await storage.get_states("acme", [("jobs", "j")]))[("jobs", "j")]) == expected
+        states = await storage.get_states("acme", [("jobs", "j")])
+        assert text_of(states[("jobs", "j")]) == expected
     finally:
         await storage.close()
 
@@ -512,7 +388,7 @@ async def test_old_origins_are_forgotten_in_the_background_and_nothing_is_missed
     storage = SQLiteRelayStorage(tmp_path, forget_origins_after=20)
     await storage.open()
     try:
-        u = _edits(1)[0]
+        u = text_edits(1)[0]
         for i in range(10):
             await storage.write("acme", "alice", [("jobs", f"a{i}", u)])  # seqs 1-10
         for i in range(10):
@@ -549,13 +425,13 @@ async def test_old_origins_are_forgotten_in_the_background_and_nothing_is_missed
 async def test_forgetting_origins_runs_in_short_transactions_and_can_be_turned_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import crdt_sync.server.storage as storage_module
+    import crdt_sync.server.storage.sqlite as storage_module
 
     monkeypatch.setattr(storage_module, "_FORGET_SEQS", 4)
     storage = SQLiteRelayStorage(tmp_path, forget_origins_after=0, background_compaction=False)
     await storage.open()
     try:
-        u = _edits(1)[0]
+        u = text_edits(1)[0]
         for i in range(30):
             await storage.write("acme", f"replica-{i}", [("jobs", f"r{i % 3}", u)])
         assert await storage.forget_due_origins() == 0  # 0: never by itself

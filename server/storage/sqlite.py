@@ -1,8 +1,7 @@
-"""The relay's persistence: merged record states, the per-tenant change sequence, group commit.
+"""The embedded default :class:`~crdt_sync.server.storage.base.RelayStorage`: one SQLite file.
 
-:class:`RelayStorage` is the seam (a :class:`typing.Protocol`, so a PostgreSQL implementation
-can come later); :class:`SQLiteRelayStorage` is the embedded default, one SQLite file in the
-data directory, in WAL mode.
+:class:`SQLiteRelayStorage` keeps the relay's data in ``relay.sqlite3`` in the data directory,
+in WAL mode, through aiosqlite.
 
 What is stored, per tenant:
 
@@ -27,8 +26,8 @@ What is stored, per tenant:
   the forgotten history then gets those records too (conservative, never a missed change).
 
 Writes go through ONE writer task doing group commit: the queued writes of all connections
-become one transaction, then every waiting caller is resolved. :meth:`write` returns only after
-the commit, so the relay acknowledges only what is durably stored. ``synchronous=NORMAL``
+become one transaction, then every waiting caller is resolved. A write's future resolves only
+after the commit, so the relay acknowledges only what is durably stored. ``synchronous=NORMAL``
 (default) survives a killed process; ``durable=True`` sets ``synchronous=FULL`` (survives power
 loss), and group commit keeps the throughput.
 """
@@ -41,27 +40,24 @@ import itertools
 import logging
 import os
 import sqlite3
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import aiosqlite
 
 from crdt_sync.errors import InvalidState, StoreError
+from crdt_sync.store.sqlite_thread import on_thread
 from crdt_sync.yjs.merge import merge
+
+from .base import RecordKey, RelayStorage, Row, StorageNumbers
+from .state_cache import DEFAULT_STATE_CACHE_BYTES, StateCache
 
 log = logging.getLogger(__name__)
 
-#: Default memory budget of :class:`StateCache` (``crdt-sync serve --state-cache-mb``).
-DEFAULT_STATE_CACHE_BYTES = 64 * 1024 * 1024
 #: Default ``forget_origins_after`` (``crdt-sync serve --forget-origins-after``).
 DEFAULT_FORGET_ORIGINS_AFTER = 1_000_000
 _FORGET_SEQS = 10_000  # seqs per forget_origins transaction (short: commits wait for it)
-
-RecordKey = tuple[str, str]
-"""``(collection, record_id)``."""
 
 SCHEMA_VERSION = 1
 DB_FILENAME = "relay.sqlite3"
@@ -88,7 +84,6 @@ CREATE TABLE IF NOT EXISTS changes (
 CREATE INDEX IF NOT EXISTS changes_by_seq ON changes (tenant, seq);
 """
 
-_CACHED_PARTS = 64  # most updates a cached state holds unmerged
 _PREMERGE_SLICE = 16  # cached states merged per loop iteration after commits
 _PREMERGE_MAX_BYTES = 16 * 1024  # larger ones are merged when read
 _KEYS_PER_QUERY = 400  # (collection, record_id) pairs per IN (VALUES ...) query
@@ -113,60 +108,11 @@ def states_query(count: int) -> str:
     )
 
 
-class RelayStorage(Protocol):
-    """What the relay needs from its storage. All methods are coroutines on the relay's loop."""
-
-    async def open(self) -> None:
-        """Open (creating if needed) the storage and start the writer."""
-
-    async def close(self) -> None:
-        """Commit every write already queued, stop the writer and close. Idempotent."""
-
-    async def write(
-        self, tenant: str, origin: str, items: Sequence[tuple[str, str, bytes]]
-    ) -> list[int]:
-        """Durably store updates and return their change seqs, in order, after the commit.
-
-        Args:
-            tenant: the tenant the records belong to.
-            origin: the replica id that sent the updates.
-            items: ``(collection, record_id, update)`` triples; updates must be valid Yjs v1
-                updates (the caller checks).
-
-        Raises:
-            InvalidState: the storage is closing or closed.
-            StoreError: the commit failed; nothing of this write is stored.
-        """
-        ...
-
-    async def get_states(self, tenant: str, keys: Iterable[RecordKey]) -> dict[RecordKey, bytes]:
-        """The merged state (one Yjs update) of each stored record among ``keys``."""
-        ...
-
-    async def changed_since(
-        self,
-        tenant: str,
-        collections: Iterable[str],
-        cursor: int | None,
-        exclude_origin: str,
-    ) -> list[RecordKey]:
-        """Records of ``collections`` changed after ``cursor`` by a replica other than one.
-
-        ``cursor=None`` means every record of those collections. Records changed only by
-        ``exclude_origin`` since the cursor are left out.
-        """
-        ...
-
-    async def head(self, tenant: str) -> int:
-        """The newest committed change seq of ``tenant`` (0 when it has none)."""
-        ...
-
-
 @dataclass(slots=True)
 class _WriteRequest:
     tenant: str
     origin: str
-    items: Sequence[tuple[str, str, bytes]]
+    items: Sequence[Row]
     future: asyncio.Future[list[int]]
 
 
@@ -181,164 +127,11 @@ class StorageStats:
     #: as a whole (each one is logged).
     compaction_failures: int = 0
     checkpoint_failures: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
 
 
-class StateCache:
-    """Merged record states kept in memory, least recently used out first, bounded in bytes.
-
-    An entry is a list of Yjs updates whose merge is the record's committed state: the state
-    read from the database (or, for a record the writer just created, its first updates), then
-    the updates committed since (appended by the writer), merged lazily on the next read. Only
-    the storage fills it, under rules that keep it exact:
-
-    - the writer appends a committed update only to an entry that exists, and creates one only
-      for a record its transaction found did not exist before;
-    - a state read from the database becomes an entry only if no commit touched the record
-      while that read was in flight (the read may predate the commit).
-
-    Args:
-        max_bytes: the budget; 0 disables the cache.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.size = 0
-        self.hits = 0
-        self.misses = 0
-        # One merged state as bytes (not tracked by the garbage collector: a large cache adds
-        # no work to its full collections), or a list of updates still to merge.
-        self._entries: OrderedDict[tuple[str, str, str], bytes | list[bytes]] = OrderedDict()
-        # per database read in flight: the records committed since it began
-        self._reads: list[set[tuple[str, str, str]]] = []
-        self._unmerged: dict[tuple[str, str, str], None] = {}  # entries that are lists
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._entries
-
-    def get(self, key: tuple[str, str, str]) -> bytes | None:
-        """The record's merged state, or ``None`` if it is not cached."""
-        entry = self._entries.get(key)
-        if entry is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        self._entries.move_to_end(key)
-        if isinstance(entry, bytes):
-            return entry
-        merged = merge(entry)
-        self._entries[key] = merged
-        self._unmerged.pop(key, None)
-        self.size += len(merged) - _size(entry)
-        self._evict()
-        return merged
-
-    @property
-    def unmerged(self) -> int:
-        """Entries holding updates still to merge."""
-        return len(self._unmerged)
-
-    def merge_some(self, count: int, max_entry_bytes: int) -> int:
-        """Merge up to ``count`` entries with updates still to merge, oldest first.
-
-        The storage calls this between other work on the event loop, so that a catch-up
-        reading recently changed records finds them merged. Entries over ``max_entry_bytes``
-        are left to be merged when read (their merge would hold the loop too long).
-
-        Returns:
-            How many entries still wait.
-        """
-        unmerged = self._unmerged
-        while unmerged and count > 0:
-            key = next(iter(unmerged))
-            del unmerged[key]
-            entry = self._entries.get(key)
-            if entry is None or isinstance(entry, bytes) or _size(entry) > max_entry_bytes:
-                continue
-            count -= 1
-            try:
-                merged = merge(entry)
-            except Exception:  # stored but not mergeable: a read reports it
-                log.debug("could not merge the cached state of %s", key, exc_info=True)
-                continue
-            self._entries[key] = merged  # same position in the LRU order
-            self.size += len(merged) - _size(entry)
-        return len(unmerged)
-
-    def committed(self, key: tuple[str, str, str], update: bytes) -> None:
-        """The writer committed ``update`` to the record."""
-        for touched in self._reads:
-            touched.add(key)
-        entry = self._entries.get(key)
-        if entry is None:
-            return
-        if isinstance(entry, bytes):
-            self._entries[key] = [entry, update]
-        elif len(entry) >= _CACHED_PARTS:
-            # Written often, not merged: drop it rather than merge on the commit path (the
-            # next read merges the compacted database rows, a bounded merge too).
-            del self._entries[key]
-            self._unmerged.pop(key, None)
-            self.size -= _size(entry)
-            return
-        else:
-            entry.append(update)
-        self._unmerged[key] = None
-        self.size += len(update)
-        self._evict()
-
-    def created(self, key: tuple[str, str, str], updates: list[bytes]) -> None:
-        """The writer committed the first updates of a record that did not exist before."""
-        for touched in self._reads:
-            touched.add(key)
-        if key in self._entries:  # a read already saw this commit: the updates merge again
-            for update in updates:
-                self.committed(key, update)
-            return
-        if not self.max_bytes or len(updates) > _CACHED_PARTS:
-            return
-        if len(updates) == 1:
-            self._entries[key] = updates[0]
-        else:
-            self._entries[key] = list(updates)
-            self._unmerged[key] = None
-        self.size += _size(updates)
-        self._evict()
-
-    def read_started(self) -> set[tuple[str, str, str]]:
-        """A database read of states begins; pass the token to :meth:`read_done`, always."""
-        token: set[tuple[str, str, str]] = set()
-        self._reads.append(token)
-        return token
-
-    def read_done(
-        self, token: set[tuple[str, str, str]], states: dict[tuple[str, str, str], bytes]
-    ) -> None:
-        """A database read ended: cache what it read, except records committed meanwhile."""
-        self._reads = [t for t in self._reads if t is not token]
-        if self.max_bytes:
-            for key, state in states.items():
-                if key not in token and key not in self._entries:
-                    self._entries[key] = state
-                    self.size += len(state)
-            self._evict()
-
-    def _evict(self) -> None:
-        while self.size > self.max_bytes and self._entries:
-            key, entry = self._entries.popitem(last=False)
-            self._unmerged.pop(key, None)
-            self.size -= _size(entry)
-
-
-def _size(entry: bytes | list[bytes]) -> int:
-    return len(entry) if isinstance(entry, bytes) else sum(len(p) for p in entry)
-
-
-class SQLiteRelayStorage:
-    """:class:`RelayStorage` on one SQLite file (WAL) through aiosqlite.
+class SQLiteRelayStorage(RelayStorage):
+    """:class:`~crdt_sync.server.storage.base.RelayStorage` on one SQLite file (WAL) through
+    aiosqlite.
 
     Args:
         directory: the data directory (created if missing); the file is ``relay.sqlite3``.
@@ -479,24 +272,8 @@ class SQLiteRelayStorage:
                 await db.close()  # the last connection to close checkpoints the WAL
         self._reader_db = self._writer_db = self._checkpoint_db = None
 
-    async def write(
-        self, tenant: str, origin: str, items: Sequence[tuple[str, str, bytes]]
-    ) -> list[int]:
-        """See :meth:`RelayStorage.write`."""
-        future = self.submit(tenant, origin, items)
-        return await future
-
-    def submit(
-        self, tenant: str, origin: str, items: Sequence[tuple[str, str, bytes]]
-    ) -> asyncio.Future[list[int]]:
-        """Queue a write and return the future of its seqs (resolved after the commit).
-
-        The relay uses this form to keep reading frames while commits are in flight; writes
-        are committed in submission order.
-
-        Raises:
-            InvalidState: the storage is closing or closed.
-        """
+    def submit(self, tenant: str, origin: str, items: Sequence[Row]) -> asyncio.Future[list[int]]:
+        """See :meth:`RelayStorage.submit`."""
         if self._closing or self._writer_task is None:
             raise InvalidState("relay storage is closed")
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
@@ -519,6 +296,17 @@ class SQLiteRelayStorage:
         """True while the storage is open and its writer task is running."""
         task = self._writer_task
         return task is not None and not task.done() and not self._closing
+
+    def numbers(self) -> StorageNumbers:
+        """See :meth:`RelayStorage.numbers`."""
+        stats = self.stats
+        return StorageNumbers(
+            stats.commits,
+            stats.compactions,
+            stats.compaction_failures,
+            stats.checkpoint_failures,
+            self.wal_bytes(),
+        )
 
     async def head(self, tenant: str) -> int:
         """See :meth:`RelayStorage.head`."""
@@ -546,9 +334,7 @@ class SQLiteRelayStorage:
         read: dict[tuple[str, str, str], bytes] = {}
         try:
             # Every chunk's query in one hop to the reader's thread.
-            rows = await db._execute(  # type: ignore[no-untyped-call]
-                _read_states_in_thread, db._conn, tenant, missing
-            )
+            rows = await on_thread(db, _read_states_in_thread, tenant, missing)
             parts: dict[RecordKey, list[bytes]] = {}
             for collection, record_id, data in rows:
                 parts.setdefault((collection, record_id), []).append(data)
@@ -608,9 +394,7 @@ class SQLiteRelayStorage:
             db = self._require(self._writer_db)
             # The writer's connection, outside its batches: serialize with them.
             async with self._lock:
-                removed += await db._execute(  # type: ignore[no-untyped-call]
-                    _forget_in_thread, db._conn, tenant, low, high
-                )
+                removed += await on_thread(db, _forget_in_thread, tenant, low, high)
             self._forgotten[tenant] = max(self._forgotten.get(tenant, 0), high)
         return removed
 
@@ -691,17 +475,15 @@ class SQLiteRelayStorage:
                 due.append(key)
                 lengths[key] = 0
         try:
-            # One hop to aiosqlite's thread for the whole transaction (each awaited statement
-            # would be a thread round trip of its own): Connection._execute runs a callable
-            # there, as aiosqlite's own execute_fetchall/execute_insert do.
+            # One hop to aiosqlite's thread for the whole transaction (on_thread).
             # Records not cached are probed in the same transaction: those that did not exist
             # before it are cached from their updates (their whole state), so the first
             # catch-up that reads a new record does not go to the database.
             cache = self.states
             probe = [key for key in touched if key not in cache] if cache.max_bytes else []
-            existing: set[tuple[str, str, str]] = await db._execute(  # type: ignore[no-untyped-call]
+            existing = await on_thread(
+                db,
                 _commit_in_thread,
-                db._conn,
                 log_rows,
                 [(*key, seq) for key, seq in change_rows.items()],
                 new_tenants,
@@ -805,16 +587,12 @@ class SQLiteRelayStorage:
             # Read + merge on the compaction connection's thread: neither the writer nor the
             # loop waits for the merge.
             failed: list[tuple[str, str, str]] = []
-            merged = await reader._execute(  # type: ignore[no-untyped-call]
-                _merge_in_thread, reader._conn, keys, failed
-            )
+            merged = await on_thread(reader, _merge_in_thread, keys, failed)
             self.stats.compaction_failures += len(failed)
             if merged:
                 writer = self._require(self._writer_db)
                 async with self._lock:
-                    await writer._execute(  # type: ignore[no-untyped-call]
-                        _store_compacted_in_thread, writer._conn, merged
-                    )
+                    await on_thread(writer, _store_compacted_in_thread, merged)
             self.stats.compactions += len(keys)
         async with self._compacted:
             self._compacted.notify_all()
@@ -831,7 +609,7 @@ class SQLiteRelayStorage:
         if db is None:
             return
         try:
-            await db._execute(_checkpoint_in_thread, db._conn)  # type: ignore[no-untyped-call]
+            await on_thread(db, _checkpoint_in_thread)
         except aiosqlite.Error:
             self.stats.checkpoint_failures += 1
             log.exception("WAL checkpoint failed")

@@ -1,0 +1,193 @@
+"""Fan-out: who receives an accepted update, with which cursor, and when.
+
+Theory of operation
+===================
+
+Native replicas *subscribe* to collections of their tenant (:meth:`Fanout.subscribe`); Yjs
+connections open records (rooms of :class:`~crdt_sync.server.yjs_rooms.YjsRooms`). The gateway
+hands every accepted update here as a :class:`Write`, and this module decides the deliveries
+(docs/relay.md, "Fan-out"; docs/protocol.md, "Live updates"):
+
+- **At commit** (:meth:`Fanout.committed`, with the change seqs the storage gave the write):
+  every subscriber of the update's collection, except the connection that sent it, gets it,
+  with the newest seq of the frame as its cursor: one ``updates`` frame per subscriber per
+  group commit (the commit callbacks of one group commit run in one loop iteration, and the
+  deliveries are flushed once, in the next). Commits complete in seq order and each one's
+  updates reach every subscriber at once, so a cursor only ever names committed changes its
+  subscriber has received. Every Yjs connection that has the record open gets the update too,
+  the sender included: the updates of one group commit as one merged Update message.
+- **Early** (:meth:`Fanout.early`, ``--early-fanout``): at acceptance, before the commit,
+  with cursor ``None``; one frame per subscriber for all writes accepted in one loop
+  iteration. At commit, a subscriber that got the early copy gets the cursor that covers it
+  (alone, unless it rides on a frame of late copies), and one that subscribed since gets a
+  late copy. A write whose submission failed is :meth:`Fanout.withdraw`-n before its early
+  copies go out; a write whose commit fails never gets a seq, so no cursor covers it.
+
+Deliveries only queue frames (:class:`Subscriber`, :class:`~crdt_sync.server.yjs_rooms.
+RoomMember`): nothing here waits for a peer.
+
+This is the seam where fan-out between relay nodes (Redis) plugs in: a node would publish its
+commits' writes and run :meth:`Fanout.committed` for the writes other nodes committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pycrdt import merge_updates
+
+from crdt_sync.messages import PushItem
+
+from .yjs_rooms import RoomKey, YjsRooms
+
+_MERGE_CHUNK = 64  # updates merged into one Yjs Update message (merge_updates is quadratic)
+
+Delivery = tuple[str, str, bytes]
+"""``(collection, record_id, update)``: one update sent to a subscriber."""
+
+
+class Subscriber(Protocol):
+    """A native connection subscribed to collections. Queues and never waits."""
+
+    def __hash__(self) -> int: ...
+
+    def deliver(self, updates: list[Delivery], cursor: int | None) -> None:
+        """Send ``updates`` as one frame with ``cursor`` (``None``: not committed yet), or
+        the cursor alone if ``updates`` is empty. A connection that is closing ignores it."""
+
+
+@dataclass(eq=False, slots=True)
+class Write:
+    """Updates accepted and submitted to the group commit together, until fanned out.
+
+    Attributes:
+        tenant: whose records they are.
+        origin: the connection (or Yjs room member) that sent them: never sent back to it
+            as a subscriber (Yjs rooms echo to the sender).
+        items: the updates, in push order.
+        early: ``(subscriber, collection)`` pairs that got the early copy.
+    """
+
+    tenant: str
+    origin: object
+    items: Sequence[PushItem]
+    early: set[tuple[Subscriber, str]] = field(default_factory=set)
+
+
+class Fanout:
+    """The deliveries of one relay (see the module docstring).
+
+    Args:
+        rooms: the records open on Yjs connections.
+    """
+
+    def __init__(self, rooms: YjsRooms) -> None:
+        self.rooms = rooms
+        # tenant -> collection -> subscribers
+        self._subscriptions: dict[str, dict[str, set[Subscriber]]] = {}
+        self._early: list[Write] = []  # accepted, early copies not yet queued
+        self._committed: list[tuple[Write, Sequence[int]]] = []  # committed, not yet delivered
+
+    # -- subscriptions ---------------------------------------------------------------------
+
+    def subscribe(self, tenant: str, collections: Iterable[str], subscriber: Subscriber) -> None:
+        """Deliver ``tenant``'s updates of ``collections`` to ``subscriber`` from now on."""
+        by_collection = self._subscriptions.setdefault(tenant, {})
+        for name in collections:
+            by_collection.setdefault(name, set()).add(subscriber)
+
+    def unsubscribe(self, tenant: str, collections: Iterable[str], subscriber: Subscriber) -> None:
+        """Stop delivering ``tenant``'s updates of ``collections`` to ``subscriber``."""
+        by_collection = self._subscriptions.get(tenant, {})
+        for name in collections:
+            peers = by_collection.get(name)
+            if peers is not None:
+                peers.discard(subscriber)
+                if not peers:
+                    del by_collection[name]
+        if not by_collection:
+            self._subscriptions.pop(tenant, None)
+
+    # -- deliveries ------------------------------------------------------------------------
+
+    def early(self, write: Write) -> None:
+        """Queue the early copies of an accepted write (sent in the next loop iteration)."""
+        if write.tenant not in self._subscriptions:
+            return
+        self._early.append(write)
+        if len(self._early) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_early)
+
+    def withdraw(self, write: Write) -> None:
+        """The write was not submitted after all: its early copies, if still queued, stay
+        unsent."""
+        if write in self._early:
+            self._early.remove(write)
+
+    def committed(self, write: Write, seqs: Sequence[int]) -> None:
+        """Queue the commit-time deliveries of a committed write (``seqs``: its change seqs)."""
+        tenant = write.tenant
+        if tenant not in self._subscriptions and not self.rooms.has_tenant(tenant):
+            return
+        self._committed.append((write, seqs))
+        if len(self._committed) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_committed)
+
+    def _flush_early(self) -> None:
+        pending, self._early = self._early, []
+        outgoing: dict[Subscriber, list[Delivery]] = {}
+        for write in pending:
+            by_collection = self._subscriptions.get(write.tenant)
+            if not by_collection:
+                continue
+            for item in write.items:
+                for peer in by_collection.get(item.collection, ()):
+                    if peer is write.origin:
+                        continue
+                    outgoing.setdefault(peer, []).append(
+                        (item.collection, item.record_id, item.update)
+                    )
+                    write.early.add((peer, item.collection))
+        # Delivered after the walk: a delivery may cut a slow peer off, which unsubscribes it.
+        for peer, updates in outgoing.items():
+            peer.deliver(updates, None)
+
+    def _flush_committed(self) -> None:
+        """Late copies and cursors to subscribers, committed updates to Yjs rooms."""
+        if self._early:
+            self._flush_early()  # early copies always precede the cursor that covers them
+        pending, self._committed = self._committed, []
+        late: dict[Subscriber, list[Delivery]] = {}
+        cursors: dict[Subscriber, int] = {}
+        to_rooms: dict[RoomKey, list[bytes]] = {}
+        for write, seqs in pending:  # in commit (seq) order
+            tenant = write.tenant
+            if self.rooms.has_tenant(tenant):
+                for item in write.items:
+                    key = (tenant, item.collection, item.record_id)
+                    to_rooms.setdefault(key, []).append(item.update)
+            by_collection = self._subscriptions.get(tenant)
+            if not by_collection:
+                continue
+            early = write.early
+            for item, seq in zip(write.items, seqs, strict=True):
+                for peer in by_collection.get(item.collection, ()):
+                    if peer is write.origin:
+                        continue
+                    if (peer, item.collection) not in early:
+                        late.setdefault(peer, []).append(
+                            (item.collection, item.record_id, item.update)
+                        )
+                    cursors[peer] = seq
+        for peer, cursor in cursors.items():
+            peer.deliver(late.get(peer, []), cursor)
+        for key, room_updates in to_rooms.items():
+            # To every Yjs connection of the record, the sender included: the updates of one
+            # group commit as one Update message (merged in bounded chunks).
+            for start in range(0, len(room_updates), _MERGE_CHUNK):
+                chunk = room_updates[start : start + _MERGE_CHUNK]
+                merged = chunk[0] if len(chunk) == 1 else merge_updates(*chunk)
+                self.rooms.deliver_update(key, merged)

@@ -1,0 +1,168 @@
+"""A :class:`~crdt_sync.server.storage.base.RelayStorage` in memory, for in-process tests.
+
+:class:`MemoryRelayStorage` keeps the same contract as the SQLite storage (the contract tests
+run against both) without a file: writes are group-committed in submission order (the writes
+submitted within one event-loop iteration commit together, in the next one), seqs count per
+tenant, states are the merge of a record's updates. What it adds is control over the commit,
+which a test of the relay's gateway and fan-out needs: :meth:`MemoryRelayStorage.hold` keeps
+submitted writes uncommitted ("accepted, not yet durable") until :meth:`~MemoryRelayStorage.
+release` commits them, or fails them as a failed commit would.
+
+Nothing survives the object: it is not a relay storage for production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from crdt_sync.errors import InvalidState, StoreError
+from crdt_sync.yjs.merge import merge
+
+from .base import RecordKey, RelayStorage, Row, StorageNumbers
+
+_NAME = "<memory>"  # what StoreError names as the storage's path
+
+
+@dataclass(slots=True)
+class _Write:
+    tenant: str
+    origin: str
+    items: list[Row]
+    future: asyncio.Future[list[int]]
+
+
+class MemoryRelayStorage(RelayStorage):
+    """The relay's storage in dictionaries (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._open = False
+        self._closing = False
+        self._held = False
+        self._commit_scheduled = False
+        self._queue: list[_Write] = []
+        self._heads: dict[str, int] = {}
+        self._updates: dict[tuple[str, str, str], list[bytes]] = {}
+        # (tenant, collection, record_id) -> origin -> newest seq it wrote there
+        self._changes: dict[tuple[str, str, str], dict[str, int]] = {}
+        self._commits = 0
+
+    async def open(self) -> None:
+        """See :meth:`RelayStorage.open`."""
+        if self._open:
+            raise InvalidState("storage already open")
+        self._open = True
+
+    async def close(self) -> None:
+        """See :meth:`RelayStorage.close`; writes held back are committed too."""
+        if self._closing:
+            return
+        self._closing = True
+        self._held = False
+        self._commit()
+        self._open = False
+
+    def submit(self, tenant: str, origin: str, items: Sequence[Row]) -> asyncio.Future[list[int]]:
+        """See :meth:`RelayStorage.submit`."""
+        if self._closing or not self._open:
+            raise InvalidState("relay storage is closed")
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        if not items:
+            future.set_result([])
+            return future
+        self._queue.append(_Write(tenant, origin, list(items), future))
+        if not self._held and not self._commit_scheduled:
+            self._commit_scheduled = True
+            asyncio.get_running_loop().call_soon(self._commit)
+        return future
+
+    # -- holding commits (tests) ---------------------------------------------------------
+
+    def hold(self) -> None:
+        """Keep writes submitted from now on uncommitted until :meth:`release`."""
+        self._held = True
+
+    @property
+    def waiting(self) -> int:
+        """Writes submitted and not committed yet."""
+        return len(self._queue)
+
+    def release(self, error: str | None = None) -> None:
+        """Commit the writes held back as one group commit, now; or, with ``error``, fail
+        them as a failed commit does (:class:`~crdt_sync.errors.StoreError`, nothing stored).
+        Later writes commit as usual."""
+        self._held = False
+        if error is None:
+            self._commit()
+            return
+        batch, self._queue = self._queue, []
+        for write in batch:
+            if not write.future.done():
+                write.future.set_exception(StoreError(_NAME, f"commit failed: {error}"))
+
+    # -- the group commit ----------------------------------------------------------------
+
+    def _commit(self) -> None:
+        self._commit_scheduled = False
+        if self._held or not self._queue:
+            return
+        batch, self._queue = self._queue, []
+        for write in batch:
+            head = self._heads.get(write.tenant, 0)
+            seqs = []
+            for collection, record_id, update in write.items:
+                head += 1
+                seqs.append(head)
+                key = (write.tenant, collection, record_id)
+                self._updates.setdefault(key, []).append(update)
+                self._changes.setdefault(key, {})[write.origin] = head
+            self._heads[write.tenant] = head
+            if not write.future.done():
+                write.future.set_result(seqs)
+        self._commits += 1
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def get_states(self, tenant: str, keys: Iterable[RecordKey]) -> dict[RecordKey, bytes]:
+        """See :meth:`RelayStorage.get_states`."""
+        states: dict[RecordKey, bytes] = {}
+        for key in dict.fromkeys(keys):
+            updates = self._updates.get((tenant, *key))
+            if updates:
+                states[key] = merge(updates)
+        return states
+
+    async def changed_since(
+        self,
+        tenant: str,
+        collections: Iterable[str],
+        cursor: int | None,
+        exclude_origin: str,
+    ) -> list[RecordKey]:
+        """See :meth:`RelayStorage.changed_since`."""
+        names = set(collections)
+        changed = [
+            (collection, record_id)
+            for (owner, collection, record_id), origins in self._changes.items()
+            if owner == tenant
+            and collection in names
+            and (
+                cursor is None
+                or any(seq > cursor and o != exclude_origin for o, seq in origins.items())
+            )
+        ]
+        return sorted(changed)
+
+    async def head(self, tenant: str) -> int:
+        """See :meth:`RelayStorage.head`."""
+        return self._heads.get(tenant, 0)
+
+    @property
+    def healthy(self) -> bool:
+        """See :meth:`RelayStorage.healthy`."""
+        return self._open and not self._closing
+
+    def numbers(self) -> StorageNumbers:
+        """See :meth:`RelayStorage.numbers`: commits only (no compaction, no WAL)."""
+        return StorageNumbers(self._commits)
