@@ -52,6 +52,8 @@ _WHERE = {
             "SchemaVersionError",
             "StoreError",
             "UnsupportedVersion",
+            "UpdateBlocked",
+            "UpdateRejected",
         ],
         "crdt_sync.errors",
     ),
@@ -90,6 +92,8 @@ if TYPE_CHECKING:
     from .errors import SchemaVersionError as SchemaVersionError
     from .errors import StoreError as StoreError
     from .errors import UnsupportedVersion as UnsupportedVersion
+    from .errors import UpdateBlocked as UpdateBlocked
+    from .errors import UpdateRejected as UpdateRejected
     from .outbox import OutboxEntry as OutboxEntry
     from .outbox import OutboxStatus as OutboxStatus
     from .records.clock import HybridClock as HybridClock

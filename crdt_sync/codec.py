@@ -63,6 +63,7 @@ __all__ = [
     "MAX_TEXT_LENGTH",
     "decode",
     "encode",
+    "message_type",
 ]
 
 #: Default limit on an encoded frame, in bytes, when the caller gives none.
@@ -434,3 +435,42 @@ def decode(data: bytes | bytearray | memoryview, max_size: int = DEFAULT_MAX_FRA
     if parser is None:
         raise InvalidMessage(f"unknown message type {kind!r:.60}")
     return parser(obj)
+
+
+# -- message type without decoding ---------------------------------------------------------------
+
+_TYPES = {name.encode(): name for name in _PARSERS}
+_PREFIX_LIMIT = 64  # bytes read to find "t" among the keys before reading the whole frame
+
+
+def message_type(frame: bytes | str) -> str | None:
+    """The type (``"t"``) of an encoded protocol message without decoding it, or ``None`` for
+    anything else (garbage, text, an unknown type); for metric labels on every frame.
+
+    Never raises. Our encoder writes ``"t"`` first: that layout is read directly; any other
+    key order is read with msgpack, skipping the values of the keys before ``"t"``.
+    """
+    if isinstance(frame, str) or len(frame) < 5:
+        return None
+    # fixmap, then the fixstr "t", then a fixstr value: 0x8N 0xa1 't' 0xaL <L bytes>
+    if frame[0] & 0xF0 == 0x80 and frame[1:3] == b"\xa1t" and frame[3] & 0xE0 == 0xA0:
+        return _TYPES.get(frame[4 : 4 + (frame[3] & 0x1F)])
+    kind = _read_type(frame[:_PREFIX_LIMIT])
+    if kind is None and len(frame) > _PREFIX_LIMIT:
+        kind = _read_type(frame)
+    return kind
+
+
+def _read_type(data: bytes) -> str | None:
+    """The known type under the key ``"t"`` of the msgpack map in ``data``, else ``None``."""
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=len(data))
+    unpacker.feed(data)
+    try:
+        for _ in range(unpacker.read_map_header()):
+            if unpacker.unpack() == "t":
+                value = unpacker.unpack()
+                return value if isinstance(value, str) and value.encode() in _TYPES else None
+            unpacker.skip()
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None  # not msgpack, or the prefix ended before "t" (OutOfData)
+    return None

@@ -17,7 +17,9 @@ The hierarchy::
     │   └── MessageTooBig         frame over the negotiated limit
     ├── ConnectionClosed      the sync connection ended (``code``, ``reason``)
     ├── AuthError             the relay refused the token (``code`` says why)
-    └── OfflineError          an online-only action was attempted while offline
+    ├── OfflineError          an online-only action was attempted while offline
+    └── UpdateRejected        the relay refuses one pushed update (a validation hook says why)
+        └── UpdateBlocked         it depends on updates the relay does not have
 
 Any other exception escaping crdt-sync is a bug.
 """
@@ -133,3 +135,23 @@ class AuthError(CrdtSyncError):
 
 class OfflineError(CrdtSyncError):
     """An action that needs the relay was attempted while offline."""
+
+
+class UpdateRejected(CrdtSyncError):
+    """Raised by a relay validation hook to refuse one pushed update; ``reason`` goes to the
+    replica (``reject [seq, "rejected", reason]``)."""
+
+    code = "rejected"
+    """The reject code the replica gets."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class UpdateBlocked(UpdateRejected):
+    """The relay refuses an update that depends on updates it does not have (code
+    ``blocked``): storing it would keep it pending, invisible, on the relay and on every
+    replica. It is accepted once what it depends on has been stored."""
+
+    code = "blocked"

@@ -43,10 +43,9 @@ from dataclasses import dataclass, field
 
 from pycrdt import get_state, get_update
 
-from crdt_sync.codec import EMPTY_STATE_VECTOR
 from crdt_sync.errors import AuthError, InvalidMessage, InvalidState
 from crdt_sync.messages import PushItem, RejectItem
-from crdt_sync.yjs.updates import UpdateClocks, read_update_clocks
+from crdt_sync.yjs.updates import EMPTY_STATE_VECTOR, UpdateClocks, read_update_clocks
 
 from .fanout import Fanout, Write
 from .metrics import RelayMetrics

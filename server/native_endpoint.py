@@ -40,6 +40,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed as WebSocketClosed
 from websockets.frames import CloseCode
 
+from crdt_sync.codec import message_type
 from crdt_sync.errors import AuthError, InvalidState
 from crdt_sync.messages import PushItem, StateVectorItem
 from crdt_sync.protocol import (
@@ -59,7 +60,6 @@ from .metrics import RelayMetrics
 from .outbound import Outbound
 from .storage import RelayStorage
 from .tokens import Grant
-from .wire import message_type
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class NativeConnection:
             if self.outbound.too_slow:
                 continue
             if data:
-                self.outbound.send(data, message_type(data))
+                self.outbound.send(data, _frame_label(data))
                 continue
             code = self.protocol.close_exc.code
             self.metrics.errors.labels(code).inc()
@@ -230,7 +230,7 @@ class NativeEndpoint:
 
     async def _receive(self, conn: NativeConnection, message: bytes | str) -> None:
         started = asyncio.get_running_loop().time()
-        self.metrics.frame_in(message_type(message), len(message))
+        self.metrics.frame_in(_frame_label(message), len(message))
         self._inflight.enter()
         try:
             conn.protocol.receive_data(message, now=started)
@@ -399,3 +399,8 @@ class NativeEndpoint:
             if conn.protocol.state is State.OPEN:
                 conn.protocol.send_synced(cursor)
         self._latency("sv", started)
+
+
+def _frame_label(frame: bytes | str) -> str:
+    """The metric label of a native frame: its message type, or ``"other"``."""
+    return message_type(frame) or "other"

@@ -28,31 +28,13 @@ import importlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from crdt_sync.errors import CrdtSyncError
+from crdt_sync.errors import UpdateBlocked as UpdateBlocked
+from crdt_sync.errors import UpdateRejected as UpdateRejected
 
 from .tokens import Grant
 
 Validator = Callable[[str, str, bytes, "bytes | None", Grant], "Awaitable[None] | None"]
 """``validate(collection, record_id, update, current_state, grant)``; raise to refuse."""
-
-
-class UpdateRejected(CrdtSyncError):
-    """Raised by a validator to refuse one pushed update; ``reason`` goes to the replica."""
-
-    code = "rejected"
-    """The reject code the replica gets."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
-
-
-class UpdateBlocked(UpdateRejected):
-    """The relay refuses an update that depends on updates it does not have (code
-    ``blocked``): storing it would keep it pending, invisible, on the relay and on every
-    replica. It is accepted once what it depends on has been stored."""
-
-    code = "blocked"
 
 
 def load_object(spec: str) -> Any:

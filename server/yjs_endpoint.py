@@ -30,9 +30,8 @@ from pycrdt import get_state
 from websockets.asyncio.server import ServerConnection
 from websockets.frames import CloseCode
 
-from crdt_sync.codec import EMPTY_STATE_VECTOR
 from crdt_sync.errors import AuthError, InvalidMessage, InvalidState
-from crdt_sync.yjs.updates import EMPTY_UPDATE
+from crdt_sync.yjs.updates import EMPTY_STATE_VECTOR, EMPTY_UPDATE
 from crdt_sync.yjs.y_websocket import (
     CLOSE_PERMISSION_DENIED,
     CLOSE_PROTOCOL_ERROR,

@@ -23,9 +23,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed as WebSocketClosed
 from websockets.frames import CloseCode
 
-from crdt_sync.codec import EMPTY_STATE_VECTOR
 from crdt_sync.rate_limit import TokenBucket
-from crdt_sync.yjs.updates import EMPTY_UPDATE
+from crdt_sync.yjs.updates import EMPTY_STATE_VECTOR, EMPTY_UPDATE
 from crdt_sync.yjs.y_websocket import close_reason
 
 from .config import RelayConfig

@@ -12,7 +12,7 @@ CORE = {
     "InvalidState", "LocalStore", "LwwPolicy", "MapEditor", "MessageTooBig", "OfflineError",
     "Outbox", "OutboxEntry", "OutboxError", "OutboxStatus", "ProtocolError", "Record",
     "RecordEditor", "RecordNotFound", "RemoteUpdate", "SchemaVersionError", "StoreError",
-    "TextField", "Timestamp", "UnsupportedVersion",
+    "TextField", "Timestamp", "UnsupportedVersion", "UpdateBlocked", "UpdateRejected",
 }  # fmt: skip
 
 
