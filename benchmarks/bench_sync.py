@@ -56,7 +56,14 @@ from pycrdt import Doc, Text, TransactionEvent
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from crdt_sync.protocol import Acked, ClientProtocol, Rejected, Synced, UpdatesReceived, Welcomed
+from crdt_sync.protocol import (
+    Acked,
+    ClientProtocol,
+    Rejected,
+    SyncedReceived,
+    UpdatesReceived,
+    Welcomed,
+)
 from crdt_sync.records.clock import HybridClock, Timestamp
 from crdt_sync.records.lww import LwwPolicy
 from crdt_sync.records.record import RecordEditor, read_fields
@@ -482,8 +489,8 @@ class ProtocolLink:
         await self.flush()
         found: dict[tuple[str, str], bytes] = {}
         while True:
-            event = await self.next((UpdatesReceived, Synced))
-            if isinstance(event, Synced):
+            event = await self.next((UpdatesReceived, SyncedReceived))
+            if isinstance(event, SyncedReceived):
                 return found
             for item in event.items:
                 found[(item.collection, item.record_id)] = item.update
@@ -513,7 +520,7 @@ async def relay_only_throughput(
     b = await ProtocolLink.open(url, f"{record_id}-b", token([collection]))
     b.protocol.subscribe([collection], None)
     await b.flush()
-    await b.next(Synced)
+    await b.next(SyncedReceived)
     await a.push_all([(1, collection, record_id, updates[0])])
     received: list[bytes] = []
     started = time.perf_counter()
@@ -560,7 +567,7 @@ async def relay_only_latency(url: str, samples: int, record_id: str) -> dict[str
     b = await ProtocolLink.open(url, f"{record_id}-b", token([collection]))
     b.protocol.subscribe([collection], None)
     await b.flush()
-    await b.next(Synced)
+    await b.next(SyncedReceived)
     values: list[float] = []
     copy: Doc[Any] = Doc()
     received = 0
@@ -778,7 +785,7 @@ async def idle_load(url: str, auth: str, count: int, hold: float) -> None:
             link = await ProtocolLink.open(url, f"idle-{i}", auth)
             link.protocol.subscribe([IDLE_COLLECTION], None)
             await link.flush()
-            await link.next(Synced)
+            await link.next(SyncedReceived)
             links.append(link)
 
     await asyncio.gather(*(one(i) for i in range(count)))

@@ -48,13 +48,13 @@ from crdt_sync.messages import RejectItem
 from crdt_sync.outbox import OutboxEntry, OutboxStatus
 from crdt_sync.protocol import (
     Acked,
-    Changed,
+    ChangedReceived,
     ClientEvent,
     ClientProtocol,
     ErrorReceived,
     Rejected,
     State,
-    Synced,
+    SyncedReceived,
     UpdatesReceived,
     Welcomed,
 )
@@ -253,7 +253,7 @@ class SyncRun:
                 await self._mark_errors(refused)
                 self._uploaded([i.seq for i in refused])
                 await self._settled()
-            case Changed(items, _cursor, done):
+            case ChangedReceived(items, _cursor, done):
                 found = await self.store.state_vectors(
                     [(key.collection, key.record_id) for key in items]
                 )
@@ -280,7 +280,7 @@ class SyncRun:
                 size = sum(len(i.update) for i in items)
                 self._advance(records_done=len(keys), bytes_done=size)
                 self.owner.records_changed(keys)
-            case Synced(cursor):
+            case SyncedReceived(cursor):
                 await self.store.set_setting(CURSOR_SETTING, str(cursor))
                 self.phase = SyncPhase.LIVE
                 self.owner.sync_completed()

@@ -84,7 +84,7 @@ __all__ = [
     "DEFAULT_MAX_ITEMS",
     "DEFAULT_RATE",
     "Acked",
-    "Changed",
+    "ChangedReceived",
     "ClientEvent",
     "ClientProtocol",
     "ErrorReceived",
@@ -97,7 +97,7 @@ __all__ = [
     "State",
     "StateVectorsReceived",
     "Subscribed",
-    "Synced",
+    "SyncedReceived",
     "UpdatesReceived",
     "Welcomed",
 ]
@@ -173,10 +173,11 @@ class Rejected:
 
 
 @dataclass(frozen=True, slots=True)
-class Changed:
+class ChangedReceived:
     """Client: catch-up lists records changed by others; answer with ``send_state_vectors()``.
 
-    Answer every ``Changed`` with the state vectors of its records, passing ``done=event.done``.
+    Answer every ``ChangedReceived`` with the state vectors of its records, passing
+    ``done=event.done``.
     """
 
     items: tuple[RecordKey, ...]
@@ -193,7 +194,7 @@ class UpdatesReceived:
 
 
 @dataclass(frozen=True, slots=True)
-class Synced:
+class SyncedReceived:
     """Client: catch-up is complete up to ``cursor``; persist it once the updates are applied."""
 
     cursor: int
@@ -263,7 +264,14 @@ class StateVectorsReceived:
 
 
 ClientEvent = (
-    Welcomed | Acked | Rejected | Changed | UpdatesReceived | Synced | PongReceived | ErrorReceived
+    Welcomed
+    | Acked
+    | Rejected
+    | ChangedReceived
+    | UpdatesReceived
+    | SyncedReceived
+    | PongReceived
+    | ErrorReceived
 )
 """Events a :class:`ClientProtocol` reports."""
 
@@ -672,7 +680,7 @@ class ClientProtocol(_Protocol[ClientEvent]):
         Args:
             items: ``(collection, record_id, state_vector)``; ``b"\\x00"`` (or ``b""``) for a
                 record this replica does not have.
-            done: true when answering a :class:`Changed` whose ``done`` is true; set on the
+            done: true when answering a :class:`ChangedReceived` whose ``done`` is true; set on the
                 last frame only. With no items and ``done`` true, one empty frame is sent.
 
         Raises:
@@ -728,12 +736,12 @@ class ClientProtocol(_Protocol[ClientEvent]):
                 if refused:
                     self._emit(Rejected(refused))
             case m.Changed(items, cursor, done):
-                self._emit(Changed(items, cursor, done))
+                self._emit(ChangedReceived(items, cursor, done))
             case m.Updates(items, cursor):
                 self._emit(UpdatesReceived(items, cursor))
             case m.Synced(cursor):
                 self._catching_up = False
-                self._emit(Synced(cursor))
+                self._emit(SyncedReceived(cursor))
             case _:
                 self._unexpected(msg)
 

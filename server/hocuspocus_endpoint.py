@@ -39,7 +39,7 @@ from crdt_sync.yjs.hocuspocus import (
     DocumentUpdateReceived,
     HocuspocusEvent,
     HocuspocusServerSession,
-    SyncStepOneReceived,
+    StateVectorReceived,
     TokenReceived,
 )
 from crdt_sync.yjs.updates import EMPTY_UPDATE
@@ -136,7 +136,7 @@ class HocuspocusConnection(Link):
             match event:
                 case TokenReceived():
                     await self._on_token(event)
-                case SyncStepOneReceived(name, state_vector, reply):
+                case StateVectorReceived(name, state_vector, reply):
                     doc = self.documents.get(name)
                     if doc is None:
                         continue

@@ -38,11 +38,11 @@ import enum
 from dataclasses import dataclass, field
 
 from ..errors import InvalidMessage, InvalidState
+from . import y_websocket
 from .lib0 import Reader, write_var_bytes, write_var_string, write_var_uint
 from .updates import EMPTY_STATE_VECTOR
 from .y_websocket import (
     CLOSE_PROTOCOL_ERROR,
-    StateVectorReceived,
     SyncType,
     close_reason,
     decode_sync,
@@ -61,8 +61,8 @@ __all__ = [
     "HocuspocusServerSession",
     "MessageType",
     "PongReceived",
+    "StateVectorReceived",
     "StatelessReceived",
-    "SyncStepOneReceived",
     "TokenReceived",
     "decode_frame",
     "encode_frame",
@@ -121,7 +121,7 @@ class TokenReceived(_Named):
 
 
 @dataclass(frozen=True, slots=True)
-class SyncStepOneReceived(_Named):
+class StateVectorReceived(_Named):
     """SyncStep1 for ``name``: answer SyncStep2 (+ own SyncStep1 unless ``reply``)."""
 
     state_vector: bytes
@@ -167,7 +167,7 @@ class PongReceived:
 
 HocuspocusEvent = (
     TokenReceived
-    | SyncStepOneReceived
+    | StateVectorReceived
     | DocumentUpdateReceived
     | AwarenessReceived
     | AwarenessQueried
@@ -199,8 +199,8 @@ def decode_frame(frame: bytes) -> HocuspocusEvent | None:
     kind = reader.var_uint()
     if kind in (MessageType.SYNC, MessageType.SYNC_REPLY):
         sync = decode_sync(reader)
-        if isinstance(sync, StateVectorReceived):
-            return SyncStepOneReceived(name, sync.state_vector, kind == MessageType.SYNC_REPLY)
+        if isinstance(sync, y_websocket.StateVectorReceived):
+            return StateVectorReceived(name, sync.state_vector, kind == MessageType.SYNC_REPLY)
         return DocumentUpdateReceived(name, sync.update, sync.step2)
     if kind == MessageType.AWARENESS:
         return AwarenessReceived(name, reader.var_bytes())
@@ -255,7 +255,7 @@ class HocuspocusServerSession:
     (the messages already in flight, its edits, its awareness renewals every 15 s), and those
     messages are dropped without counting against any limit. A new token for it is checked as
     for a new document; if it is accepted, :meth:`authenticate` returns a
-    :class:`SyncStepOneReceived` with an empty state vector before the held events, so that
+    :class:`StateVectorReceived` with an empty state vector before the held events, so that
     the driver's answer (everything, plus the server's SyncStep1) resynchronises both sides:
     the provider sends no SyncStep1 after a token refresh, yet it missed what others wrote
     while refused, and the server missed what it wrote. A provider's ``Close`` forgets the
@@ -456,7 +456,7 @@ class HocuspocusServerSession:
         Returns:
             The events held for ``name`` while it was not open, to act on now, in order;
             for a document refused earlier on this socket, first a
-            :class:`SyncStepOneReceived` with an empty state vector (see the class docstring).
+            :class:`StateVectorReceived` with an empty state vector (see the class docstring).
 
         Raises:
             InvalidState: no token is being checked for ``name``, or the session is closing.
@@ -477,7 +477,7 @@ class HocuspocusServerSession:
         doc.state = _DocState.OPEN
         if doc.resync:
             doc.resync = False
-            held.insert(0, SyncStepOneReceived(name, EMPTY_STATE_VECTOR))
+            held.insert(0, StateVectorReceived(name, EMPTY_STATE_VECTOR))
         return held
 
     def deny(self, name: str, reason: str) -> None:
@@ -496,7 +496,7 @@ class HocuspocusServerSession:
 
     def answer_sync_step1(self, name: str, missing: bytes, state_vector: bytes) -> None:
         """Answer a SyncStep1 for ``name``: SyncStep2(``missing``), then the server's own
-        SyncStep1. For a :class:`SyncStepOneReceived` with ``reply`` set, call
+        SyncStep1. For a :class:`StateVectorReceived` with ``reply`` set, call
         :meth:`send_sync_step2` alone."""
         self.send_sync_step2(name, missing)
         self.send_sync_step1(name, state_vector)

@@ -39,6 +39,7 @@ from crdt_sync.messages import (
 )
 from crdt_sync.protocol import (
     Acked,
+    ChangedReceived,
     ClientProtocol,
     ErrorReceived,
     HelloReceived,
@@ -49,11 +50,10 @@ from crdt_sync.protocol import (
     State,
     StateVectorsReceived,
     Subscribed,
+    SyncedReceived,
     UpdatesReceived,
     Welcomed,
 )
-from crdt_sync.protocol import Changed as ChangedEvent
-from crdt_sync.protocol import Synced as SyncedEvent
 
 
 def assert_failed(proto: ClientProtocol | ServerProtocol, code: str) -> None:
@@ -396,8 +396,10 @@ class TestCatchUp:
             Changed((RecordKey("jobs", "j1"), RecordKey("jobs", "j2")), 15, True)
         ]
         (event,) = pair.client_events()
-        assert event == ChangedEvent((RecordKey("jobs", "j1"), RecordKey("jobs", "j2")), 15, True)
-        assert isinstance(event, ChangedEvent)
+        assert event == ChangedReceived(
+            (RecordKey("jobs", "j1"), RecordKey("jobs", "j2")), 15, True
+        )
+        assert isinstance(event, ChangedReceived)
         pair.client.send_state_vectors(
             [("jobs", "j1", b"\x01\x02\x03"), ("jobs", "j2", b"")], done=event.done
         )
@@ -421,7 +423,7 @@ class TestCatchUp:
             UpdatesReceived(
                 (UpdateItem("jobs", "j1", b"d1"), UpdateItem("jobs", "j2", b"d2")), None
             ),
-            SyncedEvent(15),
+            SyncedReceived(15),
         ]
         assert not pair.client.catching_up
 
@@ -431,7 +433,7 @@ class TestCatchUp:
         pair.client_to_server()
         pair.server.send_synced(10)
         pair.server_to_client()
-        assert pair.client_events() == [SyncedEvent(10)]
+        assert pair.client_events() == [SyncedReceived(10)]
 
     def test_server_sends_changed_batched_with_done_on_the_last_frame(self) -> None:
         pair = ProtocolPair.open(max_items=2)
@@ -443,7 +445,7 @@ class TestCatchUp:
             (1, 8, True),
         ]
         events = pair.client_events()
-        assert [e.done for e in events if isinstance(e, ChangedEvent)] == [False, False, True]
+        assert [e.done for e in events if isinstance(e, ChangedReceived)] == [False, False, True]
 
     def test_server_sends_changed_not_done_when_more_calls_follow(self) -> None:
         pair = ProtocolPair.open(max_items=2)
@@ -572,7 +574,7 @@ class TestLiveUpdates:
             Subscribed(("jobs",), None),
             PushReceived((PushItem(1, "jobs", "j", b"mine"),)),
         ]
-        assert [type(e) for e in pair.client_events()] == [SyncedEvent, UpdatesReceived]
+        assert [type(e) for e in pair.client_events()] == [SyncedReceived, UpdatesReceived]
 
 
 class TestHeartbeat:

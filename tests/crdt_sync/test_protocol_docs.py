@@ -16,16 +16,16 @@ from typing import Any
 import msgpack
 from pycrdt import Doc, Map, Text
 
-from crdt_sync.protocol import Changed as ChangedEvent
 from crdt_sync.protocol import (
+    ChangedReceived,
     ClientEvent,
     ClientProtocol,
     ServerEvent,
     ServerProtocol,
     StateVectorsReceived,
+    SyncedReceived,
     UpdatesReceived,
 )
-from crdt_sync.protocol import Synced as SyncedEvent
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
@@ -189,7 +189,7 @@ def catch_up_cost(cached: int, changed: int) -> dict[str, int]:
     head = cursor + len(log)
     server.send_changed([("jobs", record_id) for record_id in log], head, done=True)
     for event in s2c():
-        assert isinstance(event, ChangedEvent)
+        assert isinstance(event, ChangedReceived)
         client.send_state_vectors(
             [(k.collection, k.record_id, local[k.record_id].get_state()) for k in event.items],
             done=event.done,
@@ -208,7 +208,7 @@ def catch_up_cost(cached: int, changed: int) -> dict[str, int]:
         if isinstance(event, UpdatesReceived):
             for item in event.items:
                 local[item.record_id].apply_update(item.update)
-        elif isinstance(event, SyncedEvent):
+        elif isinstance(event, SyncedReceived):
             synced = event.cursor
     assert synced == head
     assert all(local[r].get("fields", type=Map)["status"] == "closed" for r in log)

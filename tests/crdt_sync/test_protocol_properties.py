@@ -54,6 +54,7 @@ from crdt_sync.messages import (
 )
 from crdt_sync.protocol import (
     Acked,
+    ChangedReceived,
     ClientProtocol,
     ErrorReceived,
     HelloReceived,
@@ -64,11 +65,10 @@ from crdt_sync.protocol import (
     State,
     StateVectorsReceived,
     Subscribed,
+    SyncedReceived,
     UpdatesReceived,
     Welcomed,
 )
-from crdt_sync.protocol import Changed as ChangedEvent
-from crdt_sync.protocol import Synced as SyncedEvent
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -247,9 +247,9 @@ CLIENT_EVENTS = (
     Welcomed,
     Acked,
     Rejected,
-    ChangedEvent,
+    ChangedReceived,
     UpdatesReceived,
-    SyncedEvent,
+    SyncedReceived,
     PongReceived,
     ErrorReceived,
 )
@@ -467,7 +467,7 @@ class Link:
                         replica.outbox.pop(seq, None)
                 case Rejected():
                     raise AssertionError(f"nothing is ever rejected here: {event}")
-                case ChangedEvent(items, _, done):
+                case ChangedReceived(items, _, done):
                     client.send_state_vectors(
                         [
                             (k.collection, k.record_id, replica.doc(k.record_id).get_state())
@@ -478,7 +478,7 @@ class Link:
                 case UpdatesReceived(items):
                     for item in items:
                         replica.doc(item.record_id).apply_update(item.update)
-                case SyncedEvent(cursor):
+                case SyncedReceived(cursor):
                     replica.cursor = cursor
             # then download, once every pushed entry is acked
             if (

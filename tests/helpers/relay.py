@@ -34,11 +34,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed as WebSocketClosed
 
 from crdt_sync.protocol import (
-    Changed,
+    ChangedReceived,
     ClientEvent,
     ClientProtocol,
     ErrorReceived,
-    Synced,
+    SyncedReceived,
     UpdatesReceived,
 )
 
@@ -368,9 +368,10 @@ class RelayClient:
         async def run() -> int:
             while True:
                 event = await self.wait_for(
-                    lambda e: isinstance(e, Changed | UpdatesReceived | Synced), within
+                    lambda e: isinstance(e, ChangedReceived | UpdatesReceived | SyncedReceived),
+                    within,
                 )
-                if isinstance(event, Changed):
+                if isinstance(event, ChangedReceived):
                     keys = [(k.collection, k.record_id) for k in event.items]
                     changed.extend(keys)
                     self.protocol.send_state_vectors(
@@ -383,7 +384,7 @@ class RelayClient:
                             item.update
                         )
                 else:
-                    assert isinstance(event, Synced)
+                    assert isinstance(event, SyncedReceived)
                     return event.cursor
 
         cursor_out = await asyncio.wait_for(run(), within)
@@ -400,9 +401,9 @@ class RelayClient:
         async def run() -> None:
             while True:
                 event = await self.wait_for(
-                    lambda e: isinstance(e, UpdatesReceived | Synced), within
+                    lambda e: isinstance(e, UpdatesReceived | SyncedReceived), within
                 )
-                if isinstance(event, Synced):
+                if isinstance(event, SyncedReceived):
                     return
                 assert isinstance(event, UpdatesReceived)
                 if event.cursor is None:

@@ -19,7 +19,7 @@ from crdt_sync.yjs.hocuspocus import (
     MessageType,
     PongReceived,
     StatelessReceived,
-    SyncStepOneReceived,
+    StateVectorReceived,
     TokenReceived,
     decode_frame,
     encode_frame,
@@ -42,8 +42,8 @@ AWARENESS = _name("jobs/j1") + bytes([1, 1, 0])
 def test_decode_provider_frames() -> None:
     assert decode_frame(AUTH) == TokenReceived("jobs/j1", "tok", "4.8.0")
     assert decode_frame(_name("d") + bytes([2, 0]) + _name("t")) == TokenReceived("d", "t", None)
-    assert decode_frame(STEP1) == SyncStepOneReceived("jobs/j1", b"\x00")
-    assert decode_frame(_name("d") + bytes([4, 0, 0])) == SyncStepOneReceived("d", b"", True)
+    assert decode_frame(STEP1) == StateVectorReceived("jobs/j1", b"\x00")
+    assert decode_frame(_name("d") + bytes([4, 0, 0])) == StateVectorReceived("d", b"", True)
     assert decode_frame(UPDATE) == DocumentUpdateReceived("jobs/j1", b"\x00\x00", False)
     assert decode_frame(_name("d") + bytes([0, 1, 0])) == DocumentUpdateReceived("d", b"", True)
     assert decode_frame(AWARENESS) == AwarenessReceived("jobs/j1", b"\x00")
@@ -91,7 +91,7 @@ def test_authenticate_replies_and_releases_held_messages_in_order() -> None:
     assert session.receive_data(STEP1) == []
     assert session.receive_data(AWARENESS) == []
     held = session.authenticate("jobs/j1")
-    assert held == [SyncStepOneReceived("jobs/j1", b"\x00"), AwarenessReceived("jobs/j1", b"\x00")]
+    assert held == [StateVectorReceived("jobs/j1", b"\x00"), AwarenessReceived("jobs/j1", b"\x00")]
     assert session.data_to_send() == [_name("jobs/j1") + bytes([2, 2]) + _name("read-write")]
     assert session.receive_data(UPDATE) == [DocumentUpdateReceived("jobs/j1", b"\x00\x00", False)]
 
@@ -100,7 +100,7 @@ def test_messages_before_the_token_wait_for_it() -> None:
     session = HocuspocusServerSession()
     assert session.receive_data(STEP1) == []
     assert session.receive_data(AUTH) == [TokenReceived("jobs/j1", "tok", "4.8.0")]
-    assert session.authenticate("jobs/j1") == [SyncStepOneReceived("jobs/j1", b"\x00")]
+    assert session.authenticate("jobs/j1") == [StateVectorReceived("jobs/j1", b"\x00")]
 
 
 def test_deny_refuses_one_document_and_keeps_the_socket() -> None:
@@ -278,7 +278,7 @@ def test_a_refused_document_authenticated_again_is_resynchronised() -> None:
     assert session.receive_data(AWARENESS) == []
     # The provider sends no SyncStep1 after a token refresh: the session asks for one.
     assert session.authenticate("jobs/j1") == [
-        SyncStepOneReceived("jobs/j1", b"\x00"),
+        StateVectorReceived("jobs/j1", b"\x00"),
         AwarenessReceived("jobs/j1", b"\x00"),
     ]
     session.data_to_send()
