@@ -126,7 +126,8 @@ class HocuspocusConnection(Link):
         self._pinger = asyncio.get_running_loop().call_later(APP_PING_INTERVAL, self._ping)
 
     async def handle(self, message: bytes) -> None:
-        await self._dispatch(self.session.receive_data(message))
+        self.session.receive_data(message)
+        await self._dispatch(self.session.events_received())
         self.flush()
 
     async def _dispatch(self, events: list[HocuspocusEvent]) -> None:
@@ -203,7 +204,8 @@ class HocuspocusConnection(Link):
             return
         key: RoomKey = (grant.tenant, parsed[0], parsed[1])
         doc = self.documents[name] = _Document(self, name, key, grant)
-        held = self.session.authenticate(name)
+        self.session.authenticate(name)
+        held = self.session.events_received()  # what came for it before: handled next
         self.rooms.join(key, doc)
         awareness = self.rooms.full_awareness(key)
         if awareness is not None:

@@ -142,7 +142,8 @@ class YjsConnection(Link):
     async def handle(self, message: bytes) -> None:
         if self.key is None or self.session.closing:
             return
-        for event in self.session.receive_data(message):
+        self.session.receive_data(message)
+        for event in self.session.events_received():
             match event:
                 case StateVectorReceived(state_vector):
                     state = await self.gateway.record_state(*self.key)

@@ -237,12 +237,14 @@ class _Document:
 class HocuspocusServerSession:
     """One Hocuspocus socket, server side: many documents, each with its own auth state.
 
-    Calling contract:
+    Calling contract (the one of :class:`crdt_sync.yjs.y_websocket.YjsServerSession` and the
+    native :mod:`crdt_sync.protocol`):
 
-    - ``receive_data(frame)`` for each binary websocket message; act on the returned events
-      in order. Events for a document are returned only once it is open, except
-      :class:`TokenReceived` (the driver verifies the token, then calls :meth:`authenticate`,
-      whose return value is the held events to act on next, or :meth:`deny`).
+    - ``receive_data(frame)`` for each binary websocket message, then act on every event
+      :meth:`events_received` returns, in order, until it returns none. Events for a document
+      come only once it is open, except :class:`TokenReceived`: the driver verifies the token,
+      then calls :meth:`authenticate` (the events held for the document come next from
+      :meth:`events_received`) or :meth:`deny`.
     - A malformed frame or a broken limit never raises: the session sets :attr:`close_code`,
       :attr:`close_reason` (and :attr:`close_exc` for a decoding error) and ignores further
       input; the driver closes the websocket after sending :meth:`data_to_send`.
@@ -272,6 +274,7 @@ class HocuspocusServerSession:
 
     __slots__ = (
         "_documents",
+        "_events",
         "_held_bytes",
         "_held_messages",
         "_out",
@@ -303,6 +306,7 @@ class HocuspocusServerSession:
         self._held_messages = 0
         self._held_bytes = 0
         self._out: list[bytes] = []
+        self._events: list[HocuspocusEvent] = []
         self.close_code: int | None = None
         self.close_reason = ""
         self.close_exc: InvalidMessage | None = None
@@ -339,8 +343,16 @@ class HocuspocusServerSession:
 
     # -- input ---------------------------------------------------------------------------
 
-    def receive_data(self, frame: bytes) -> list[HocuspocusEvent]:
-        """Decode one received frame into the events to act on now."""
+    def receive_data(self, frame: bytes) -> None:
+        """Decode one received frame; what to act on is in :meth:`events_received`."""
+        self._events.extend(self._receive(frame))
+
+    def events_received(self) -> list[HocuspocusEvent]:
+        """Events to act on, in order; each call returns only what came since the last."""
+        events, self._events = self._events, []
+        return events
+
+    def _receive(self, frame: bytes) -> list[HocuspocusEvent]:
         if self.closing:
             return []
         try:
@@ -448,22 +460,21 @@ class HocuspocusServerSession:
         if not self.is_open(name):
             raise InvalidState(f"document {name!r} is not open on this socket")
 
-    def authenticate(self, name: str, scope: str = "read-write") -> list[HocuspocusEvent]:
+    def authenticate(self, name: str, scope: str = "read-write") -> None:
         """Open ``name`` after its token was accepted: queue ``Authenticated(scope)``.
 
         For a document already open (a provider refreshing its token), does nothing.
-
-        Returns:
-            The events held for ``name`` while it was not open, to act on now, in order;
-            for a document refused earlier on this socket, first a
-            :class:`StateVectorReceived` with an empty state vector (see the class docstring).
+        Otherwise the events held for ``name`` while it was not open come next from
+        :meth:`events_received`, in order; for a document refused earlier on this socket,
+        first a :class:`StateVectorReceived` with an empty state vector (see the class
+        docstring).
 
         Raises:
             InvalidState: no token is being checked for ``name``, or the session is closing.
         """
         doc = self._documents.get(name)
         if doc is not None and doc.state is _DocState.OPEN:
-            return []  # a refreshed token of an open document: nothing to say
+            return  # a refreshed token of an open document: nothing to say
         if doc is None or doc.state is not _DocState.AUTHENTICATING:
             raise InvalidState(f"no token is being checked for document {name!r}")
         self._queue(
@@ -478,7 +489,7 @@ class HocuspocusServerSession:
         if doc.resync:
             doc.resync = False
             held.insert(0, StateVectorReceived(name, EMPTY_STATE_VECTOR))
-        return held
+        self._events.extend(held)
 
     def deny(self, name: str, reason: str) -> None:
         """Refuse ``name``: queue ``PermissionDenied(reason)``; the document is refused on

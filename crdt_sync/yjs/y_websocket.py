@@ -187,10 +187,12 @@ def decode_message(frame: bytes) -> YjsEvent | None:
 class YjsServerSession:
     """One y-websocket connection, server side: decoding in, framing out, close decisions.
 
-    Calling contract:
+    Calling contract (the one :mod:`crdt_sync.protocol` and
+    :mod:`crdt_sync.yjs.hocuspocus` follow too, as websockets' sans-I/O ``Protocol`` does):
 
-    - ``receive_data(message)`` for each binary websocket message, then act on the returned
-      events in order. A malformed message never raises: the session queues nothing more,
+    - ``receive_data(message)`` for each binary websocket message, then act on each event
+      :meth:`events_received` returns, in order. A malformed message never raises: the
+      session queues nothing more,
       sets :attr:`close_code`/:attr:`close_reason` (protocol error), keeps the decoding error
       in :attr:`close_exc`, and ignores further input; the driver closes the websocket.
     - After any call, send every frame :meth:`data_to_send` returns, in order; then, if
@@ -201,10 +203,11 @@ class YjsServerSession:
     with the missing updates, immediately followed by the server's own SyncStep1.
     """
 
-    __slots__ = ("_out", "close_code", "close_exc", "close_reason")
+    __slots__ = ("_events", "_out", "close_code", "close_exc", "close_reason")
 
     def __init__(self) -> None:
         self._out: list[bytes] = []
+        self._events: list[YjsEvent] = []
         self.close_code: int | None = None
         self.close_reason = ""
         self.close_exc: InvalidMessage | None = None
@@ -214,20 +217,24 @@ class YjsServerSession:
         """Whether the session decided to close (denied or failed)."""
         return self.close_code is not None
 
-    def receive_data(self, frame: bytes) -> list[YjsEvent]:
-        """Decode one received message into events (``[]`` when nothing to act on)."""
+    def receive_data(self, frame: bytes) -> None:
+        """Decode one received message; its event (if any) is in :meth:`events_received`."""
         if self.closing:
-            return []
+            return
         try:
             event = decode_message(frame)
         except InvalidMessage as exc:
             self.close_exc = exc
             self.close_code = CLOSE_PROTOCOL_ERROR
             self.close_reason = "malformed message"
-            return []
-        if event is None:
-            return []
-        return [event]
+            return
+        if event is not None:
+            self._events.append(event)
+
+    def events_received(self) -> list[YjsEvent]:
+        """Events to act on, in order; each call returns only what came since the last."""
+        events, self._events = self._events, []
+        return events
 
     def data_to_send(self) -> list[bytes]:
         """Frames to send, in order; each call returns only what was queued since the last."""

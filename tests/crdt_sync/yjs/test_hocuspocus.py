@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,6 +28,18 @@ from crdt_sync.yjs.hocuspocus import (
 )
 from crdt_sync.yjs.lib0 import write_var_string
 from crdt_sync.yjs.y_websocket import CLOSE_PROTOCOL_ERROR
+
+
+def received(session: HocuspocusServerSession, frame: bytes) -> list[Any]:
+    """``receive_data`` then ``events_received``: what the driver acts on for ``frame``."""
+    session.receive_data(frame)
+    return session.events_received()
+
+
+def authenticated(session: HocuspocusServerSession, name: str, *args: Any) -> list[Any]:
+    """``authenticate`` then ``events_received``: the events held for ``name``."""
+    session.authenticate(name, *args)
+    return session.events_received()
 
 
 def _name(name: str) -> bytes:
@@ -80,40 +94,40 @@ def test_decode_malformed_raises_invalid_message(frame: bytes) -> None:
 
 def _open(session: HocuspocusServerSession, name: str = "jobs/j1") -> None:
     token = _name(name) + bytes([2, 0]) + _name("tok")
-    assert session.receive_data(token) == [TokenReceived(name, "tok", None)]
-    session.authenticate(name)
+    assert received(session, token) == [TokenReceived(name, "tok", None)]
+    authenticated(session, name)
     session.data_to_send()
 
 
 def test_authenticate_replies_and_releases_held_messages_in_order() -> None:
     session = HocuspocusServerSession()
-    assert session.receive_data(AUTH) == [TokenReceived("jobs/j1", "tok", "4.8.0")]
-    assert session.receive_data(STEP1) == []
-    assert session.receive_data(AWARENESS) == []
-    held = session.authenticate("jobs/j1")
+    assert received(session, AUTH) == [TokenReceived("jobs/j1", "tok", "4.8.0")]
+    assert received(session, STEP1) == []
+    assert received(session, AWARENESS) == []
+    held = authenticated(session, "jobs/j1")
     assert held == [StateVectorReceived("jobs/j1", b"\x00"), AwarenessReceived("jobs/j1", b"\x00")]
     assert session.data_to_send() == [_name("jobs/j1") + bytes([2, 2]) + _name("read-write")]
-    assert session.receive_data(UPDATE) == [DocumentUpdateReceived("jobs/j1", b"\x00\x00", False)]
+    assert received(session, UPDATE) == [DocumentUpdateReceived("jobs/j1", b"\x00\x00", False)]
 
 
 def test_messages_before_the_token_wait_for_it() -> None:
     session = HocuspocusServerSession()
-    assert session.receive_data(STEP1) == []
-    assert session.receive_data(AUTH) == [TokenReceived("jobs/j1", "tok", "4.8.0")]
-    assert session.authenticate("jobs/j1") == [StateVectorReceived("jobs/j1", b"\x00")]
+    assert received(session, STEP1) == []
+    assert received(session, AUTH) == [TokenReceived("jobs/j1", "tok", "4.8.0")]
+    assert authenticated(session, "jobs/j1") == [StateVectorReceived("jobs/j1", b"\x00")]
 
 
 def test_deny_refuses_one_document_and_keeps_the_socket() -> None:
     session = HocuspocusServerSession()
     _open(session, "jobs/ok")
-    session.receive_data(_name("jobs/no") + bytes([2, 0]) + _name("bad"))
-    session.receive_data(_name("jobs/no") + bytes([0, 2, 0]))
+    received(session, _name("jobs/no") + bytes([2, 0]) + _name("bad"))
+    received(session, _name("jobs/no") + bytes([0, 2, 0]))
     session.deny("jobs/no", "forbidden")
     assert session.data_to_send() == [_name("jobs/no") + bytes([2, 1]) + _name("forbidden")]
     assert not session.closing
     assert session.open_documents == ["jobs/ok"]
     with pytest.raises(InvalidState):
-        session.authenticate("jobs/no")
+        authenticated(session, "jobs/no")
     with pytest.raises(InvalidState):
         session.send_update("jobs/no", b"\x00\x00")
 
@@ -155,31 +169,31 @@ def test_outgoing_frames() -> None:
 def test_provider_close_forgets_the_document() -> None:
     session = HocuspocusServerSession()
     _open(session)
-    assert session.receive_data(_name("jobs/j1") + bytes([7])) == [DocumentClosed("jobs/j1")]
+    assert received(session, _name("jobs/j1") + bytes([7])) == [DocumentClosed("jobs/j1")]
     assert not session.is_open("jobs/j1")
-    assert session.receive_data(STEP1) == []  # held until a new token
+    assert received(session, STEP1) == []  # held until a new token
 
 
 def test_limits_close_the_socket() -> None:
     session = HocuspocusServerSession(max_pending_documents=2, max_held_messages=3)
-    session.receive_data(_name("a") + bytes([3]))
-    session.receive_data(_name("b") + bytes([3]))
+    received(session, _name("a") + bytes([3]))
+    received(session, _name("b") + bytes([3]))
     assert not session.closing
-    session.receive_data(_name("c") + bytes([3]))
+    received(session, _name("c") + bytes([3]))
     assert session.close_code == CLOSE_RESET
     session = HocuspocusServerSession(max_held_messages=2)
     for _ in range(3):
-        session.receive_data(_name("a") + bytes([3]))
+        received(session, _name("a") + bytes([3]))
     assert session.close_code == CLOSE_RESET
 
 
 def test_malformed_frame_fails_the_session() -> None:
     session = HocuspocusServerSession()
     _open(session)
-    assert session.receive_data(_name("jobs/j1") + bytes([0, 5, 0])) == []
+    assert received(session, _name("jobs/j1") + bytes([0, 5, 0])) == []
     assert session.close_code == CLOSE_PROTOCOL_ERROR
     assert isinstance(session.close_exc, InvalidMessage)
-    assert session.receive_data(UPDATE) == []
+    assert received(session, UPDATE) == []
     with pytest.raises(InvalidState):
         session.ping()
 
@@ -210,11 +224,11 @@ def test_fuzz_decoder_raises_only_invalid_message(frame: bytes) -> None:
 def test_fuzz_session_never_raises(steps: list[tuple[bytes, str]]) -> None:
     session = HocuspocusServerSession(max_pending_documents=2, max_held_messages=4)
     for frame, action in steps:
-        events = session.receive_data(frame)
+        events = received(session, frame)
         for event in events:
             if isinstance(event, TokenReceived) and not session.closing:
                 if action == "auth":
-                    for held in session.authenticate(event.name):
+                    for held in authenticated(session, event.name):
                         assert not isinstance(held, TokenReceived | PongReceived)
                 elif action == "deny":
                     session.deny(event.name, "no")
@@ -226,8 +240,8 @@ def test_fuzz_session_never_raises(steps: list[tuple[bytes, str]]) -> None:
 def test_token_refresh_on_an_open_document() -> None:
     session = HocuspocusServerSession()
     _open(session)
-    assert session.receive_data(AUTH) == [TokenReceived("jobs/j1", "tok", "4.8.0")]
-    assert session.authenticate("jobs/j1") == []
+    assert received(session, AUTH) == [TokenReceived("jobs/j1", "tok", "4.8.0")]
+    assert authenticated(session, "jobs/j1") == []
     assert session.data_to_send() == []
     session.deny("jobs/j1", "expired")
     assert not session.is_open("jobs/j1")
@@ -235,14 +249,14 @@ def test_token_refresh_on_an_open_document() -> None:
 
 def _refuse(session: HocuspocusServerSession, name: str) -> None:
     """A provider's attach sequence for ``name`` (token, sync step 1, awareness), refused."""
-    assert session.receive_data(_name(name) + bytes([2, 0]) + _name("bad")) == [
+    assert received(session, _name(name) + bytes([2, 0]) + _name("bad")) == [
         TokenReceived(name, "bad", None)
     ]
     session.deny(name, "bad_token")
     # What the provider sent before it heard the refusal, and keeps sending after it.
-    assert session.receive_data(_name(name) + bytes([0, 0, 1, 0])) == []
-    assert session.receive_data(_name(name) + bytes([1, 1, 0])) == []
-    assert session.receive_data(_name(name) + bytes([0, 2, 2, 0, 0])) == []
+    assert received(session, _name(name) + bytes([0, 0, 1, 0])) == []
+    assert received(session, _name(name) + bytes([1, 1, 0])) == []
+    assert received(session, _name(name) + bytes([0, 2, 2, 0, 0])) == []
 
 
 def test_refused_documents_never_count_against_the_pending_limit() -> None:
@@ -256,9 +270,9 @@ def test_refused_documents_never_count_against_the_pending_limit() -> None:
     assert session.is_open("jobs/ok") and not session.closing
     # The limit still counts documents whose token is not answered yet.
     for name in ("a", "b", "c"):
-        session.receive_data(_name(name) + bytes([3]))
+        received(session, _name(name) + bytes([3]))
     assert session.pending_documents == 3 and not session.closing
-    session.receive_data(_name("d") + bytes([3]))
+    received(session, _name("d") + bytes([3]))
     assert session.close_code == CLOSE_RESET
 
 
@@ -273,18 +287,18 @@ def test_an_authenticated_document_leaves_the_pending_count() -> None:
 def test_a_refused_document_authenticated_again_is_resynchronised() -> None:
     session = HocuspocusServerSession()
     _refuse(session, "jobs/j1")
-    assert session.receive_data(AUTH) == [TokenReceived("jobs/j1", "tok", "4.8.0")]
+    assert received(session, AUTH) == [TokenReceived("jobs/j1", "tok", "4.8.0")]
     assert "jobs/j1" not in session.refused_documents
-    assert session.receive_data(AWARENESS) == []
+    assert received(session, AWARENESS) == []
     # The provider sends no SyncStep1 after a token refresh: the session asks for one.
-    assert session.authenticate("jobs/j1") == [
+    assert authenticated(session, "jobs/j1") == [
         StateVectorReceived("jobs/j1", b"\x00"),
         AwarenessReceived("jobs/j1", b"\x00"),
     ]
     session.data_to_send()
     # Only once: a later token refresh of the open document changes nothing.
-    session.receive_data(AUTH)
-    assert session.authenticate("jobs/j1") == []
+    received(session, AUTH)
+    assert authenticated(session, "jobs/j1") == []
 
 
 def test_an_open_document_refused_later_drops_its_traffic() -> None:
@@ -293,7 +307,7 @@ def test_an_open_document_refused_later_drops_its_traffic() -> None:
     session.deny("jobs/j1", "rejected: job closed")
     assert session.refused_documents == ["jobs/j1"]
     for frame in (UPDATE, AWARENESS, STEP1):
-        assert session.receive_data(frame) == []
+        assert received(session, frame) == []
     assert session.pending_documents == 0 and session.held_messages == 0
 
 
@@ -301,16 +315,16 @@ def test_a_document_closed_by_the_server_drops_its_traffic() -> None:
     session = HocuspocusServerSession()
     _open(session, "d")
     session.close_document("d", "bye")
-    assert session.receive_data(_name("d") + bytes([3])) == []
+    assert received(session, _name("d") + bytes([3])) == []
     assert session.pending_documents == 0
 
 
 def test_the_providers_close_forgets_a_refused_document() -> None:
     session = HocuspocusServerSession()
     _refuse(session, "jobs/j1")
-    assert session.receive_data(_name("jobs/j1") + bytes([7])) == []
+    assert received(session, _name("jobs/j1") + bytes([7])) == []
     assert session.refused_documents == []
-    assert session.receive_data(STEP1) == []  # now held until a token, as for a new name
+    assert received(session, STEP1) == []  # now held until a token, as for a new name
     assert session.pending_documents == 1 and session.held_messages == 1
 
 
@@ -320,7 +334,7 @@ def test_refused_documents_are_remembered_up_to_a_bound() -> None:
         _refuse(session, name)
     assert session.refused_documents == ["b", "c", "d"]
     # Refusing a name again makes it the newest.
-    session.receive_data(_name("b") + bytes([2, 0]) + _name("bad"))
+    received(session, _name("b") + bytes([2, 0]) + _name("bad"))
     session.deny("b", "no")
     assert session.refused_documents == ["c", "d", "b"]
 
@@ -350,14 +364,14 @@ def test_counts_match_the_documents_whatever_the_order(
     session = HocuspocusServerSession(max_pending_documents=5, max_held_messages=1000)
     checking: set[str] = set()
     for frame, action, other in steps:
-        for event in session.receive_data(frame):
+        for event in received(session, frame):
             if isinstance(event, TokenReceived):
                 checking.add(event.name)
         # A provider's Close forgets a document whose token is being checked.
         checking = {n for n in checking if n in session._documents and not session.is_open(n)}
         for name in sorted(checking):
             if action == "auth":
-                session.authenticate(name)
+                authenticated(session, name)
                 checking.discard(name)
             elif action == "deny":
                 session.deny(name, "no")

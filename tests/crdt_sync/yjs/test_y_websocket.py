@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +23,12 @@ from crdt_sync.yjs.y_websocket import (
     decode_message,
     encode_permission_denied,
 )
+
+
+def received(session: YjsServerSession, frame: bytes) -> list[Any]:
+    """``receive_data`` then ``events_received``: what the driver acts on for ``frame``."""
+    session.receive_data(frame)
+    return session.events_received()
 
 
 def _doc_with(text: str) -> Doc:
@@ -91,8 +99,8 @@ def test_update_frames_match_pycrdt() -> None:
 
 def test_session_events_in_order_and_output_drained() -> None:
     session = YjsServerSession()
-    assert session.receive_data(bytes([3])) == [AwarenessQueried()]
-    assert session.receive_data(bytes([9])) == []
+    assert received(session, bytes([3])) == [AwarenessQueried()]
+    assert received(session, bytes([9])) == []
     session.send_sync_step1(b"\x00")
     session.send_awareness(b"\x00")
     assert session.data_to_send() == [bytes([0, 0, 1, 0]), bytes([1, 1, 0])]
@@ -104,7 +112,7 @@ def test_deny_sends_permission_denied_then_closes() -> None:
     session.deny("bad token")
     assert session.data_to_send() == [bytes([2, 0, 9]) + b"bad token"]
     assert (session.close_code, session.close_reason) == (CLOSE_PERMISSION_DENIED, "bad token")
-    assert session.receive_data(bytes([3])) == []
+    assert received(session, bytes([3])) == []
     session.deny("again")  # idempotent
     assert session.data_to_send() == []
     with pytest.raises(InvalidState):
@@ -113,10 +121,10 @@ def test_deny_sends_permission_denied_then_closes() -> None:
 
 def test_malformed_frame_fails_the_session_without_raising() -> None:
     session = YjsServerSession()
-    assert session.receive_data(bytes([0, 7, 0])) == []
+    assert received(session, bytes([0, 7, 0])) == []
     assert session.close_code == CLOSE_PROTOCOL_ERROR
     assert isinstance(session.close_exc, InvalidMessage)
-    assert session.receive_data(bytes([3])) == []
+    assert received(session, bytes([3])) == []
 
 
 def test_close_reason_fits_a_close_frame() -> None:
@@ -157,7 +165,7 @@ def test_fuzz_decoder_raises_only_invalid_message(frame: bytes) -> None:
 def test_fuzz_session_never_raises(frames: list[bytes]) -> None:
     session = YjsServerSession()
     for frame in frames:
-        events = session.receive_data(frame)
+        events = received(session, frame)
         assert len(events) <= 1
         if session.closing:
             assert session.close_code == CLOSE_PROTOCOL_ERROR
