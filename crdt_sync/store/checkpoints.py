@@ -1,20 +1,23 @@
-"""WAL checkpoints of the local store, off the commit path.
+"""WAL checkpoints off the commit path, for the local store and the relay's SQLite storage.
 
 SQLite's automatic checkpoint runs inside the COMMIT that crosses its threshold: that commit
 copies the WAL into the database file and fsyncs it, which makes one edit in a thousand take
-tens of milliseconds. The store turns the automatic checkpoint off on its connection and
-calls :meth:`Checkpointer.committed` after each group commit; every ``every`` commits a
-PASSIVE checkpoint (it never blocks readers or writers) runs on a connection of its own, in
-the background. The relay's storage does the same (``server/storage.py``).
+tens of milliseconds. Both SQLite drivers turn the automatic checkpoint off on their writer
+connection and call :meth:`Checkpointer.committed` after each group commit; every ``every``
+commits a PASSIVE checkpoint (it never blocks readers or writers) runs on a connection other
+than the writer's, in the background.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from pathlib import Path
 
 import aiosqlite
+
+from .sqlite_thread import on_thread
 
 __all__ = ["DEFAULT_CHECKPOINT_EVERY", "Checkpointer"]
 
@@ -28,17 +31,28 @@ class Checkpointer:
     """Runs a PASSIVE WAL checkpoint of ``path`` every ``every`` commits, in the background.
 
     Args:
-        path: the store file (its ``-wal`` is checkpointed).
+        path: the database file (its ``-wal`` is checkpointed).
         every: commits between checkpoints.
+        connection: the connection to checkpoint on; its owner closes it. Without one, the
+            checkpointer opens its own on the first checkpoint and closes it in :meth:`close`.
     """
 
-    def __init__(self, path: Path, every: int = DEFAULT_CHECKPOINT_EVERY) -> None:
+    def __init__(
+        self,
+        path: Path,
+        every: int = DEFAULT_CHECKPOINT_EVERY,
+        *,
+        connection: aiosqlite.Connection | None = None,
+    ) -> None:
         self.path = path
         self.every = every
-        #: Checkpoints completed (for tests and benchmarks).
+        #: Checkpoints completed, and checkpoints that failed (each one is logged; the WAL is
+        #: checkpointed again ``every`` commits later).
         self.runs = 0
+        self.failures = 0
         self._commits = 0
-        self._conn: aiosqlite.Connection | None = None
+        self._conn = connection
+        self._owns_conn = connection is None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -50,25 +64,33 @@ class Checkpointer:
         if self._task is None or self._task.done():
             self._commits = 0
             self._task = asyncio.get_running_loop().create_task(
-                self._checkpoint(), name=f"checkpoint {self.path}"
+                self.checkpoint(), name=f"checkpoint {self.path}"
             )
 
-    async def _checkpoint(self) -> None:
+    async def checkpoint(self) -> None:
+        """Checkpoint now (the background task's step; tests and maintenance call it too)."""
         try:
             if self._conn is None:
                 self._conn = await aiosqlite.connect(self.path, isolation_level=None)
                 await self._conn.execute("PRAGMA busy_timeout = 5000")
-            # Its result row read in full: no statement left running on the connection.
-            await self._conn.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+            await on_thread(self._conn, _checkpoint_in_thread)
             self.runs += 1
         except aiosqlite.Error:
+            self.failures += 1
             log.exception("%s: WAL checkpoint failed (retried later)", self.path)
 
     async def close(self) -> None:
-        """Wait for a running checkpoint and close the checkpoint connection."""
+        """Wait for a running checkpoint; close the connection if the checkpointer opened it."""
         self._closed = True
         if self._task is not None:
             await asyncio.wait([self._task])
-        if self._conn is not None:
+        if self._conn is not None and self._owns_conn:
             conn, self._conn = self._conn, None
             await conn.close()
+
+
+def _checkpoint_in_thread(conn: sqlite3.Connection) -> None:
+    """``PRAGMA wal_checkpoint(PASSIVE)`` with its result row read: a statement left unfinished
+    keeps a read snapshot open on the connection, and a connection shared with other work (the
+    relay's compaction reads) then fails its next COMMIT."""
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

@@ -47,6 +47,7 @@ from pathlib import Path
 import aiosqlite
 
 from crdt_sync.errors import InvalidState, StoreError
+from crdt_sync.store.checkpoints import Checkpointer
 from crdt_sync.store.sqlite_thread import on_thread
 from crdt_sync.yjs.merge import merge
 
@@ -123,10 +124,9 @@ class StorageStats:
     commits: int = 0
     updates: int = 0
     compactions: int = 0
-    #: Records whose compaction failed, plus compaction rounds and WAL checkpoints that failed
-    #: as a whole (each one is logged).
+    #: Records whose compaction failed, plus compaction rounds that failed as a whole (each
+    #: one is logged). Failed WAL checkpoints are counted by the storage's Checkpointer.
     compaction_failures: int = 0
-    checkpoint_failures: int = 0
 
 
 class SQLiteRelayStorage(RelayStorage):
@@ -185,9 +185,8 @@ class SQLiteRelayStorage(RelayStorage):
         self._forget_due: dict[str, int] = {}  # tenant -> forget below this seq, when idle
         self.max_batch = max_batch
         self.checkpoint_every = checkpoint_every
-        self._checkpoint_db: aiosqlite.Connection | None = None
-        self._checkpoint_task: asyncio.Task[None] | None = None
-        self._commits_since_checkpoint = 0
+        self._background_db: aiosqlite.Connection | None = None  # compaction + checkpoints
+        self._checkpointer: Checkpointer | None = None
         self.stats = StorageStats()
         self._writer_db: aiosqlite.Connection | None = None
         self._reader_db: aiosqlite.Connection | None = None
@@ -234,7 +233,10 @@ class SQLiteRelayStorage(RelayStorage):
                         self._log_lengths[key] = int(count)
             self._reader_db = await aiosqlite.connect(self.path, isolation_level=None)
             await self._reader_db.execute("PRAGMA query_only=1")
-            self._checkpoint_db = await aiosqlite.connect(self.path, isolation_level=None)
+            self._background_db = await aiosqlite.connect(self.path, isolation_level=None)
+            self._checkpointer = Checkpointer(
+                self.path, self.checkpoint_every, connection=self._background_db
+            )
         except aiosqlite.DatabaseError as exc:
             await self._close_connections()
             raise StoreError(self.path, f"cannot open relay storage: {exc}") from exc
@@ -264,13 +266,12 @@ class SQLiteRelayStorage(RelayStorage):
         await self._close_connections()
 
     async def _close_connections(self) -> None:
-        if self._checkpoint_task is not None:
-            with contextlib.suppress(Exception):
-                await self._checkpoint_task
-        for db in (self._reader_db, self._checkpoint_db, self._writer_db):
+        if self._checkpointer is not None:
+            await self._checkpointer.close()
+        for db in (self._reader_db, self._background_db, self._writer_db):
             if db is not None:
                 await db.close()  # the last connection to close checkpoints the WAL
-        self._reader_db = self._writer_db = self._checkpoint_db = None
+        self._reader_db = self._writer_db = self._background_db = None
 
     def submit(self, tenant: str, origin: str, items: Sequence[Row]) -> asyncio.Future[list[int]]:
         """See :meth:`RelayStorage.submit`."""
@@ -304,7 +305,7 @@ class SQLiteRelayStorage(RelayStorage):
             stats.commits,
             stats.compactions,
             stats.compaction_failures,
-            stats.checkpoint_failures,
+            0 if self._checkpointer is None else self._checkpointer.failures,
             self.wal_bytes(),
         )
 
@@ -529,12 +530,8 @@ class SQLiteRelayStorage(RelayStorage):
                 if below - self._forgotten.get(tenant, 0) >= step:
                     self._forget_due[tenant] = below
                     self._compact_wakeup.set()
-        self._commits_since_checkpoint += 1
-        if self._commits_since_checkpoint >= self.checkpoint_every and (
-            self._checkpoint_task is None or self._checkpoint_task.done()
-        ):
-            self._commits_since_checkpoint = 0
-            self._checkpoint_task = asyncio.create_task(self._checkpoint())
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
 
     def _premerge(self) -> None:
         """Merge a few cached states changed by commits, then yield to the loop (and repeat)."""
@@ -554,7 +551,7 @@ class SQLiteRelayStorage(RelayStorage):
             The number of records whose compaction was attempted.
         """
         attempted = 0
-        while self._compact_due and self._checkpoint_db is not None:
+        while self._compact_due and self._background_db is not None:
             attempted += await self._compact_round()
         return attempted
 
@@ -583,7 +580,7 @@ class SQLiteRelayStorage(RelayStorage):
                 return 0
             for key in keys:
                 del self._compact_due[key]
-            reader = self._require(self._checkpoint_db)
+            reader = self._require(self._background_db)
             # Read + merge on the compaction connection's thread: neither the writer nor the
             # loop waits for the merge.
             failed: list[tuple[str, str, str]] = []
@@ -598,21 +595,16 @@ class SQLiteRelayStorage(RelayStorage):
             self._compacted.notify_all()
         return len(keys)
 
+    async def checkpoint(self) -> None:
+        """Checkpoint the WAL now (PASSIVE); the background does it every ``checkpoint_every``
+        commits by itself. A failure is logged and counted (:meth:`numbers`), not raised."""
+        if self._checkpointer is not None:
+            await self._checkpointer.checkpoint()
+
     async def wait_compactions(self, count: int) -> None:
         """Wait until ``stats.compactions`` reaches ``count`` (the caller bounds the wait)."""
         async with self._compacted:
             await self._compacted.wait_for(lambda: self.stats.compactions >= count)
-
-    async def _checkpoint(self) -> None:
-        """Copy the WAL into the database off the commit path (PASSIVE: never blocks writers)."""
-        db = self._checkpoint_db
-        if db is None:
-            return
-        try:
-            await on_thread(db, _checkpoint_in_thread)
-        except aiosqlite.Error:
-            self.stats.checkpoint_failures += 1
-            log.exception("WAL checkpoint failed")
 
 
 def _read_states_in_thread(
@@ -747,12 +739,6 @@ def _forget_in_thread(conn: sqlite3.Connection, tenant: str, low: int, high: int
         conn.execute("ROLLBACK")
         raise
     return int(removed)
-
-
-def _checkpoint_in_thread(conn: sqlite3.Connection) -> None:
-    """``PRAGMA wal_checkpoint(PASSIVE)``, its result row read: a statement left unfinished
-    on the connection would keep the next compaction round from ending its read."""
-    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _store_compacted_in_thread(conn: sqlite3.Connection, merged: list[_Compacted]) -> None:

@@ -199,7 +199,7 @@ async def test_writes_between_a_compactions_merge_and_its_store_are_kept(tmp_pat
     await storage.open()
     updates = text_edits(5)
     await storage.write("acme", "r", [("jobs", "j", u) for u in updates[:3]])
-    reader = storage._checkpoint_db
+    reader = storage._background_db
     writer = storage._writer_db
     assert reader is not None and writer is not None
     key = ("acme", "jobs", "j")
@@ -340,10 +340,11 @@ async def test_checkpoints_and_compaction_rounds_share_their_connection_without_
         for start in range(0, 48, 8):
             for update in updates[start : start + 8]:
                 await storage.write("acme", "r1", [("jobs", "j1", update)])
-            await storage._checkpoint()
+            await storage.checkpoint()
             assert await storage.compact_pending() == 1
         assert storage.stats.compactions == 6
-        assert (storage.stats.compaction_failures, storage.stats.checkpoint_failures) == (0, 0)
+        numbers = storage.numbers()
+        assert (numbers.compaction_failures, numbers.checkpoint_failures) == (0, 0)
         with sqlite3.connect(storage.path) as db:
             assert db.execute("SELECT COUNT(*) FROM log").fetchone()[0] == 0
             busy, _, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
