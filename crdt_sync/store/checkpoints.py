@@ -68,7 +68,11 @@ class Checkpointer:
             )
 
     async def checkpoint(self) -> None:
-        """Checkpoint now (the background task's step; tests and maintenance call it too)."""
+        """Checkpoint now (the background task's step; tests and maintenance call it too).
+
+        Does nothing once :meth:`close` ran: a shared connection may be closed by then."""
+        if self._closed and self._task is not asyncio.current_task():
+            return
         try:
             if self._conn is None:
                 self._conn = await aiosqlite.connect(self.path, isolation_level=None)

@@ -90,12 +90,16 @@ async def test_a_shared_connection_stays_open_and_usable_after_close(tmp_path: P
         writer.close()
 
 
-async def test_no_checkpoint_starts_after_close(tmp_path: Path) -> None:
+async def test_no_checkpoint_runs_after_close(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
     writer = _wal_database(path, 3)
-    checkpointer = Checkpointer(path, every=1)
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    checkpointer = Checkpointer(path, every=1, connection=conn)
     await checkpointer.close()
+    await conn.close()  # its owner closes the shared connection after the checkpointer
     checkpointer.committed()
     assert checkpointer._task is None
+    await checkpointer.checkpoint()  # neither raises on the closed connection nor runs
+    assert (checkpointer.runs, checkpointer.failures) == (0, 0)
     assert _rows_in_main_file(path) == 0
     writer.close()
