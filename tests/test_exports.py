@@ -13,6 +13,8 @@ CORE = {
     "Outbox", "OutboxEntry", "OutboxError", "OutboxStatus", "ProtocolError", "Record",
     "RecordEditor", "RecordNotFound", "RemoteUpdate", "SchemaVersionError", "StoreError",
     "TextField", "Timestamp", "UnsupportedVersion", "UpdateBlocked", "UpdateRejected",
+    "InvalidQuery", "SearchHit", "LiveQuery", "QueryResult", "RecordChanged", "field", "Query",
+    "Claim",
 }  # fmt: skip
 
 
