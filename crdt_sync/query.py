@@ -431,34 +431,40 @@ def _compare(a: int | float | str, b: Scalar) -> int | None:
     return (a > b2) - (a < b2)
 
 
-def to_sql(f: Filter, column: Callable[[str], tuple[str, str]]) -> tuple[str, list[Any]]:
+def to_sql(f: Filter, column: Callable[[str], str]) -> tuple[str, list[Any]]:
     """``f`` (resolved) as an SQL boolean expression with ``?`` parameters.
 
-    ``column(name)`` gives two SQL expressions for a field: its value, and its JSON type as
-    SQLite's ``json_type`` names it (``'text'``, ``'integer'``, ``'real'``, ``'true'``,
-    ``'false'``; anything else, e.g. ``'array'``, never matches). Comparisons check the type
-    too, so that they mean what :func:`matches` says.
+    ``column(name)`` gives the SQL value of a field, which must be NULL unless the field holds
+    a scalar (text, integer, real; booleans as 1/0), e.g. :func:`json_column`. Then SQLite's
+    own ordering (NULL < numbers < text) keeps comparisons within one class, as
+    :func:`matches` does, with no type check that would stop an index on ``column(name)``
+    from serving the filter.
     """
     params: list[Any] = []
     sql = _sql(f, column, params)
     return sql, params
 
 
-def json_column(document: str) -> Callable[[str], tuple[str, str]]:
+def json_column(document: str, *, scalars_only: bool = False) -> Callable[[str], str]:
     """The ``column`` argument of :func:`to_sql` for fields kept as one JSON object in the
-    SQL column (or expression) ``document``."""
+    SQL expression ``document``. With ``scalars_only`` (the object never holds arrays or
+    objects) the value is a bare ``json_extract``, which an index on the same expression
+    serves; else a ``json_type`` guard turns arrays and objects into NULL."""
 
-    def column(name: str) -> tuple[str, str]:
+    def column(name: str) -> str:
         path = f"'$.\"{check_field(name)}\"'"
-        return f"json_extract({document}, {path})", f"json_type({document}, {path})"
+        value = f"json_extract({document}, {path})"
+        if scalars_only:
+            return value
+        return (
+            f"(CASE WHEN json_type({document}, {path}) IN"
+            f" ('text', 'integer', 'real', 'true', 'false') THEN {value} END)"
+        )
 
     return column
 
 
-_NUMBER_TYPES = "('integer', 'real', 'true', 'false')"
-
-
-def _sql(f: Filter, column: Callable[[str], tuple[str, str]], params: list[Any]) -> str:
+def _sql(f: Filter, column: Callable[[str], str], params: list[Any]) -> str:
     if isinstance(f, And | Or):
         if not f.parts:
             return "1" if isinstance(f, And) else "0"
@@ -466,48 +472,38 @@ def _sql(f: Filter, column: Callable[[str], tuple[str, str]], params: list[Any])
         return "(" + joiner.join(_sql(p, column, params) for p in f.parts) + ")"
     if isinstance(f, Window):
         raise InvalidQuery("resolve() the filter before compiling it: it holds a window")
-    col, kind = column(f.field)
+    col = column(f.field)
     if isinstance(f, Eq):
-        value = _sql_value(f.value)
-        params.append(value)
-        return f"({col} = ? AND {_same_class(kind, value)})"
+        params.append(_sql_value(f.value))
+        return f"{col} = ?"
     if isinstance(f, In):
-        values = [_sql_value(v) for v in f.values]
-        texts = [v for v in values if isinstance(v, str)]
-        numbers = [v for v in values if not isinstance(v, str)]
-        terms = []
-        for group in (texts, numbers):
-            if group:
-                params.extend(group)
-                marks = ", ".join("?" * len(group))
-                terms.append(f"({col} IN ({marks}) AND {_same_class(kind, group[0])})")
-        return "(" + " OR ".join(terms) + ")" if terms else "0"
+        if not f.values:
+            return "0"
+        params.extend(_sql_value(v) for v in f.values)
+        return f"{col} IN ({', '.join('?' * len(f.values))})"
+    low = None if f.low is None else _sql_value(f.low)
+    high = None if f.high is None else _sql_value(f.high)
     terms = []
-    bounds = (
-        (f.low, ">=" if f.low_inclusive else ">"),
-        (f.high, "<=" if f.high_inclusive else "<"),
-    )
-    for bound, op in bounds:
-        if bound is None:
-            continue
-        value = _sql_value(bound)
-        params.append(value)
-        terms.append(f"{col} {op} ?")
-        terms.append(_same_class(kind, value))
+    if low is not None:
+        params.append(low)
+        terms.append(f"{col} {'>=' if f.low_inclusive else '>'} ?")
+    if high is not None:
+        params.append(high)
+        terms.append(f"{col} {'<=' if f.high_inclusive else '<'} ?")
+    # Numbers sort before every text, and '' is the least text: a text lower bound already
+    # excludes numbers, a numeric upper bound already excludes text; else say so.
+    if (high is not None and isinstance(high, str)) and not isinstance(low, str):
+        terms.append(f"{col} >= ''")
+    if (low is not None and not isinstance(low, str)) and (high is None or isinstance(high, str)):
+        terms.append(f"{col} < ''")
     if not terms:
-        return f"({kind} IN ('text', {_NUMBER_TYPES[1:-1]}))"
-    return "(" + " AND ".join(dict.fromkeys(terms)) + ")"
+        terms.append(f"{col} IS NOT NULL")
+    return "(" + " AND ".join(terms) + ")"
 
 
 def _sql_value(value: Operand) -> int | float | str:
     v = _resolved(value)
     return int(v) if isinstance(v, bool) else v
-
-
-def _same_class(kind: str, value: int | float | str) -> str:
-    if isinstance(value, str):
-        return f"{kind} = 'text'"
-    return f"{kind} IN {_NUMBER_TYPES}"
 
 
 # ------------------------------------------------------------------------------ wire form

@@ -11,7 +11,7 @@ rows it returns.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,13 +21,15 @@ from .projection import decode_fields, field_sql
 
 __all__ = ["SearchHit", "count_rows", "query_rows", "query_sql", "record_from_row", "search_rows"]
 
-_COLUMN = json_column("fields")
+_COLUMN = json_column("fields", scalars_only=True)
 
+# No join to ``records``: the projection row carries the times; a result's state vector is
+# not read (``b""``), except by :func:`record_from_row`.
 _SELECT = (
-    "SELECT p.id, p.fields, r.created_at, r.updated_at, r.accessed_at, r.state_vector,"
+    "SELECT p.id, p.fields, p.nested, p.created_at, p.updated_at, p.accessed_at,"
     " EXISTS (SELECT 1 FROM outbox o WHERE o.collection = p.collection AND o.id = p.id)"
 )
-_FROM = " FROM projection p JOIN records r ON r.collection = p.collection AND r.id = p.id"
+_FROM = " FROM projection p"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,18 +52,21 @@ def _where(collection: str, where: Filter | None) -> tuple[str, list[Any]]:
 
 
 def _record(
-    collection: str, row: tuple[Any, ...], accessed: Mapping[tuple[str, str], float]
+    collection: str,
+    row: Sequence[Any],
+    accessed: Mapping[tuple[str, str], float],
+    state_vector: bytes = b"",
 ) -> Record:
     record_id = row[0]
     return Record(
         collection=collection,
         id=record_id,
-        fields=decode_fields(row[1]),
-        created_at=row[2],
-        updated_at=row[3],
-        accessed_at=max(row[4], accessed.get((collection, record_id), row[4])),
+        fields=decode_fields((row[1], row[2])),
+        created_at=row[3],
+        updated_at=row[4],
+        accessed_at=max(row[5], accessed.get((collection, record_id), row[5])),
         pending=bool(row[6]),
-        state_vector=bytes(row[5]) if row[5] is not None else b"",
+        state_vector=state_vector,
     )
 
 
@@ -95,11 +100,13 @@ def record_from_row(
     """The record read from its projection row, or None if it has none (or its state vector
     is not stored yet): read its document instead."""
     row = db.execute(
-        _SELECT + _FROM + " WHERE p.collection = ? AND p.id = ?", (collection, record_id)
+        _SELECT + ", r.state_vector" + _FROM + " JOIN records r ON r.collection = p.collection"
+        " AND r.id = p.id WHERE p.collection = ? AND p.id = ?",
+        (collection, record_id),
     ).fetchone()
-    if row is None or row[5] is None:
+    if row is None or row[7] is None:
         return None
-    return _record(collection, row, {(collection, record_id): accessed_at})
+    return _record(collection, row, {(collection, record_id): accessed_at}, bytes(row[7]))
 
 
 def count_rows(db: sqlite3.Connection, collection: str, where: Filter | None) -> int:
@@ -128,6 +135,4 @@ def search_rows(
         + " AND record_text MATCH ? ORDER BY record_text.rank, p.id LIMIT ?",
         [*marks, *params, match, limit],
     )
-    return [
-        SearchHit(_record(collection, row[:7], accessed), float(row[7]), row[8]) for row in rows
-    ]
+    return [SearchHit(_record(collection, row, accessed), float(row[7]), row[8]) for row in rows]

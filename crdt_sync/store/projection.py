@@ -8,8 +8,10 @@ collection up to date). So a query never reads a projection older than what it c
 
 - :class:`ProjectionSpec`: the indexes and full-text fields the app declares per collection,
   and the DDL that makes the file match them (:meth:`ProjectionSpec.apply`, at open).
-- :func:`encode_fields` / :func:`decode_fields`: plain field values <-> the JSON row (bytes and
-  non-finite floats, which JSON cannot hold, are tagged).
+- :func:`encode_fields` / :func:`decode_fields`: plain field values <-> the row: a JSON object
+  of the scalar fields (what queries compare and indexes hold: a bare ``json_extract`` is a
+  field's value, with no type check) and one of the others (maps, lists; bytes and non-finite
+  floats, which JSON cannot hold, tagged).
 - :func:`write_row` / :func:`remove_rows`: run on the store's SQLite thread inside a write.
 
 Full-text search uses one FTS5 table over the declared text fields of each record (joined by
@@ -27,8 +29,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from ..errors import InvalidQuery
-from ..query import check_field
+from ..query import check_field, json_column
 
 __all__ = [
     "ProjectionSpec",
@@ -45,9 +49,11 @@ INDEX_PREFIX = "crdt_sync_ix:"
 _META_TEXT = "projection:text_fields"
 
 
-def field_sql(name: str) -> str:
-    """The SQL value of a top-level field of the projection row (matches the indexes)."""
-    return f"json_extract(fields, '$.\"{check_field(name)}\"')"
+#: The SQL value of a top-level scalar field of a projection row (what the indexes are on).
+field_sql = json_column("fields", scalars_only=True)
+
+Row = tuple[str, str | None]
+"""A projection row's ``(fields, nested)`` JSON texts (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +113,9 @@ class ProjectionSpec:
         fields = self.text_fields.get(collection)
         if not fields:
             return None
-        return " || char(10) || ".join(f"coalesce({field_sql(f)}, '')" for f in fields)
+        return " || char(10) || ".join(
+            f"coalesce({field_sql(f)}, json_extract(nested, '$.\"{f}\"'), '')" for f in fields
+        )
 
     def apply(self, db: sqlite3.Connection) -> None:
         """Make the file's indexes and full-text rows match this spec (inside a transaction).
@@ -167,11 +175,25 @@ _BYTES = "$bytes"
 _FLOAT = "$float"
 
 
-def encode_fields(fields: Mapping[str, Any]) -> str:
-    """The JSON row of a record's plain top-level fields."""
-    return json.dumps(
-        {k: _tag(v) for k, v in fields.items()}, ensure_ascii=False, separators=(",", ":")
-    )
+def encode_fields(fields: Mapping[str, Any]) -> Row:
+    """The projection row of a record's plain top-level fields: the scalars (what queries
+    compare) apart from the rest."""
+    scalars: dict[str, Any] = {}
+    nested: dict[str, Any] = {}
+    for key, value in fields.items():
+        if (
+            value is None
+            or isinstance(value, str | int)
+            or (isinstance(value, float) and math.isfinite(value))
+        ):
+            scalars[key] = value
+        else:
+            nested[key] = _tag(value)
+    return _dumps(scalars), _dumps(nested) if nested else None
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode("utf-8")
 
 
 def _tag(value: Any) -> Any:
@@ -186,11 +208,11 @@ def _tag(value: Any) -> Any:
     return value
 
 
-def decode_fields(text: str) -> dict[str, Any]:
-    """The plain top-level fields of a JSON row (see :func:`encode_fields`)."""
-    fields: dict[str, Any] = json.loads(text)
-    for key, value in fields.items():
-        if isinstance(value, dict | list):
+def decode_fields(row: Row) -> dict[str, Any]:
+    """The plain top-level fields of a projection row (see :func:`encode_fields`)."""
+    fields: dict[str, Any] = orjson.loads(row[0])
+    if row[1] is not None:
+        for key, value in orjson.loads(row[1]).items():
             fields[key] = _untag(value)
     return fields
 
@@ -212,34 +234,43 @@ def _untag(value: Any) -> Any:
 
 
 def write_row(
-    db: sqlite3.Connection, spec: ProjectionSpec, collection: str, record_id: str, row: str
-) -> str | None:
-    """Upsert a record's projection row (and its full-text row). On the SQLite thread, inside
-    a write. Returns the row it replaced (None: new), or ``row`` itself if unchanged."""
+    db: sqlite3.Connection, spec: ProjectionSpec, collection: str, record_id: str, row: Row
+) -> Row | None:
+    """Upsert a record's projection row (and its full-text row), its times copied from its
+    ``records`` row. On the SQLite thread, inside a write, after the ``records`` row is
+    written. Returns the row it replaced (None: new), or ``row`` itself if unchanged."""
     found = db.execute(
-        "SELECT rowid, fields FROM projection WHERE collection = ? AND id = ?",
+        "SELECT rowid, fields, nested FROM projection WHERE collection = ? AND id = ?",
         (collection, record_id),
     ).fetchone()
-    if found is not None and found[1] == row:
-        return row
-    body = spec.text_body_sql(collection)
     if found is None:
         rowid = db.execute(
-            "INSERT INTO projection (collection, id, fields) VALUES (?, ?, ?)",
-            (collection, record_id, row),
+            "INSERT INTO projection (collection, id, fields, nested, created_at, updated_at,"
+            " accessed_at) SELECT collection, id, ?, ?, created_at, updated_at, accessed_at"
+            " FROM records WHERE collection = ? AND id = ?",
+            (*row, collection, record_id),
         ).lastrowid
+        replaced = None
     else:
-        rowid = found[0]
-        db.execute("UPDATE projection SET fields = ? WHERE rowid = ?", (row, rowid))
-        if body is not None:
-            db.execute("DELETE FROM record_text WHERE rowid = ?", (rowid,))
+        rowid, replaced = found[0], (str(found[1]), found[2])
+        db.execute(
+            "UPDATE projection SET fields = ?, nested = ?, (updated_at, accessed_at) ="
+            " (SELECT updated_at, accessed_at FROM records WHERE collection = ? AND id = ?)"
+            " WHERE rowid = ?",
+            (*row, collection, record_id, rowid),
+        )
+        if replaced == row:
+            return row
+    body = spec.text_body_sql(collection)
     if body is not None:
+        if replaced is not None:
+            db.execute("DELETE FROM record_text WHERE rowid = ?", (rowid,))
         db.execute(
             f"INSERT INTO record_text (rowid, collection, id, body) SELECT rowid, collection,"
             f" id, {body} FROM projection WHERE rowid = ?",
             (rowid,),
         )
-    return None if found is None else str(found[1])
+    return replaced
 
 
 def remove_rows(db: sqlite3.Connection, keys: Iterable[tuple[str, str]]) -> None:

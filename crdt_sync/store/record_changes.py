@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..records.values import same_value
-from .projection import decode_fields
+from .projection import Row, decode_fields
 
 __all__ = ["ChangeListeners", "Origin", "RecordChanged"]
 
@@ -33,8 +33,8 @@ class RecordChanged:
     collection: str
     record_id: str
     origin: Origin
-    before_row: str | None = field(repr=False)
-    after_row: str | None = field(repr=False)
+    before_row: Row | None = field(repr=False)
+    after_row: Row | None = field(repr=False)
 
     @functools.cached_property
     def before(self) -> dict[str, Any] | None:

@@ -114,13 +114,19 @@ MIGRATIONS: dict[int, list[str]] = {
         ) WITHOUT ROWID""",
     ],
     2: [
-        # The projection (crdt_sync.store.projection): each record's top-level fields as one
-        # JSON object, what queries read; the app's declared indexes are on expressions of it.
+        # The projection (crdt_sync.store.projection): each record's top-level fields, what
+        # queries read. ``fields``: a JSON object of the scalar ones (text, numbers, booleans,
+        # null), which the app's declared indexes are on; ``nested``: a JSON object of the
+        # others (maps, lists, bytes...) or NULL. The times are copies of ``records``'.
         """CREATE TABLE projection (
-            rowid      INTEGER PRIMARY KEY,
-            collection TEXT NOT NULL,
-            id         TEXT NOT NULL,
-            fields     TEXT NOT NULL,
+            rowid       INTEGER PRIMARY KEY,
+            collection  TEXT NOT NULL,
+            id          TEXT NOT NULL,
+            fields      TEXT NOT NULL,
+            nested      TEXT,
+            created_at  REAL NOT NULL,
+            updated_at  REAL NOT NULL,
+            accessed_at REAL NOT NULL,
             UNIQUE (collection, id)
         )""",
         # Full-text search over the declared text fields of each record; rowid = projection's.

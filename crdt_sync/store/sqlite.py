@@ -64,7 +64,7 @@ from .idle_compaction import IdleCompactor
 from .idle_work import IdleWork
 from .live_query import LiveQuery
 from .local_query import SearchHit, count_rows, query_rows, record_from_row, search_rows
-from .projection import ProjectionSpec, encode_fields, fts_query, write_row
+from .projection import ProjectionSpec, Row, encode_fields, fts_query, write_row
 from .record_changes import ChangeListeners, Origin, RecordChanged
 from .schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from .sqlite_thread import on_thread
@@ -172,6 +172,9 @@ class LocalStore:
         #: The indexes and full-text fields declared at open.
         self.projection = projection
         self._record_listeners = ChangeListeners()
+        # A second connection, read-only, used on the event loop's thread for point reads
+        # (get): a primary-key lookup costs less than a hop to the writer's thread.
+        self._reader: sqlite3.Connection | None = None
         self._watched: Counter[str] = Counter()  # collections with live queries
         self._scan_now: dict[tuple[str, str], None] = {}
         self._scanning: asyncio.Task[None] | None = None
@@ -308,6 +311,9 @@ class LocalStore:
             await self._checkpointer.close()
             conn, self._conn = self._conn, None
             self._cache.clear()
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
             await conn.close()
 
     async def __aenter__(self) -> LocalStore:
@@ -344,6 +350,7 @@ class LocalStore:
                     if self._accessed:
                         accessed, self._accessed = self._accessed, {}
                         await conn.executemany(_ACCESSED_SQL, _accessed_rows(accessed))
+                        await conn.executemany(_PROJECTION_ACCESSED_SQL, _accessed_rows(accessed))
                     yield conn
                 except BaseException:
                     await conn.execute("ROLLBACK")
@@ -407,7 +414,7 @@ class LocalStore:
         now = self._time()
         if key not in self._cache and not self._conflict_scan.is_due(key):
             # Not in memory and its projection row is up to date: read that, not the document.
-            record = await on_thread(self.conn, record_from_row, collection, record_id, now)
+            record = await self._point_read(record_from_row, collection, record_id, now)
             if record is not None:
                 self._accessed[key] = now
                 return record
@@ -418,6 +425,20 @@ class LocalStore:
         # Written with the next write transaction (or at close): a read costs no write.
         self._accessed[key] = now
         return self._snapshot(collection, record_id, doc, row, accessed_at=now)
+
+    async def _point_read(
+        self, body: Callable[[sqlite3.Connection, str, str, float], _T], *args: Any
+    ) -> _T:
+        """Run a short read on the reader connection, on this thread (committed data, as
+        every read here); on the writer's thread if the reader cannot be used."""
+        conn = self.conn
+        try:
+            if self._reader is None:
+                self._reader = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+                self._reader.execute("PRAGMA query_only = 1")
+            return body(self._reader, *args)
+        except sqlite3.OperationalError:  # busy (a checkpoint): not worth waiting here
+            return await on_thread(conn, body, *args)
 
     async def exists(self, collection: str, record_id: str) -> bool:
         """Whether the record is in this store."""
@@ -469,8 +490,8 @@ class LocalStore:
         ``where``: a filter (:func:`crdt_sync.query.field`) or ``{"field": value}``;
         windows are evaluated now. ``order_by``: field names, ``"-date"`` for descending
         (ties by id, in the direction of the last field). Results carry ``pending``
-        (unsynced local changes); their ``state_vector`` is the stored one (empty if not
-        known yet). Declare indexes (``open(indexes=...)``) on the fields you filter and
+        (unsynced local changes) and their times, not their ``state_vector`` (empty: see
+        :meth:`get`). Declare indexes (``open(indexes=...)``) on the fields you filter and
         order by.
 
         Raises:
@@ -654,7 +675,7 @@ class LocalStore:
         now = self._time()
         now_ms = int(now * 1000)
         rows: list[tuple[Any, ...]] = []
-        projected: list[tuple[str, str, str]] = []
+        projected: list[tuple[str, str, Row]] = []
         spec = self.projection
         limit = self._conflict_log_limit
         scanned = [(c, r) for c, r in keys]
@@ -678,7 +699,7 @@ class LocalStore:
                     rows.append((collection, record_id, *_conflict_columns(c), now))
                 projected.append((collection, record_id, encode_fields(layout.read())))
             clock = self._clock.state().encode()
-            replaced: list[str | None] = []
+            replaced: list[Row | None] = []
 
             def write_log(db: sqlite3.Connection) -> list[ConflictLogEntry]:
                 new = []
@@ -784,7 +805,7 @@ class LocalStore:
             self._scanning = None
 
     def _changed(
-        self, collection: str, record_id: str, origin: Origin, before: str | None, after: str | None
+        self, collection: str, record_id: str, origin: Origin, before: Row | None, after: Row | None
     ) -> None:
         if self._record_listeners:
             self._record_listeners.publish(
@@ -915,7 +936,7 @@ class LocalStore:
         client_id = doc.client_id
         row = encode_fields(read_fields(doc))
         spec = self.projection
-        replaced: list[str | None] = []
+        replaced: list[Row | None] = []
 
         def commit(db: sqlite3.Connection) -> int:
             if new:
@@ -1794,6 +1815,9 @@ _SET_SETTING_SQL = (
 _ACCESSED_SQL = (
     "UPDATE records SET accessed_at = max(accessed_at, ?) WHERE collection = ? AND id = ?"
 )
+_PROJECTION_ACCESSED_SQL = (
+    "UPDATE projection SET accessed_at = max(accessed_at, ?) WHERE collection = ? AND id = ?"
+)
 
 
 def _accessed_rows(accessed: dict[tuple[str, str], float]) -> list[tuple[Any, ...]]:
@@ -1802,7 +1826,9 @@ def _accessed_rows(accessed: dict[tuple[str, str], float]) -> list[tuple[Any, ..
 
 def _flush_accessed(db: sqlite3.Connection, accessed: dict[tuple[str, str], float]) -> None:
     if accessed:
-        db.executemany(_ACCESSED_SQL, _accessed_rows(accessed))
+        rows = _accessed_rows(accessed)
+        db.executemany(_ACCESSED_SQL, rows)
+        db.executemany(_PROJECTION_ACCESSED_SQL, rows)
 
 
 def _bundle(updates: Sequence[bytes]) -> bytes:

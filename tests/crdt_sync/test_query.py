@@ -71,6 +71,7 @@ filters = st.recursive(
 
 
 column = json_column("fields")
+bare_column = json_column("fields", scalars_only=True)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,15 @@ def test_python_and_sqlite_agree(
     db: sqlite3.Connection, f: Filter, rows: list[dict[str, Any]]
 ) -> None:
     sql, params = to_sql(f, column)
+    bare_sql, bare_params = to_sql(f, bare_column)
     for row in rows:
+        # Where the JSON holds only scalars (as the store's projection does), the bare
+        # json_extract the indexes are on gives the same answers.
+        scalars = {k: v for k, v in row.items() if not isinstance(v, list | dict)}
+        (found,) = db.execute(
+            f"SELECT ({bare_sql}) FROM (SELECT ? AS fields)", [*bare_params, json.dumps(scalars)]
+        ).fetchone()
+        assert bool(found) == matches(f, scalars), (bare_sql, bare_params, scalars)
         (found,) = db.execute(
             f"SELECT ({sql}) FROM (SELECT ? AS fields)", [*params, json.dumps(row)]
         ).fetchone()
