@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 import aiosqlite
 from pycrdt import Doc, TransactionEvent, get_state, merge_updates
 
+from ..cache_policy import CachePolicy
 from ..errors import (
     BatchError,
     CorruptStoreError,
@@ -43,6 +44,7 @@ from ..errors import (
     RecordNotFound,
     SchemaVersionError,
     StoreError,
+    UnsyncedChangesError,
 )
 from ..outbox import OutboxEntry, OutboxStatus
 from ..records.clock import DEFAULT_MAX_SKEW_MS, HybridClock, Timestamp
@@ -55,6 +57,7 @@ from ..yjs.lib0 import Reader, write_var_bytes
 from ..yjs.merge import merge
 from ..yjs.updates import EMPTY_UPDATE, decode_state_vector
 from . import batch as batches
+from .cache_keeper import CacheKeeper, CacheReport
 from .checkpoints import Checkpointer
 from .group_commit import GroupCommit, Key, WriteBody
 from .idle_compaction import IdleCompactor
@@ -196,6 +199,9 @@ class LocalStore:
         self.outbox = Outbox(self)
         #: Remote timestamps refused by the HLC because they were too far ahead.
         self.skewed_timestamps = 0
+        #: Retention, quota and expiry of the cached records (crdt_sync.store.cache_keeper).
+        self.cache = CacheKeeper(self, CachePolicy())
+        self._removals = 0  # bumped when records are removed: a read racing it caches nothing
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -210,6 +216,7 @@ class LocalStore:
         conflict_log_limit: int = 1000,
         cache_size: int = 256,
         time_source: Callable[[], float] = time.time,
+        cache: CachePolicy | None = None,
     ) -> LocalStore:
         """Open (or create) the store file at ``path``.
 
@@ -221,6 +228,8 @@ class LocalStore:
             conflict_log_limit: how many LWW conflicts to keep (oldest dropped first).
             cache_size: how many record documents to keep in memory.
             time_source: the wall clock (seconds), replaceable in tests.
+            cache: retention, quota and warnings of the cache (default: :class:`CachePolicy`,
+                30-day retention, no quota); applied in the background while the store is open.
 
         Raises:
             SchemaVersionError: the file was written by a newer crdt-sync.
@@ -258,11 +267,15 @@ class LocalStore:
         # Conflict scans a crash interrupted resume now.
         due = await conn.execute_fetchall("SELECT collection, id FROM conflict_scan")
         store._conflict_scan.add((str(c), str(r)) for c, r in due)
+        if cache is not None:
+            store.cache.policy = cache
+        await store.cache.start()
         return store
 
     async def close(self) -> None:
         """Close the file. The store cannot be used afterwards."""
         if self._conn is not None:
+            await self.cache.close()
             await self._compactor.close()
             if self._refresher is not None:
                 self._refresher.cancel()
@@ -287,12 +300,60 @@ class LocalStore:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def wipe(self) -> None:
-        """Delete this account's local data (logout): closes the store and removes its files."""
+    async def wipe(self, *, force: bool = False) -> None:
+        """Delete this account's local data (logout): closes the store and removes its files.
+
+        Refused while changes are not synced yet, unless ``force`` (they are lost then).
+
+        Raises:
+            UnsyncedChangesError: unsynced changes exist and ``force`` is false (says how
+                many); the store stays as it was (open if it was).
+        """
+        if not force:
+            if self._conn is not None:
+                entries, records = await self.unsynced()
+                if entries:
+                    raise UnsyncedChangesError(self.path, entries, records)
+            await self.close()
+            # Checked again on the file: an edit may have committed while closing.
+            entries, records = _unsynced_in_file(self.path)
+            if entries:
+                raise UnsyncedChangesError(self.path, entries, records)
         await self.close()
         for suffix in ("", "-wal", "-shm", "-journal"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(f"{self.path}{suffix}")
+
+    async def unsynced(self) -> tuple[int, int]:
+        """``(outbox entries, records with entries)``: the changes the relay does not have."""
+        row = _first(
+            await self.conn.execute_fetchall(
+                "SELECT COUNT(*), (SELECT COUNT(*) FROM (SELECT DISTINCT collection, id"
+                " FROM outbox)) FROM outbox"
+            )
+        )
+        return int(row[0]), int(row[1])
+
+    async def clear_cache(self) -> CacheReport:
+        """Remove every record without unsynced changes (records with outbox entries, whatever
+        their status, stay, with everything they need). Raises an ``evicted`` cache event."""
+        return await self.cache.clear()
+
+    async def _removing(
+        self, body: Callable[[sqlite3.Connection], tuple[Sequence[tuple[str, str]], _T]]
+    ) -> _T:
+        """Run ``body`` as one write with edits held off; it removes records (with
+        :func:`~crdt_sync.store.removal.remove_records`) and returns their keys and a result.
+        Then the removed records are forgotten in memory, so they load again from disk (a
+        re-download) instead of from a stale document or state vector."""
+        async with self._edit_lock:  # no edit builds on a document being removed
+            removed, result = await self._write(body)
+            self._removals += 1
+            for key in removed:
+                self._cache.pop(key, None)
+                self._accessed.pop(key, None)
+                self._stale_vectors.discard(key)
+        return result
 
     @property
     def conn(self) -> aiosqlite.Connection:
@@ -1058,6 +1119,7 @@ class LocalStore:
             await self._writer.settled(key)
             return await self._doc(collection, record_id)
         conn = conn or self.conn
+        removals = self._removals
         row = await self._base(conn, collection, record_id)
         rows = await conn.execute_fetchall(
             "SELECT data, bundle FROM updates WHERE collection = ? AND id = ? ORDER BY rowid", key
@@ -1078,6 +1140,7 @@ class LocalStore:
             and self._editing != key
             and (conn is not self.conn or not self._in_transaction)
             and not self._writer.in_flight(key)
+            and self._removals == removals
         ):
             self._remember(key, doc)
         return doc
@@ -1529,6 +1592,23 @@ async def _prepare(conn: aiosqlite.Connection, path: Path) -> None:
         except BaseException:
             await conn.execute("ROLLBACK")
             raise
+
+
+def _unsynced_in_file(path: Path) -> tuple[int, int]:
+    """``(outbox entries, records)`` of a closed store file (0, 0 if there is no file)."""
+    if not path.exists():
+        return 0, 0
+    db = sqlite3.connect(path)
+    try:
+        row = db.execute(
+            "SELECT COUNT(*), (SELECT COUNT(*) FROM (SELECT DISTINCT collection, id"
+            " FROM outbox)) FROM outbox"
+        ).fetchone()
+    except sqlite3.Error as exc:
+        raise StoreError(path, f"cannot count unsynced changes: {exc}") from exc
+    finally:
+        db.close()
+    return int(row[0]), int(row[1])
 
 
 async def _meta(conn: aiosqlite.Connection, key: str) -> str | None:

@@ -1,0 +1,442 @@
+"""Keeping the local cache in bounds: retention, quota, expiry, and their events.
+
+:class:`CacheKeeper` is the driver of the pure decisions in :mod:`crdt_sync.cache_policy`, one
+per :class:`~crdt_sync.store.sqlite.LocalStore` (``store.cache``). It runs by itself (shortly
+after the store opens, then every ``policy.check_interval`` seconds, and at each expiry
+warning's time) and on demand (:meth:`CacheKeeper.apply_policy`, :meth:`CacheKeeper.clear`).
+
+Each eviction is ONE write of the store's group commit, with edits held off: the records are
+measured, the plan is made and the rows are removed (:func:`~crdt_sync.store.removal.
+remove_records`) on the SQLite thread in the same transaction, so a record cannot gain an
+unsynced change between being judged and being removed. A record with outbox entries is never
+removed (the plan never picks one, and ``remove_records`` refuses them).
+
+**Size of a record** (what the quota counts): the bytes of its snapshot, of its cached state
+vector and of every row of its update log, plus :data:`ROW_OVERHEAD` bytes per row (its
+``records`` row and each ``updates`` row) for keys and bookkeeping. Pages, indexes, the WAL,
+the outbox and the conflict log are not counted: :meth:`LocalStore.disk_usage
+<crdt_sync.store.sqlite.LocalStore.disk_usage>` is what the file takes.
+
+**Expiry**: the relay sets a maximum age of the offline cache per tenant (``welcome``); the
+replica passes it here (:meth:`set_max_age`), and the time of each completed sync
+(:meth:`synced`); while the replica is online (:meth:`set_live`) the cache is current and does
+not age. Both are persisted as store settings, so an offline restart keeps counting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..cache_policy import (
+    CachedRecord,
+    CacheEvent,
+    CacheEventKind,
+    CachePolicy,
+    EvictionPlan,
+    expiry_step,
+    plan_eviction,
+    unsynced_too_old,
+)
+from ..errors import InvalidState
+from .removal import remove_records
+
+if TYPE_CHECKING:
+    from .sqlite import LocalStore
+
+__all__ = ["ROW_OVERHEAD", "CacheKeeper", "CacheReport"]
+
+log = logging.getLogger("crdt_sync.store")
+
+#: Bytes counted per stored row of a record on top of its blobs (keys, times, rowid).
+ROW_OVERHEAD = 64
+
+#: Store setting: the relay's maximum cache age in seconds ("" when it sets none).
+MAX_AGE_SETTING = "cache.max_age"
+
+#: Store setting: Unix time of the last completed sync (or the last moment online).
+LAST_SYNCED_SETTING = "cache.last_synced_at"
+
+#: Seconds after opening before the first background check.
+FIRST_CHECK_AFTER = 1.0
+
+_MEASURE_SQL = f"""
+SELECT r.collection, r.id,
+       length(r.confirmed) + coalesce(length(r.state_vector), 0) + {ROW_OVERHEAD}
+         + coalesce((SELECT SUM(length(u.data) + {ROW_OVERHEAD}) FROM updates u
+                     WHERE u.collection = r.collection AND u.id = r.id), 0),
+       max(r.accessed_at, r.updated_at),
+       EXISTS (SELECT 1 FROM outbox o WHERE o.collection = r.collection AND o.id = r.id)
+FROM records r
+"""
+
+_UNSYNCED_SQL = (
+    "SELECT COUNT(*), MIN(created_at), (SELECT COUNT(*) FROM"
+    " (SELECT DISTINCT collection, id FROM outbox)) FROM outbox"
+)
+
+Key = tuple[str, str]
+Listener = Callable[[CacheEvent], None]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheReport:
+    """What one run of the policy (or a clear) did.
+
+    Attributes:
+        evicted: records removed.
+        freed: their bytes (as the quota counts them).
+        total: bytes of the records kept.
+        blocked: the quota could not be met because of unsynced records.
+        unsynced_records: records kept because they have unsynced changes.
+    """
+
+    evicted: int = 0
+    freed: int = 0
+    total: int = 0
+    blocked: bool = False
+    unsynced_records: int = 0
+
+
+class CacheKeeper:
+    """Retention, quota and expiry of one store's cache (see the module docstring).
+
+    Created by :meth:`LocalStore.open <crdt_sync.store.sqlite.LocalStore.open>` as
+    ``store.cache``.
+    """
+
+    def __init__(self, store: LocalStore, policy: CachePolicy) -> None:
+        self._store = store
+        self.policy = policy
+        self._listeners: list[Listener] = []
+        self._max_age: float | None = None
+        self._last_synced: float | None = None
+        self._live = False
+        self._sent: frozenset[float] = frozenset()  # expiry warnings announced
+        self._sent_for: float | None = None  # ... for this expiry time
+        self._warned_unsynced: float | None = None  # oldest unsynced time warned about
+        self._next_periodic = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the persisted expiry settings and schedule the first check."""
+        raw = await self._store.get_setting(MAX_AGE_SETTING)
+        self._max_age = float(raw) if raw else None
+        raw = await self._store.get_setting(LAST_SYNCED_SETTING)
+        self._last_synced = float(raw) if raw else None
+        self._next_periodic = self._store._time() + FIRST_CHECK_AFTER
+        self._schedule()
+
+    async def close(self) -> None:
+        """Stop the background checks (waits for one under way)."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._task is not None:
+            await asyncio.wait([self._task])
+
+    # -- events -----------------------------------------------------------------------------
+
+    def on_event(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(event)`` for each :class:`CacheEvent` from now on; returns a
+        function that removes it."""
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return remove
+
+    def _emit(self, event: CacheEvent) -> None:
+        log.log(
+            logging.WARNING if event.is_warning else logging.INFO,
+            "%s: %s",
+            self._store.path,
+            event.describe(),
+        )
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("%s: a cache event listener failed", self._store.path)
+
+    # -- expiry inputs ----------------------------------------------------------------------
+
+    @property
+    def max_age(self) -> float | None:
+        """The relay's maximum cache age (seconds), as last delivered; None: no expiry."""
+        return self._max_age
+
+    @property
+    def last_synced_at(self) -> float | None:
+        """Unix time of the last completed sync (or last moment online), if any."""
+        return self._last_synced
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the cache expires (None: it does not, or it is online now)."""
+        if self._live or self._max_age is None or self._last_synced is None:
+            return None
+        return self._last_synced + self._max_age
+
+    def set_max_age(self, max_age: float | None) -> None:
+        """The relay's maximum cache age (None: the relay sets none). Persisted."""
+        if max_age == self._max_age:
+            return
+        self._max_age = max_age
+        self._store.set_setting_lazily(MAX_AGE_SETTING, "" if max_age is None else repr(max_age))
+        self._reschedule()
+
+    def synced(self, at: float | None = None) -> None:
+        """A sync completed (or the replica was online until now): the cache is current at
+        ``at`` (default: now). Persisted."""
+        now = self._store._time() if at is None else at
+        self._last_synced = now
+        self._store.set_setting_lazily(LAST_SYNCED_SETTING, repr(now))
+        self._reschedule()
+
+    def set_live(self, live: bool) -> None:
+        """The replica is online (the cache is current and does not age) or not any more."""
+        if live == self._live:
+            return
+        self._live = live
+        self.synced()
+
+    # -- on demand --------------------------------------------------------------------------
+
+    async def measure(self) -> list[CachedRecord]:
+        """Every record as the policy sees it (size, last use, pending)."""
+        store = self._store
+        return await store._write(_measure)
+
+    async def apply_policy(self) -> CacheReport:
+        """Apply retention and quota now; raises events (``evicted``, ``eviction_blocked``)."""
+        now = self._store._time()
+        policy = self.policy
+
+        def body(db: sqlite3.Connection) -> tuple[Sequence[Key], EvictionPlan]:
+            plan = plan_eviction(_measure(db), policy, now)
+            remove_records(db, plan.evict)
+            return plan.evict, plan
+
+        plan = await self._store._removing(body)
+        unsynced = await self._unsynced()
+        for reason, keys, freed in (
+            ("retention", plan.retention, plan.retention_freed),
+            ("quota", plan.quota, plan.quota_freed),
+        ):
+            if keys:
+                self._emit(
+                    CacheEvent(
+                        CacheEventKind.EVICTED,
+                        now,
+                        records=len(keys),
+                        bytes=freed,
+                        reason=reason,
+                        unsynced_records=plan.pending_records,
+                    )
+                )
+        if plan.blocked:
+            assert policy.quota is not None
+            self._emit(
+                CacheEvent(
+                    CacheEventKind.EVICTION_BLOCKED,
+                    now,
+                    bytes=plan.total - policy.quota,
+                    unsynced_entries=unsynced[0],
+                    unsynced_records=unsynced[2],
+                    oldest_unsynced_at=unsynced[1],
+                )
+            )
+        return CacheReport(
+            len(plan.evict), plan.freed, plan.total, plan.blocked, plan.pending_records
+        )
+
+    async def clear(self, reason: str = "cleared") -> CacheReport:
+        """Remove every record without unsynced changes; keep the others."""
+        now = self._store._time()
+
+        def body(db: sqlite3.Connection) -> tuple[Sequence[Key], CacheReport]:
+            rows = _measure(db)
+            gone = [r for r in rows if not r.pending]
+            remove_records(db, [r.key for r in gone])
+            kept = [r for r in rows if r.pending]
+            report = CacheReport(
+                len(gone), sum(r.size for r in gone), sum(r.size for r in kept), False, len(kept)
+            )
+            return [r.key for r in gone], report
+
+        report = await self._store._removing(body)
+        if report.evicted:
+            self._emit(
+                CacheEvent(
+                    CacheEventKind.EVICTED,
+                    now,
+                    records=report.evicted,
+                    bytes=report.freed,
+                    reason=reason,
+                    unsynced_records=report.unsynced_records,
+                )
+            )
+        return report
+
+    async def check(self) -> None:
+        """Run every check now: expiry, retention and quota, unsynced age."""
+        await self._check_expiry()
+        await self.apply_policy()
+        await self._check_unsynced()
+
+    # -- background -------------------------------------------------------------------------
+
+    async def _unsynced(self) -> tuple[int, float | None, int]:
+        """``(entries, oldest entry's time, records)`` of the outbox."""
+        rows = await self._store.conn.execute_fetchall(_UNSYNCED_SQL)
+        entries, oldest, records = next(iter(rows))
+        return int(entries), oldest, int(records)
+
+    async def _check_unsynced(self) -> None:
+        entries, oldest, records = await self._unsynced()
+        now = self._store._time()
+        if not unsynced_too_old(oldest, now, self.policy.unsynced_warning_after):
+            return
+        if oldest == self._warned_unsynced:
+            return  # warned about this one already
+        self._warned_unsynced = oldest
+        self._emit(
+            CacheEvent(
+                CacheEventKind.UNSYNCED_OLD,
+                now,
+                unsynced_entries=entries,
+                unsynced_records=records,
+                oldest_unsynced_at=oldest,
+            )
+        )
+
+    def _step(self, now: float) -> tuple[float | None, float | None, bool, bool]:
+        """``(warning due, expires_at, expired, announce expired)``; updates what was sent."""
+        if self._live:
+            return None, None, False, False
+        step = expiry_step(
+            self._last_synced,
+            self._max_age,
+            now,
+            self.policy.expiry_warnings,
+            self._sent if self._sent_for == _expires(self._last_synced, self._max_age) else (),
+        )
+        self._sent, self._sent_for = step.sent, step.expires_at
+        return step.warn, step.expires_at, step.expired, step.announce_expired
+
+    async def _check_expiry(self) -> None:
+        now = self._store._time()
+        if self._live:
+            self.synced(now)  # online: the cache is current (persisted for a crash)
+            return
+        warn, expires_at, expired, announce = self._step(now)
+        if warn is not None:
+            entries, oldest, records = await self._unsynced()
+            self._emit(
+                CacheEvent(
+                    CacheEventKind.EXPIRY_SOON,
+                    now,
+                    expires_at=expires_at,
+                    unsynced_entries=entries,
+                    unsynced_records=records,
+                    oldest_unsynced_at=oldest,
+                )
+            )
+        if expired:
+            # Cleared at the expiry, and again at each check while it lasts (records whose
+            # changes were acknowledged since, by a sync that did not complete).
+            report = await self.clear("expired")
+            if announce:
+                entries, oldest, records = await self._unsynced()
+                self._emit(
+                    CacheEvent(
+                        CacheEventKind.EXPIRED,
+                        now,
+                        records=report.evicted,
+                        bytes=report.freed,
+                        expires_at=expires_at,
+                        unsynced_entries=entries,
+                        unsynced_records=records,
+                        oldest_unsynced_at=oldest,
+                    )
+                )
+
+    def _next_expiry_check(self) -> float | None:
+        if self._live:
+            return None
+        expires = _expires(self._last_synced, self._max_age)
+        if expires is None:
+            return None
+        sent = self._sent if self._sent_for == expires else frozenset()
+        times = [expires - w for w in self.policy.expiry_warnings if w not in sent]
+        if 0.0 not in sent:
+            times.append(expires)
+        return min(times) if times else None
+
+    def _reschedule(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._closed or self._timer is not None:
+            return
+        due = self._next_periodic
+        expiry = self._next_expiry_check()
+        if expiry is not None:
+            due = min(due, expiry)
+        delay = max(0.0, due - self._store._time())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        if self._task is not None and not self._task.done():
+            self._schedule_later()
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def _schedule_later(self) -> None:
+        if not self._closed and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(0.05, self._fire)
+
+    async def _run(self) -> None:
+        now = self._store._time()
+        try:
+            await self._check_expiry()
+            if now >= self._next_periodic:
+                self._next_periodic = now + self.policy.check_interval
+                await self.apply_policy()
+                await self._check_unsynced()
+        except InvalidState:
+            return  # the store closed meanwhile
+        except Exception:
+            log.exception("%s: the cache check failed", self._store.path)
+            self._next_periodic = now + self.policy.check_interval
+        self._schedule()
+
+
+def _expires(last_synced: float | None, max_age: float | None) -> float | None:
+    return None if last_synced is None or max_age is None else last_synced + max_age
+
+
+def _measure(db: sqlite3.Connection) -> list[CachedRecord]:
+    return [
+        CachedRecord((str(c), str(r)), int(size), float(used), bool(pending))
+        for c, r, size, used, pending in db.execute(_MEASURE_SQL)
+    ]
