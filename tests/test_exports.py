@@ -13,7 +13,8 @@ CORE = {
     "InvalidState", "LocalStore", "LwwPolicy", "MapEditor", "MessageTooBig", "OfflineError",
     "Outbox", "OutboxEntry", "OutboxError", "OutboxStatus", "ProtocolError", "Record",
     "RecordEditor", "RecordNotFound", "RemoteUpdate", "SchemaVersionError", "StoreError",
-    "TextField", "Timestamp", "UnsupportedVersion", "UnsyncedChangesError", "UpdateBlocked", "UpdateRejected",
+    "TextField", "Timestamp", "UnsupportedVersion", "UnsyncedChangesError", "UpdateBlocked",
+    "UpdateRejected",
 }  # fmt: skip
 
 
