@@ -62,6 +62,10 @@ MAX_AGE_SETTING = "cache.max_age"
 #: Store setting: Unix time of the last completed sync (or the last moment online).
 LAST_SYNCED_SETTING = "cache.last_synced_at"
 
+#: Store setting: "1" once records were removed (live updates of records not here then ask
+#: for their whole state: :meth:`CacheKeeper.absent`). Written in the removal's transaction.
+REMOVED_SETTING = "cache.removed"
+
 #: Seconds after opening before the first background check.
 FIRST_CHECK_AFTER = 1.0
 
@@ -74,6 +78,9 @@ SELECT r.collection, r.id,
        EXISTS (SELECT 1 FROM outbox o WHERE o.collection = r.collection AND o.id = r.id)
 FROM records r
 """
+
+# Keys per existence query (two parameters each).
+_KEYS_PER_QUERY = 400
 
 _UNSYNCED_SQL = (
     "SELECT COUNT(*), MIN(created_at), (SELECT COUNT(*) FROM"
@@ -124,6 +131,7 @@ class CacheKeeper:
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._removed_any = False
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -133,6 +141,7 @@ class CacheKeeper:
         self._max_age = float(raw) if raw else None
         raw = await self._store.get_setting(LAST_SYNCED_SETTING)
         self._last_synced = float(raw) if raw else None
+        self._removed_any = await self._store.get_setting(REMOVED_SETTING) == "1"
         self._next_periodic = self._store._time() + FIRST_CHECK_AFTER
         self._schedule()
 
@@ -227,10 +236,11 @@ class CacheKeeper:
 
         def body(db: sqlite3.Connection) -> tuple[Sequence[Key], EvictionPlan]:
             plan = plan_eviction(_measure(db), policy, now)
-            remove_records(db, plan.evict)
+            _remove(db, plan.evict)
             return plan.evict, plan
 
         plan = await self._store._removing(body)
+        self._removed_any = self._removed_any or bool(plan.evict)
         unsynced = await self._unsynced()
         for reason, keys, freed in (
             ("retention", plan.retention, plan.retention_freed),
@@ -270,7 +280,7 @@ class CacheKeeper:
         def body(db: sqlite3.Connection) -> tuple[Sequence[Key], CacheReport]:
             rows = _measure(db)
             gone = [r for r in rows if not r.pending]
-            remove_records(db, [r.key for r in gone])
+            _remove(db, [r.key for r in gone])
             kept = [r for r in rows if r.pending]
             report = CacheReport(
                 len(gone), sum(r.size for r in gone), sum(r.size for r in kept), False, len(kept)
@@ -278,6 +288,7 @@ class CacheKeeper:
             return [r.key for r in gone], report
 
         report = await self._store._removing(body)
+        self._removed_any = self._removed_any or bool(report.evicted)
         if report.evicted:
             self._emit(
                 CacheEvent(
@@ -290,6 +301,29 @@ class CacheKeeper:
                 )
             )
         return report
+
+    async def absent(self, keys: Sequence[Key]) -> list[Key]:
+        """Those of these records that are not in the store, if records were ever removed from
+        it (else none, without a query). A live update of such a record carries only the
+        latest change: the sync run then asks the relay for the whole record."""
+        if not self._removed_any:
+            return []
+        store = self._store
+        candidates = [
+            k
+            for k in dict.fromkeys(keys)
+            if k not in store._cache and not store._writer.in_flight(k)
+        ]
+        present: set[Key] = set()
+        for start in range(0, len(candidates), _KEYS_PER_QUERY):
+            chunk = candidates[start : start + _KEYS_PER_QUERY]
+            match = " OR ".join(["(collection = ? AND id = ?)"] * len(chunk))
+            rows = await store.conn.execute_fetchall(
+                f"SELECT collection, id FROM records WHERE {match}",
+                [part for key in chunk for part in key],
+            )
+            present.update((str(c), str(r)) for c, r in rows)
+        return [k for k in candidates if k not in present]
 
     async def check(self) -> None:
         """Run every check now: expiry, retention and quota, unsynced age."""
@@ -429,6 +463,17 @@ class CacheKeeper:
             log.exception("%s: the cache check failed", self._store.path)
             self._next_periodic = now + self.policy.check_interval
         self._schedule()
+
+
+def _remove(db: sqlite3.Connection, keys: Sequence[Key]) -> None:
+    """Remove the records and remember, in the same transaction, that records were removed."""
+    if keys:
+        remove_records(db, keys)
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, '1')"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (f"setting:{REMOVED_SETTING}",),
+        )
 
 
 def _expires(last_synced: float | None, max_age: float | None) -> float | None:

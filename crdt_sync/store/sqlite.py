@@ -334,6 +334,12 @@ class LocalStore:
         )
         return int(row[0]), int(row[1])
 
+    async def absent(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Those of these records that were removed from the cache (evicted, expired,
+        cleared) and are not here (see :meth:`CacheKeeper.absent
+        <crdt_sync.store.cache_keeper.CacheKeeper.absent>`)."""
+        return await self.cache.absent(keys)
+
     async def clear_cache(self) -> CacheReport:
         """Remove every record without unsynced changes (records with outbox entries, whatever
         their status, stay, with everything they need). Raises an ``evicted`` cache event."""

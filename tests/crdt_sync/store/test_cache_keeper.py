@@ -359,3 +359,24 @@ async def test_wipe_of_a_synced_store(tmp_path: Path) -> None:
     await _confirmed(store, "a")
     await store.wipe()
     assert not (tmp_path / "ok.db").exists()
+
+
+async def test_absent_lists_removed_records_only_once_records_were_removed(tmp_path: Path) -> None:
+    path = tmp_path / "ab.db"
+    async with await _open(path, Clock(T0)) as store:
+        await _confirmed(store, "a")
+        await _confirmed(store, "b")
+        # Nothing ever removed: no query, nothing absent (a new record's update is whole).
+        assert await store.absent([("jobs", "a"), ("jobs", "new")]) == []
+        await store.cache.apply_policy()  # nothing to evict: still nothing removed
+        assert await store.absent([("jobs", "new")]) == []
+        store.cache.policy = CachePolicy(quota=0, check_interval=1e6)
+        await store.cache.apply_policy()
+        assert await store.absent([("jobs", "a"), ("jobs", "a"), ("jobs", "zz")]) == [
+            ("jobs", "a"),
+            ("jobs", "zz"),
+        ]
+        await _confirmed(store, "a")
+        assert await store.absent([("jobs", "a"), ("jobs", "b")]) == [("jobs", "b")]
+    async with await _open(path, Clock(T0)) as store:  # remembered across a restart
+        assert await store.absent([("jobs", "b")]) == [("jobs", "b")]
