@@ -5,11 +5,15 @@ per :class:`~crdt_sync.store.sqlite.LocalStore` (``store.cache``). It runs by it
 after the store opens, then every ``policy.check_interval`` seconds, and at each expiry
 warning's time) and on demand (:meth:`CacheKeeper.apply_policy`, :meth:`CacheKeeper.clear`).
 
-Each eviction is ONE write of the store's group commit, with edits held off: the records are
-measured, the plan is made and the rows are removed (:func:`~crdt_sync.store.removal.
-remove_records`) on the SQLite thread in the same transaction, so a record cannot gain an
-unsynced change between being judged and being removed. A record with outbox entries is never
-removed (the plan never picks one, and ``remove_records`` refuses them).
+A check first reads two totals (the records' size, the oldest last use) on a read-only
+connection of its own, in a worker thread (WAL: it neither waits for the store's writer nor
+holds it up); only if retention or quota has work are the records measured (same connection)
+and the plan made. The chosen records are then removed in short writes of the store's group
+commit (:data:`_REMOVE_CHUNK` records each, edits held off during each), and each write checks
+again, in its transaction, that a record still has no outbox entry (and, for retention and
+quota, was not read or changed since it was measured): a record cannot gain an unsynced change
+between being judged and being removed. ``remove_records`` refuses a record with outbox
+entries as a last guard.
 
 **Size of a record** (what the quota counts): the bytes of its snapshot, of its cached state
 vector and of every row of its update log, plus :data:`ROW_OVERHEAD` bytes per row (its
@@ -31,14 +35,14 @@ import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..cache_policy import (
     CachedRecord,
     CacheEvent,
     CacheEventKind,
     CachePolicy,
-    EvictionPlan,
     expiry_step,
     plan_eviction,
     unsynced_too_old,
@@ -69,18 +73,33 @@ REMOVED_SETTING = "cache.removed"
 #: Seconds after opening before the first background check.
 FIRST_CHECK_AFTER = 1.0
 
-_MEASURE_SQL = f"""
-SELECT r.collection, r.id,
-       length(r.confirmed) + coalesce(length(r.state_vector), 0) + {ROW_OVERHEAD}
-         + coalesce((SELECT SUM(length(u.data) + {ROW_OVERHEAD}) FROM updates u
-                     WHERE u.collection = r.collection AND u.id = r.id), 0),
-       max(r.accessed_at, r.updated_at),
-       EXISTS (SELECT 1 FROM outbox o WHERE o.collection = r.collection AND o.id = r.id)
-FROM records r
+# A record's size is its row plus its update rows (see the module docstring): three plain
+# scans merged in Python (a correlated subquery per record is several times slower).
+_MEASURE_RECORDS_SQL = f"""
+SELECT collection, id, length(confirmed) + coalesce(length(state_vector), 0) + {ROW_OVERHEAD},
+       max(accessed_at, updated_at)
+FROM records
 """
+_MEASURE_UPDATES_SQL = (
+    f"SELECT collection, id, SUM(length(data) + {ROW_OVERHEAD}) FROM updates"
+    " GROUP BY collection, id"
+)
+_PENDING_SQL = "SELECT DISTINCT collection, id FROM outbox"
+
+# Records per removal write (edits wait for one such write at most).
+_REMOVE_CHUNK = 200
 
 # Keys per existence query (two parameters each).
 _KEYS_PER_QUERY = 400
+
+# What a check looks at first (two plain scans, no per-record work): the records' total size
+# and the oldest last use. Only if retention or quota may have work does the full plan run.
+_TOTALS_SQL = f"""
+SELECT (SELECT coalesce(SUM(length(confirmed) + coalesce(length(state_vector), 0)
+                            + {ROW_OVERHEAD}), 0) FROM records)
+       + (SELECT coalesce(SUM(length(data) + {ROW_OVERHEAD}), 0) FROM updates),
+       (SELECT MIN(max(accessed_at, updated_at)) FROM records)
+"""
 
 _UNSYNCED_SQL = (
     "SELECT COUNT(*), MIN(created_at), (SELECT COUNT(*) FROM"
@@ -225,34 +244,73 @@ class CacheKeeper:
     # -- on demand --------------------------------------------------------------------------
 
     async def measure(self) -> list[CachedRecord]:
-        """Every record as the policy sees it (size, last use, pending)."""
+        """Every record as the policy sees it (size, last use, pending).
+
+        Read on a connection of its own, in a worker thread (WAL: it neither waits for nor
+        holds up the store's writes), after the writes queued so far. Reads not written yet
+        (``accessed_at`` is written lazily) are missing: removals check again.
+        """
         store = self._store
-        return await store._write(_measure)
+        store.conn  # noqa: B018 (raises InvalidState once closed)
+        await store._writer.drain()
+        return await asyncio.to_thread(_measure_file, store.path)
+
+    async def _remove_unchanged(
+        self, rows: Sequence[CachedRecord], *, check_use: bool
+    ) -> list[CachedRecord]:
+        """Remove these measured records, in short writes of :data:`_REMOVE_CHUNK` records
+        (edits held off during each), skipping those that gained unsynced changes since they
+        were measured (and, with ``check_use``, those used since). Returns those removed."""
+        removed: list[CachedRecord] = []
+        for start in range(0, len(rows), _REMOVE_CHUNK):
+            chunk = rows[start : start + _REMOVE_CHUNK]
+
+            def body(
+                db: sqlite3.Connection, chunk: Sequence[CachedRecord] = chunk
+            ) -> tuple[Sequence[Key], list[CachedRecord]]:
+                gone = _still_removable(db, chunk, check_use)
+                _remove(db, [r.key for r in gone])
+                return [r.key for r in gone], gone
+
+            removed += await self._store._removing(body)
+        self._removed_any = self._removed_any or bool(removed)
+        return removed
 
     async def apply_policy(self) -> CacheReport:
-        """Apply retention and quota now; raises events (``evicted``, ``eviction_blocked``)."""
+        """Apply retention and quota now; raises events (``evicted``, ``eviction_blocked``).
+
+        A first look (the total size and the oldest last use, two plain scans) skips the
+        per-record plan when neither rule has work: a check of a cache in bounds costs little.
+        """
         now = self._store._time()
         policy = self.policy
-
-        def body(db: sqlite3.Connection) -> tuple[Sequence[Key], EvictionPlan]:
-            plan = plan_eviction(_measure(db), policy, now)
-            _remove(db, plan.evict)
-            return plan.evict, plan
-
-        plan = await self._store._removing(body)
-        self._removed_any = self._removed_any or bool(plan.evict)
+        self._store.conn  # noqa: B018 (raises InvalidState once closed)
+        total, oldest = await asyncio.to_thread(_read_file, self._store.path, _TOTALS_SQL)
+        # The oldest last use read here may miss reads not written yet: it can only look
+        # older than it is, so the full plan (and the removal's re-check) decides.
+        too_old = (
+            policy.retention is not None and oldest is not None and now - oldest >= policy.retention
+        )
+        if not too_old and (policy.quota is None or total <= policy.quota):
+            records = (await self._unsynced())[2]
+            return CacheReport(0, 0, int(total), False, records)
+        measured = await self.measure()
+        plan = plan_eviction(measured, policy, now)
+        by_key = {r.key: r for r in measured}
+        removed = await self._remove_unchanged([by_key[k] for k in plan.evict], check_use=True)
+        gone = {r.key for r in removed}
+        freed = sum(r.size for r in removed)
+        kept_total = plan.total + plan.freed - freed  # records skipped at removal stay
         unsynced = await self._unsynced()
-        for reason, keys, freed in (
-            ("retention", plan.retention, plan.retention_freed),
-            ("quota", plan.quota, plan.quota_freed),
-        ):
-            if keys:
+        for reason, keys in (("retention", plan.retention), ("quota", plan.quota)):
+            done = [by_key[k] for k in keys if k in gone]
+            if done:
                 self._emit(
                     CacheEvent(
                         CacheEventKind.EVICTED,
                         now,
-                        records=len(keys),
-                        bytes=freed,
+                        records=len(done),
+                        bytes=sum(r.size for r in done),
                         reason=reason,
                         unsynced_records=plan.pending_records,
                     )
@@ -263,32 +321,26 @@ class CacheKeeper:
                 CacheEvent(
                     CacheEventKind.EVICTION_BLOCKED,
                     now,
-                    bytes=plan.total - policy.quota,
+                    bytes=kept_total - policy.quota,
                     unsynced_entries=unsynced[0],
                     unsynced_records=unsynced[2],
                     oldest_unsynced_at=unsynced[1],
                 )
             )
-        return CacheReport(
-            len(plan.evict), plan.freed, plan.total, plan.blocked, plan.pending_records
-        )
+        return CacheReport(len(removed), freed, kept_total, plan.blocked, unsynced[2])
 
     async def clear(self, reason: str = "cleared") -> CacheReport:
         """Remove every record without unsynced changes; keep the others."""
         now = self._store._time()
-
-        def body(db: sqlite3.Connection) -> tuple[Sequence[Key], CacheReport]:
-            rows = _measure(db)
-            gone = [r for r in rows if not r.pending]
-            _remove(db, [r.key for r in gone])
-            kept = [r for r in rows if r.pending]
-            report = CacheReport(
-                len(gone), sum(r.size for r in gone), sum(r.size for r in kept), False, len(kept)
-            )
-            return [r.key for r in gone], report
-
-        report = await self._store._removing(body)
-        self._removed_any = self._removed_any or bool(report.evicted)
+        measured = await self.measure()
+        removed = await self._remove_unchanged(
+            [r for r in measured if not r.pending], check_use=False
+        )
+        freed = sum(r.size for r in removed)
+        unsynced = await self._unsynced()
+        report = CacheReport(
+            len(removed), freed, sum(r.size for r in measured) - freed, False, unsynced[2]
+        )
         if report.evicted:
             self._emit(
                 CacheEvent(
@@ -480,8 +532,61 @@ def _expires(last_synced: float | None, max_age: float | None) -> float | None:
     return None if last_synced is None or max_age is None else last_synced + max_age
 
 
-def _measure(db: sqlite3.Connection) -> list[CachedRecord]:
+def _measure_file(path: Path) -> list[CachedRecord]:
+    """:func:`_measure` on a read-only connection of its own (run in a worker thread)."""
+    db = _reader(path)
+    try:
+        return _measure(db)
+    finally:
+        db.close()
+
+
+def _read_file(path: Path, query: str) -> tuple[Any, ...]:
+    """The first row of ``query`` on a read-only connection of its own (worker thread)."""
+    db = _reader(path)
+    try:
+        row: tuple[Any, ...] = db.execute(query).fetchone()
+        return row
+    finally:
+        db.close()
+
+
+def _reader(path: Path) -> sqlite3.Connection:
+    # WAL: a reader neither waits for the store's writer nor holds it up.
+    db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    db.execute("PRAGMA busy_timeout = 5000")
+    return db
+
+
+def _still_removable(
+    db: sqlite3.Connection, rows: Sequence[CachedRecord], check_use: bool
+) -> list[CachedRecord]:
+    """Those of ``rows`` still in the store, still without unsynced changes and (with
+    ``check_use``) not used since they were measured. On the store's SQLite thread, in the
+    removal's transaction (after the lazily written reads)."""
+    match = " OR ".join(["(collection = ? AND id = ?)"] * len(rows))
+    params = [part for r in rows for part in r.key]
+    pending = {
+        (c, r) for c, r in db.execute(f"SELECT collection, id FROM outbox WHERE {match}", params)
+    }
+    used = {
+        (c, r): u
+        for c, r, u in db.execute(
+            f"SELECT collection, id, max(accessed_at, updated_at) FROM records WHERE {match}",
+            params,
+        )
+    }
     return [
-        CachedRecord((str(c), str(r)), int(size), float(used), bool(pending))
-        for c, r, size, used, pending in db.execute(_MEASURE_SQL)
+        r
+        for r in rows
+        if r.key in used and r.key not in pending and (not check_use or used[r.key] <= r.last_used)
+    ]
+
+
+def _measure(db: sqlite3.Connection) -> list[CachedRecord]:
+    logs = {(c, r): int(size) for c, r, size in db.execute(_MEASURE_UPDATES_SQL)}
+    pending = {(c, r) for c, r in db.execute(_PENDING_SQL)}
+    return [
+        CachedRecord((c, r), int(size) + logs.get((c, r), 0), float(used), (c, r) in pending)
+        for c, r, size, used in db.execute(_MEASURE_RECORDS_SQL)
     ]

@@ -380,3 +380,24 @@ async def test_absent_lists_removed_records_only_once_records_were_removed(tmp_p
         assert await store.absent([("jobs", "a"), ("jobs", "b")]) == [("jobs", "b")]
     async with await _open(path, Clock(T0)) as store:  # remembered across a restart
         assert await store.absent([("jobs", "b")]) == [("jobs", "b")]
+
+
+async def test_a_record_edited_or_read_after_it_was_measured_is_not_removed(
+    tmp_path: Path,
+) -> None:
+    clock = Clock(T0)
+    async with await _open(tmp_path / "m.db", clock) as store:
+        for name in ("edited", "read", "idle"):
+            await _confirmed(store, name)
+        measured = await store.cache.measure()
+        clock.now = T0 + 5
+        async with store.edit("jobs", "edited") as job:  # unsynced since the measure
+            job["status"] = "done"
+        await store.get("jobs", "read")  # used since the measure (its time written lazily)
+        removed = await store.cache._remove_unchanged(measured, check_use=True)
+        assert [r.key for r in removed] == [("jobs", "idle")]
+        assert sorted(await store.ids("jobs")) == ["edited", "read"]
+        # Clearing ignores use, never unsynced changes.
+        removed = await store.cache._remove_unchanged(measured, check_use=False)
+        assert [r.key for r in removed] == [("jobs", "read")]
+        assert await store.ids("jobs") == ["edited"]
