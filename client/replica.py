@@ -513,7 +513,10 @@ class Replica:
                 event.name,
                 after.name,
             )
-            if after is SessionState.ONLINE or before is SessionState.ONLINE:
+            if SessionState.SYNCING in (before, after):
+                # A sync under way: the expiry waits for its outcome.
+                self.store.cache.set_syncing(after is SessionState.SYNCING)
+            if SessionState.ONLINE in (before, after):
                 # Online, the cache is current: it does not age toward its expiry.
                 self.store.cache.set_live(after is SessionState.ONLINE)
             changes: dict[str, Any] = {**status_changes, "session": after}

@@ -7,11 +7,12 @@ warning's time) and on demand (:meth:`CacheKeeper.apply_policy`, :meth:`CacheKee
 
 A check first reads two totals (the records' size, the oldest last use) on a read-only
 connection of its own, in a worker thread (WAL: it neither waits for the store's writer nor
-holds it up); only if retention or quota has work are the records measured (same connection)
-and the plan made. The chosen records are then removed in short writes of the store's group
-commit (:data:`_REMOVE_CHUNK` records each, edits held off during each), and each write checks
-again, in its transaction, that a record still has no outbox entry (and, for retention and
-quota, was not read or changed since it was measured): a record cannot gain an unsynced change
+holds it up); only if retention or quota has work are the records measured (same
+connection; reads whose time is not written yet are written first) and the plan made. The
+chosen records are then removed in short writes of the store's group commit
+(:data:`_REMOVE_CHUNK` records each, edits held off during each), and each write checks again,
+in its transaction, that a record still has no outbox entry (and, for retention and quota,
+was not read or changed since it was measured): a record cannot gain an unsynced change
 between being judged and being removed. ``remove_records`` refuses a record with outbox
 entries as a last guard.
 
@@ -23,7 +24,8 @@ the outbox and the conflict log are not counted: :meth:`LocalStore.disk_usage
 
 **Expiry**: the relay sets a maximum age of the offline cache per tenant (``welcome``); the
 replica passes it here (:meth:`set_max_age`), and the time of each completed sync
-(:meth:`synced`); while the replica is online (:meth:`set_live`) the cache is current and does
+(:meth:`synced`); while a sync is under way (:meth:`set_syncing`) the expiry waits for its
+outcome; while the replica is online (:meth:`set_live`) the cache is current and does
 not age. Both are persisted as store settings, so an offline restart keeps counting.
 """
 
@@ -143,6 +145,7 @@ class CacheKeeper:
         self._max_age: float | None = None
         self._last_synced: float | None = None
         self._live = False
+        self._syncing = False
         self._sent: frozenset[float] = frozenset()  # expiry warnings announced
         self._sent_for: float | None = None  # ... for this expiry time
         self._warned_unsynced: float | None = None  # oldest unsynced time warned about
@@ -234,6 +237,14 @@ class CacheKeeper:
         self._store.set_setting_lazily(LAST_SYNCED_SETTING, repr(now))
         self._reschedule()
 
+    def set_syncing(self, syncing: bool) -> None:
+        """A sync is under way (the relay answered): no expiry warning or clearing until it
+        ends, online (:meth:`set_live`) or not (then what fell due meanwhile runs at once)."""
+        if syncing == self._syncing:
+            return
+        self._syncing = syncing
+        self._reschedule()
+
     def set_live(self, live: bool) -> None:
         """The replica is online (the cache is current and does not age) or not any more."""
         if live == self._live:
@@ -252,6 +263,8 @@ class CacheKeeper:
         """
         store = self._store
         store.conn  # noqa: B018 (raises InvalidState once closed)
+        if store._accessed:  # reads not written yet: written first (they ride with any write)
+            await store._write(_nothing)
         await store._writer.drain()
         return await asyncio.to_thread(_measure_file, store.path)
 
@@ -411,7 +424,7 @@ class CacheKeeper:
 
     def _step(self, now: float) -> tuple[float | None, float | None, bool, bool]:
         """``(warning due, expires_at, expired, announce expired)``; updates what was sent."""
-        if self._live:
+        if self._live or self._syncing:
             return None, None, False, False
         step = expiry_step(
             self._last_synced,
@@ -461,7 +474,7 @@ class CacheKeeper:
                 )
 
     def _next_expiry_check(self) -> float | None:
-        if self._live:
+        if self._live or self._syncing:
             return None
         expires = _expires(self._last_synced, self._max_age)
         if expires is None:
@@ -530,6 +543,10 @@ def _remove(db: sqlite3.Connection, keys: Sequence[Key]) -> None:
 
 def _expires(last_synced: float | None, max_age: float | None) -> float | None:
     return None if last_synced is None or max_age is None else last_synced + max_age
+
+
+def _nothing(db: sqlite3.Connection) -> None:
+    """A write of its own: what rides with it (lazily written reads) is written."""
 
 
 def _measure_file(path: Path) -> list[CachedRecord]:

@@ -401,3 +401,30 @@ async def test_a_record_edited_or_read_after_it_was_measured_is_not_removed(
         removed = await store.cache._remove_unchanged(measured, check_use=False)
         assert [r.key for r in removed] == [("jobs", "read")]
         assert await store.ids("jobs") == ["edited"]
+
+
+async def test_no_expiry_while_a_sync_is_under_way(tmp_path: Path) -> None:
+    clock = Clock(T0)
+    events: list[CacheEvent] = []
+    async with await _open(tmp_path / "sy.db", clock) as store:
+        store.cache.on_event(events.append)
+        await _confirmed(store, "a")
+        store.cache.set_max_age(HOUR)
+        store.cache.synced(T0)
+        store.cache.set_syncing(True)
+        clock.now = T0 + 2 * HOUR
+        await store.cache.check()
+        assert await store.ids("jobs") == ["a"] and not events  # waits for the sync's outcome
+        store.cache.set_syncing(False)  # it failed: what fell due runs now
+        await store.cache.check()
+        assert await store.ids("jobs") == [] and events[-1].kind is CacheEventKind.EXPIRED
+
+
+async def test_measure_counts_reads_whose_time_is_not_written_yet(tmp_path: Path) -> None:
+    clock = Clock(T0)
+    async with await _open(tmp_path / "lazy.db", clock) as store:
+        await _confirmed(store, "a")
+        clock.now = T0 + 100
+        await store.get("jobs", "a")  # its time rides with the next write
+        [measured] = await store.cache.measure()
+        assert measured.last_used == T0 + 100
