@@ -234,12 +234,12 @@ class Replica:
             UnsyncedChangesError: unsynced changes exist and ``force`` is false; it says how
                 many. The replica is left open and syncing (sync, then try again).
         """
-        if not force:
+        if not force and self._session.state is not SessionState.CLOSED:
             entries, records = await self.store.unsynced()
             if entries:
                 raise UnsyncedChangesError(self.store.path, entries, records)
         await self.close()
-        await self.store.wipe(force=force)
+        await self.store.wipe(force=force)  # checks the closed file again
 
     async def __aenter__(self) -> Replica:
         return self

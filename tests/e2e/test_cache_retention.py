@@ -180,3 +180,15 @@ async def test_wipe_after_sync_needs_no_force(tmp_path: Path, relay: RelayProces
     await tech.wait_synced()
     await tech.wipe()
     assert not (tmp_path / "tech.db").exists()
+
+
+async def test_wipe_of_a_closed_replica_still_refuses(tmp_path: Path, relay: RelayProcess) -> None:
+    tech = await open_replica(tmp_path, "tech", relay, offline=True)
+    async with tech.edit("jobs", "job-1") as job:
+        job["title"] = "not synced"
+    await tech.close()
+    with pytest.raises(UnsyncedChangesError):
+        await tech.wipe()
+    assert (tmp_path / "tech.db").exists()
+    await tech.wipe(force=True)
+    assert not (tmp_path / "tech.db").exists()
