@@ -50,9 +50,13 @@ from crdt_sync.cache_policy import CacheEvent, CachePolicy
 from crdt_sync.errors import InvalidState, OfflineError, UnsyncedChangesError
 from crdt_sync.outbox import OutboxEntry
 from crdt_sync.protocol import Welcomed
+from crdt_sync.query import Filter
 from crdt_sync.records.lww import LwwPolicy
 from crdt_sync.records.record import Record, RecordEditor
 from crdt_sync.store.cache_keeper import CacheReport
+from crdt_sync.store.live_query import LiveQuery
+from crdt_sync.store.local_query import SearchHit
+from crdt_sync.store.record_changes import Origin, RecordChanged
 from crdt_sync.store.sqlite import ConflictLogEntry, LocalStore, Outbox
 
 from .connection import Connection
@@ -84,10 +88,15 @@ class _TokenUnavailable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class RecordChange:
-    """A record changed in the store because of updates from the relay."""
+    """A record changed in the store: by a local edit (``origin="local"``, reported once
+    committed, with the top-level ``fields`` that changed) or by updates from the relay
+    (``origin="remote"``, reported as soon as they are applied; ``fields`` is None: read the
+    record, or use :meth:`Replica.watch` for field-level changes)."""
 
     collection: str
     record_id: str
+    origin: Origin = "remote"
+    fields: frozenset[str] | None = None
 
 
 class Replica:
@@ -141,6 +150,7 @@ class Replica:
         self.grant: Welcomed | None = None
         self._reports = _SyncReports(self)
         self._unsubscribe_outbox = store.outbox.on_queued(self._entry_queued)
+        self._unsubscribe_local = store.on_record_change(self._local_change)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -224,6 +234,7 @@ class Replica:
             with contextlib.suppress(Exception, asyncio.CancelledError):  # already logged
                 await self._runner
         self._unsubscribe_outbox()
+        self._unsubscribe_local()
         await self.store.close()
 
     async def wipe(self, *, force: bool = False) -> None:
@@ -271,10 +282,58 @@ class Replica:
         return await self.store.records(collection)
 
     async def search(
-        self, collection: str, text: str | None = None, where: Mapping[str, Any] | None = None
+        self,
+        collection: str,
+        text: str | None = None,
+        where: Filter | Mapping[str, Any] | None = None,
     ) -> list[Record]:
         """Search the local store (see :meth:`LocalStore.search`)."""
         return await self.store.search(collection, text, where)
+
+    async def query(
+        self,
+        collection: str,
+        where: Filter | Mapping[str, Any] | None = None,
+        *,
+        order_by: str | Sequence[str] = (),
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Record]:
+        """Query the local store (see :meth:`LocalStore.query`); works offline."""
+        return await self.store.query(
+            collection, where, order_by=order_by, limit=limit, offset=offset
+        )
+
+    async def count(self, collection: str, where: Filter | Mapping[str, Any] | None = None) -> int:
+        """How many local records match (see :meth:`LocalStore.count`)."""
+        return await self.store.count(collection, where)
+
+    async def search_text(
+        self,
+        collection: str,
+        text: str,
+        *,
+        where: Filter | Mapping[str, Any] | None = None,
+        limit: int = 20,
+        prefix: bool = True,
+    ) -> list[SearchHit]:
+        """Full-text search in the local store (see :meth:`LocalStore.search_text`)."""
+        return await self.store.search_text(
+            collection, text, where=where, limit=limit, prefix=prefix
+        )
+
+    def watch(
+        self,
+        collection: str,
+        where: Filter | Mapping[str, Any] | None = None,
+        *,
+        order_by: str | Sequence[str] = (),
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> LiveQuery:
+        """A live query of the local store (see :meth:`LocalStore.watch`): its result now and
+        again after each local edit or remote update that affects it."""
+        return self.store.watch(collection, where, order_by=order_by, limit=limit, offset=offset)
 
     def edit(
         self, collection: str, record_id: str, *, create: bool = True
@@ -314,7 +373,8 @@ class Replica:
     # -- record-change events --------------------------------------------------------------
 
     def on_change(self, callback: Callable[[RecordChange], None]) -> Callable[[], None]:
-        """Call ``callback(change)`` for each record changed by remote updates.
+        """Call ``callback(change)`` for each record changed, by local edits or by remote
+        updates (see :class:`RecordChange`).
 
         Returns a function that unsubscribes.
         """
@@ -327,7 +387,8 @@ class Replica:
         return unsubscribe
 
     async def changes(self) -> AsyncGenerator[RecordChange, None]:
-        """Yield a :class:`RecordChange` for each record changed by remote updates, forever."""
+        """Yield a :class:`RecordChange` for each record changed (local edits and remote
+        updates), forever."""
         queue: asyncio.Queue[RecordChange] = asyncio.Queue()
         self._change_queues.append(queue)
         try:
@@ -336,16 +397,22 @@ class Replica:
         finally:
             self._change_queues.remove(queue)
 
+    def _local_change(self, change: RecordChanged) -> None:
+        if change.origin == "local":
+            self._publish(RecordChange(change.collection, change.record_id, "local", change.fields))
+
     def _publish_changes(self, keys: Sequence[tuple[str, str]]) -> None:
         for collection, record_id in keys:
-            change = RecordChange(collection, record_id)
-            for queue in self._change_queues:
-                queue.put_nowait(change)
-            for callback in list(self._change_callbacks):
-                try:
-                    callback(change)
-                except Exception:
-                    log.exception("record-change callback %r failed", callback)
+            self._publish(RecordChange(collection, record_id))
+
+    def _publish(self, change: RecordChange) -> None:
+        for queue in self._change_queues:
+            queue.put_nowait(change)
+        for callback in list(self._change_callbacks):
+            try:
+                callback(change)
+            except Exception:
+                log.exception("record-change callback %r failed", callback)
 
     # -- conflicts -------------------------------------------------------------------------
 

@@ -6,8 +6,11 @@ brings in neither asyncio nor aiosqlite. The names, and where they live:
 
 - records (pure): ``Record``, ``RecordEditor``, ``MapEditor``, ``ArrayEditor``, ``TextField``,
   ``LwwPolicy``, ``Conflict``, ``HybridClock``, ``Timestamp`` (:mod:`crdt_sync.records`);
-- the local store: ``LocalStore``, ``Outbox``, ``RemoteUpdate``, ``ConflictLogEntry``
-  (:mod:`crdt_sync.store`), ``OutboxEntry``, ``OutboxStatus`` (:mod:`crdt_sync.outbox`);
+- the local store: ``LocalStore``, ``Outbox``, ``RemoteUpdate``, ``ConflictLogEntry``,
+  ``SearchHit``, ``LiveQuery``, ``QueryResult``, ``RecordChanged`` (:mod:`crdt_sync.store`),
+  ``OutboxEntry``, ``OutboxStatus`` (:mod:`crdt_sync.outbox`);
+- filters for queries, subscriptions and grants: ``field``, ``Query``, ``Claim``
+  (:mod:`crdt_sync.query`);
 - the cache's retention, quota and expiry: ``CachePolicy``, ``CacheEvent``, ``CacheEventKind``
   (:mod:`crdt_sync.cache_policy`);
 - every error (:mod:`crdt_sync.errors`).
@@ -39,6 +42,13 @@ _WHERE = {
     "LocalStore": "crdt_sync.store.sqlite",
     "Outbox": "crdt_sync.store.sqlite",
     "RemoteUpdate": "crdt_sync.store.sqlite",
+    "SearchHit": "crdt_sync.store.local_query",
+    "LiveQuery": "crdt_sync.store.live_query",
+    "QueryResult": "crdt_sync.store.live_query",
+    "RecordChanged": "crdt_sync.store.record_changes",
+    "field": "crdt_sync.query",
+    "Query": "crdt_sync.query",
+    "Claim": "crdt_sync.query",
     **dict.fromkeys(
         [
             "AuthError",
@@ -48,6 +58,7 @@ _WHERE = {
             "CrdtSyncError",
             "InvalidEdit",
             "InvalidMessage",
+            "InvalidQuery",
             "InvalidState",
             "MessageTooBig",
             "OfflineError",
@@ -92,6 +103,7 @@ if TYPE_CHECKING:
     from .errors import CrdtSyncError as CrdtSyncError
     from .errors import InvalidEdit as InvalidEdit
     from .errors import InvalidMessage as InvalidMessage
+    from .errors import InvalidQuery as InvalidQuery
     from .errors import InvalidState as InvalidState
     from .errors import MessageTooBig as MessageTooBig
     from .errors import OfflineError as OfflineError
@@ -106,6 +118,9 @@ if TYPE_CHECKING:
     from .errors import UpdateRejected as UpdateRejected
     from .outbox import OutboxEntry as OutboxEntry
     from .outbox import OutboxStatus as OutboxStatus
+    from .query import Claim as Claim
+    from .query import Query as Query
+    from .query import field as field
     from .records.clock import HybridClock as HybridClock
     from .records.clock import Timestamp as Timestamp
     from .records.layout import Conflict as Conflict
@@ -115,6 +130,10 @@ if TYPE_CHECKING:
     from .records.record import Record as Record
     from .records.record import RecordEditor as RecordEditor
     from .records.text import TextField as TextField
+    from .store.live_query import LiveQuery as LiveQuery
+    from .store.live_query import QueryResult as QueryResult
+    from .store.local_query import SearchHit as SearchHit
+    from .store.record_changes import RecordChanged as RecordChanged
     from .store.sqlite import ConflictLogEntry as ConflictLogEntry
     from .store.sqlite import LocalStore as LocalStore
     from .store.sqlite import Outbox as Outbox

@@ -6,6 +6,7 @@ The hierarchy::
     ├── InvalidState          an API called in a state that does not allow it (caller bug)
     ├── InvalidEdit           an edit that cannot be applied (bad position, unsupported value type)
     ├── RecordNotFound        no record with that collection and id in this store
+    ├── InvalidQuery          a filter, query or index declaration that cannot be run
     ├── StoreError            the local store cannot be used; always names the file
     │   ├── SchemaVersionError    written by a newer crdt-sync
     │   ├── CorruptStoreError     not a crdt-sync store, or damaged
@@ -40,6 +41,11 @@ class InvalidState(CrdtSyncError):
 
 class InvalidEdit(CrdtSyncError):
     """An edit cannot be applied: a text position out of range, an unsupported value type..."""
+
+
+class InvalidQuery(CrdtSyncError):
+    """A filter, query, subscription or index declaration is malformed or cannot be run
+    (an unknown operator, a field name that cannot be queried, an unknown time zone...)."""
 
 
 class RecordNotFound(CrdtSyncError):

@@ -14,7 +14,8 @@ CORE = {
     "Outbox", "OutboxEntry", "OutboxError", "OutboxStatus", "ProtocolError", "Record",
     "RecordEditor", "RecordNotFound", "RemoteUpdate", "SchemaVersionError", "StoreError",
     "TextField", "Timestamp", "UnsupportedVersion", "UnsyncedChangesError", "UpdateBlocked",
-    "UpdateRejected",
+    "UpdateRejected", "InvalidQuery", "SearchHit", "LiveQuery", "QueryResult", "RecordChanged",
+    "field", "Query", "Claim",
 }  # fmt: skip
 
 

@@ -275,15 +275,15 @@ class CacheKeeper:
         (edits held off during each), skipping those that gained unsynced changes since they
         were measured (and, with ``check_use``, those used since). Returns those removed."""
         removed: list[CachedRecord] = []
+        watched = self._store.watched
         for start in range(0, len(rows), _REMOVE_CHUNK):
             chunk = rows[start : start + _REMOVE_CHUNK]
 
             def body(
                 db: sqlite3.Connection, chunk: Sequence[CachedRecord] = chunk
-            ) -> tuple[Sequence[Key], list[CachedRecord]]:
+            ) -> tuple[dict[Key, str | None], list[CachedRecord]]:
                 gone = _still_removable(db, chunk, check_use)
-                _remove(db, [r.key for r in gone])
-                return [r.key for r in gone], gone
+                return _remove(db, [r.key for r in gone], watched), gone
 
             removed += await self._store._removing(body)
         self._removed_any = self._removed_any or bool(removed)
@@ -530,15 +530,27 @@ class CacheKeeper:
         self._schedule()
 
 
-def _remove(db: sqlite3.Connection, keys: Sequence[Key]) -> None:
-    """Remove the records and remember, in the same transaction, that records were removed."""
-    if keys:
-        remove_records(db, keys)
-        db.execute(
-            "INSERT INTO meta (key, value) VALUES (?, '1')"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (f"setting:{REMOVED_SETTING}",),
-        )
+def _remove(db: sqlite3.Connection, keys: Sequence[Key], watched: bool) -> dict[Key, str | None]:
+    """Remove the records and remember, in the same transaction, that records were removed.
+    Returns each key with its projection row before (when ``watched``: live queries hear of
+    it), else None."""
+    before: dict[Key, str | None] = dict.fromkeys(keys)
+    if not keys:
+        return before
+    if watched:
+        match = " OR ".join(["(collection = ? AND id = ?)"] * len(keys))
+        params = [part for key in keys for part in key]
+        for c, r, row in db.execute(
+            f"SELECT collection, id, fields FROM projection WHERE {match}", params
+        ):
+            before[(c, r)] = row
+    remove_records(db, keys)
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES (?, '1')"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (f"setting:{REMOVED_SETTING}",),
+    )
+    return before
 
 
 def _expires(last_synced: float | None, max_age: float | None) -> float | None:

@@ -12,11 +12,15 @@ import sqlite3
 from collections.abc import Sequence
 
 from ..errors import InvalidState
+from .projection import remove_rows
 
 __all__ = ["KEPT_TABLES", "PER_RECORD_TABLES", "remove_records"]
 
-#: Tables with rows per record (``collection``, ``id`` columns) that leave with the record.
-PER_RECORD_TABLES = ("records", "updates", "conflict_scan")
+#: Tables with rows per record (``collection``, ``id`` columns) that leave with the record:
+#: deleted by key, except the projection and its full-text rows (``projection``,
+#: ``record_text``), which :func:`crdt_sync.store.projection.remove_rows` deletes.
+PER_RECORD_TABLES = ("records", "updates", "conflict_scan", "projection", "record_text")
+_BY_KEY = ("records", "updates", "conflict_scan")
 
 #: Tables with ``collection``, ``id`` columns whose rows stay: the outbox (never removed:
 #: unsynced changes) and the conflict log (history the app shows).
@@ -49,8 +53,9 @@ def remove_records(db: sqlite3.Connection, keys: Sequence[tuple[str, str]]) -> N
     for start in range(0, len(unique), _CHUNK):
         chunk = unique[start : start + _CHUNK]
         params = [part for key in chunk for part in key]
-        for table in PER_RECORD_TABLES:
+        for table in _BY_KEY:
             db.execute(f"DELETE FROM {table} WHERE {_match(len(chunk))}", params)
+        remove_rows(db, chunk)
 
 
 def _match(count: int) -> str:

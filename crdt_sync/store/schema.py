@@ -11,7 +11,7 @@ from __future__ import annotations
 APPLICATION_ID = 0x43525359
 
 #: The schema version this code writes and reads.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: ``MIGRATIONS[n]`` upgrades a file from version ``n`` to ``n + 1``.
 MIGRATIONS: dict[int, list[str]] = {
@@ -112,5 +112,23 @@ MIGRATIONS: dict[int, list[str]] = {
             id         TEXT NOT NULL,
             PRIMARY KEY (collection, id)
         ) WITHOUT ROWID""",
+    ],
+    2: [
+        # The projection (crdt_sync.store.projection): each record's top-level fields as one
+        # JSON object, what queries read; the app's declared indexes are on expressions of it.
+        """CREATE TABLE projection (
+            rowid      INTEGER PRIMARY KEY,
+            collection TEXT NOT NULL,
+            id         TEXT NOT NULL,
+            fields     TEXT NOT NULL,
+            UNIQUE (collection, id)
+        )""",
+        # Full-text search over the declared text fields of each record; rowid = projection's.
+        """CREATE VIRTUAL TABLE record_text USING fts5 (
+            collection UNINDEXED, id UNINDEXED, body,
+            tokenize = 'unicode61 remove_diacritics 2'
+        )""",
+        # Existing records get their projection row from the scan that follows remote updates.
+        "INSERT OR IGNORE INTO conflict_scan (collection, id) SELECT collection, id FROM records",
     ],
 }

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ import random
 import sqlite3
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from ..cache_policy import CachePolicy
 from ..errors import (
     BatchError,
     CorruptStoreError,
+    InvalidQuery,
     InvalidState,
     OutboxError,
     RecordNotFound,
@@ -47,6 +49,7 @@ from ..errors import (
     UnsyncedChangesError,
 )
 from ..outbox import OutboxEntry, OutboxStatus
+from ..query import Filter, Query, parse_where, resolve
 from ..records.clock import DEFAULT_MAX_SKEW_MS, HybridClock, Timestamp
 from ..records.layout import Conflict, Written, layout_of, read_fields
 from ..records.lww import Kind, LwwPolicy
@@ -62,6 +65,10 @@ from .checkpoints import Checkpointer
 from .group_commit import GroupCommit, Key, WriteBody
 from .idle_compaction import IdleCompactor
 from .idle_work import IdleWork
+from .live_query import LiveQuery
+from .local_query import SearchHit, count_rows, query_rows, record_from_row, search_rows
+from .projection import ProjectionSpec, encode_fields, fts_query, write_row
+from .record_changes import ChangeListeners, Origin, RecordChanged
 from .schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from .sqlite_thread import on_thread
 
@@ -162,8 +169,15 @@ class LocalStore:
         time_source: Callable[[], float],
         conflict_log_limit: int,
         cache_size: int,
+        projection: ProjectionSpec,
     ) -> None:
         self.path = path
+        #: The indexes and full-text fields declared at open.
+        self.projection = projection
+        self._record_listeners = ChangeListeners()
+        self._watched: Counter[str] = Counter()  # collections with live queries
+        self._scan_now: dict[tuple[str, str], None] = {}
+        self._scanning: asyncio.Task[None] | None = None
         self.replica_id = replica_id
         self.lww_policy = policy
         self._conn: aiosqlite.Connection | None = conn
@@ -215,6 +229,8 @@ class LocalStore:
         max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
         conflict_log_limit: int = 1000,
         cache_size: int = 256,
+        indexes: Mapping[str, Iterable[str | Sequence[str]]] | None = None,
+        text_fields: Mapping[str, Iterable[str]] | None = None,
         time_source: Callable[[], float] = time.time,
         cache: CachePolicy | None = None,
     ) -> LocalStore:
@@ -227,6 +243,10 @@ class LocalStore:
             max_skew_ms: how far ahead of local time a remote LWW timestamp may be adopted.
             conflict_log_limit: how many LWW conflicts to keep (oldest dropped first).
             cache_size: how many record documents to keep in memory.
+            indexes: per collection, the fields (or tuples of fields) to index for queries,
+                e.g. ``{"appointments": ["date", ("assigned_to", "date")]}``.
+            text_fields: per collection, the fields full-text search looks in, e.g.
+                ``{"jobs": ["title", "notes"]}``.
             time_source: the wall clock (seconds), replaceable in tests.
             cache: retention, quota and warnings of the cache (default: :class:`CachePolicy`,
                 30-day retention, no quota); applied in the background while the store is open.
@@ -234,9 +254,11 @@ class LocalStore:
         Raises:
             SchemaVersionError: the file was written by a newer crdt-sync.
             CorruptStoreError: the file is not a crdt-sync store, or is damaged.
+            InvalidQuery: an index or text field declaration that cannot be used.
         """
         file = Path(path)
         policy = lww if isinstance(lww, LwwPolicy) else LwwPolicy(lww)
+        spec = ProjectionSpec.of(indexes, text_fields)
         try:
             conn = await aiosqlite.connect(file, isolation_level=None)
         except sqlite3.Error as exc:
@@ -259,10 +281,13 @@ class LocalStore:
             clock = HybridClock(stored, last, max_skew_ms=max_skew_ms)
             # Crash recovery: an upload in flight when the process died is queued again.
             await conn.execute("UPDATE outbox SET status = 'queued' WHERE status = 'uploading'")
+            await on_thread(conn, _apply_spec, spec)
         except BaseException:
             await conn.close()
             raise
-        store = cls(file, conn, stored, policy, clock, time_source, conflict_log_limit, cache_size)
+        store = cls(
+            file, conn, stored, policy, clock, time_source, conflict_log_limit, cache_size, spec
+        )
         await store.outbox._load_counts()
         # Conflict scans a crash interrupted resume now.
         due = await conn.execute_fetchall("SELECT collection, id FROM conflict_scan")
@@ -284,6 +309,10 @@ class LocalStore:
                 self._refreshing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._refreshing
+            if self._scanning is not None:
+                self._scanning.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._scanning
             await self._conflict_scan.close()
             await self._writer.drain()
             if self._accessed:
@@ -346,20 +375,32 @@ class LocalStore:
         return await self.cache.clear()
 
     async def _removing(
-        self, body: Callable[[sqlite3.Connection], tuple[Sequence[tuple[str, str]], _T]]
+        self,
+        body: Callable[[sqlite3.Connection], tuple[Mapping[tuple[str, str], str | None], _T]],
     ) -> _T:
         """Run ``body`` as one write with edits held off; it removes records (with
-        :func:`~crdt_sync.store.removal.remove_records`) and returns their keys and a result.
-        Then the removed records are forgotten in memory, so they load again from disk (a
-        re-download) instead of from a stale document or state vector."""
+        :func:`~crdt_sync.store.removal.remove_records`) and returns their keys, each with its
+        projection row before the removal (or None), and a result. Then the removed records
+        are forgotten in memory, so they load again from disk (a re-download) instead of from
+        a stale document or state vector, and live queries hear that they left (origin
+        ``local``)."""
         async with self._edit_lock:  # no edit builds on a document being removed
             removed, result = await self._write(body)
             self._removals += 1
-            for key in removed:
+            for key, before in removed.items():
                 self._cache.pop(key, None)
                 self._accessed.pop(key, None)
                 self._stale_vectors.discard(key)
+                self._scan_now.pop(key, None)
+                if before is not None:
+                    self._changed(*key, "local", before, None)
         return result
+
+    @property
+    def watched(self) -> bool:
+        """Whether anything listens to record changes (live queries): removals then report
+        the removed records' fields."""
+        return bool(self._record_listeners)
 
     @property
     def conn(self) -> aiosqlite.Connection:
@@ -434,17 +475,27 @@ class LocalStore:
     async def get(self, collection: str, record_id: str) -> Record:
         """The record's current fields, from the local store (works offline).
 
+        From the record's document when it is in memory, else from its projection row
+        (:meth:`query`), which holds the same fields without decoding the document.
+
         Raises:
             RecordNotFound: the record is not in this store.
         """
-        await self._writer.settled((collection, record_id))  # read what was written
+        key = (collection, record_id)
+        await self._writer.settled(key)  # read what was written
+        now = self._time()
+        if key not in self._cache and not self._conflict_scan.is_due(key):
+            # Not in memory and its projection row is up to date: read that, not the document.
+            record = await on_thread(self.conn, record_from_row, collection, record_id, now)
+            if record is not None:
+                self._accessed[key] = now
+                return record
         row = await self._record_row(collection, record_id)
         if row is None:
             raise RecordNotFound(collection, record_id)
         doc = await self._doc(collection, record_id)
-        now = self._time()
         # Written with the next write transaction (or at close): a read costs no write.
-        self._accessed[(collection, record_id)] = now
+        self._accessed[key] = now
         return self._snapshot(collection, record_id, doc, row, accessed_at=now)
 
     async def exists(self, collection: str, record_id: str) -> bool:
@@ -459,26 +510,101 @@ class LocalStore:
             return [row[0] async for row in cursor]
 
     async def records(self, collection: str) -> list[Record]:
-        """Every record of ``collection`` in this store, sorted by id."""
-        return [await self._read(collection, rid) for rid in await self.ids(collection)]
+        """Every record of ``collection`` in this store, sorted by id (from the projection:
+        see :meth:`query`)."""
+        return await self.query(collection)
 
     async def search(
         self,
         collection: str,
         text: str | None = None,
-        where: Mapping[str, Any] | None = None,
+        where: Filter | Mapping[str, Any] | None = None,
     ) -> list[Record]:
-        """Records of ``collection`` whose string fields contain ``text`` (case-insensitive)
-        and whose fields equal every ``where`` item. Local data only."""
+        """Records of ``collection`` whose string fields (nested ones too) contain ``text``
+        (case-insensitive substring) and that match ``where``. Local data only.
+
+        Reads every matching record's projection row; for word search ranked by relevance
+        over declared fields, use :meth:`search_text`."""
         needle = text.casefold() if text else None
         found = []
-        for record in await self.records(collection):
-            if where and any(record.get(k) != v for k, v in where.items()):
-                continue
+        for record in await self.query(collection, where):
             if needle and not any(needle in v.casefold() for v in _strings(record.fields)):
                 continue
             found.append(record)
         return found
+
+    async def query(
+        self,
+        collection: str,
+        where: Filter | Mapping[str, Any] | None = None,
+        *,
+        order_by: str | Sequence[str] = (),
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Record]:
+        """The records of ``collection`` matching ``where``, read from the projection (no
+        document is decoded). Local data only; works offline.
+
+        ``where``: a filter (:func:`crdt_sync.query.field`) or ``{"field": value}``;
+        windows are evaluated now. ``order_by``: field names, ``"-date"`` for descending
+        (ties by id, in the direction of the last field). Results carry ``pending``
+        (unsynced local changes); their ``state_vector`` is the stored one (empty if not
+        known yet). Declare indexes (``open(indexes=...)``) on the fields you filter and
+        order by.
+
+        Raises:
+            InvalidQuery: a malformed filter or order.
+        """
+        q = Query(collection, parse_where(where), _order(order_by), limit, offset)
+        resolved = await self._prepare_query(collection, q.where)
+        return await on_thread(self.conn, query_rows, q, resolved, dict(self._accessed))
+
+    async def count(self, collection: str, where: Filter | Mapping[str, Any] | None = None) -> int:
+        """How many records of ``collection`` match ``where`` (see :meth:`query`)."""
+        resolved = await self._prepare_query(collection, parse_where(where))
+        return await on_thread(self.conn, count_rows, collection, resolved)
+
+    async def search_text(
+        self,
+        collection: str,
+        text: str,
+        *,
+        where: Filter | Mapping[str, Any] | None = None,
+        limit: int = 20,
+        prefix: bool = True,
+        marks: tuple[str, str] = ("[", "]"),
+    ) -> list[SearchHit]:
+        """Full-text search in the fields declared with ``open(text_fields=...)``: records of
+        ``collection`` holding every word of ``text`` (case and accents folded; the last word
+        as a prefix unless ``prefix`` is false), that match ``where``, best first, each with a
+        snippet whose matches are wrapped in ``marks``. Local data only.
+
+        Raises:
+            InvalidQuery: ``collection`` has no declared text fields, or a malformed filter.
+        """
+        if collection not in self.projection.text_fields:
+            raise InvalidQuery(
+                f"collection {collection!r} has no text fields to search: declare them with"
+                f" LocalStore.open(text_fields={{{collection!r}: [...]}})"
+            )
+        match = fts_query(text, prefix=prefix)
+        if match is None or limit <= 0:
+            return []
+        resolved = await self._prepare_query(collection, parse_where(where))
+        return await on_thread(
+            self.conn, search_rows, collection, match, resolved, limit, marks, dict(self._accessed)
+        )
+
+    async def _prepare_query(self, collection: str, where: Filter | None) -> Filter | None:
+        """Bring the collection's projection up to date (writes in flight landed, remote
+        updates scanned) and resolve ``where``'s windows at the store's current time."""
+        await self._writer.drain()
+        due = [key for key in self._conflict_scan.due if key[0] == collection]
+        if due:
+            await self.scan_conflicts(due)
+        if where is None:
+            return None
+        return resolve(where, now=dt.datetime.fromtimestamp(self._time(), dt.UTC))
 
     async def state_vector(self, collection: str, record_id: str) -> bytes:
         """The record's state vector (empty if the record is not here)."""
@@ -602,47 +728,66 @@ class LocalStore:
         return await self._conflict_scan.run_due(keys)
 
     async def _scan(self, keys: Sequence[tuple[str, str]]) -> int:
+        """Bring records changed by remote updates up to date: log their conflicts, move the
+        clock past their timestamps, write their projection rows; in one write."""
         now = self._time()
         now_ms = int(now * 1000)
         rows: list[tuple[Any, ...]] = []
-        for collection, record_id in keys:
-            try:
-                doc = await self._doc(collection, record_id, remember=False)
-            except RecordNotFound:
-                continue
-            layout = layout_of(doc)
-            for entry in layout.all_entries():
-                if not self._clock.observe(entry.ts, now_ms):
-                    self.skewed_timestamps += 1
-            for c in layout.conflicts():
-                rows.append((collection, record_id, *_conflict_columns(c), now))
-        clock = self._clock.state().encode()
+        projected: list[tuple[str, str, str]] = []
+        spec = self.projection
         limit = self._conflict_log_limit
         scanned = [(c, r) for c, r in keys]
+        # Under the edit lock: no edit or remote apply of these records comes between reading
+        # their documents and queueing the write (it would be overwritten by older rows).
+        # Inside an edit (a query in the edit's block) the edit holds it, and writes after.
+        inside_edit = (
+            self._editing_task is not None and self._editing_task is asyncio.current_task()
+        )
+        async with contextlib.nullcontext() if inside_edit else self._edit_lock:
+            for collection, record_id in keys:
+                try:
+                    doc = await self._doc(collection, record_id, remember=False)
+                except RecordNotFound:
+                    continue
+                layout = layout_of(doc)
+                for entry in layout.all_entries():
+                    if not self._clock.observe(entry.ts, now_ms):
+                        self.skewed_timestamps += 1
+                for c in layout.conflicts():
+                    rows.append((collection, record_id, *_conflict_columns(c), now))
+                projected.append((collection, record_id, encode_fields(layout.read())))
+            clock = self._clock.state().encode()
+            replaced: list[str | None] = []
 
-        def write_log(db: sqlite3.Connection) -> list[ConflictLogEntry]:
-            new = []
-            for row in rows:
-                cursor = db.execute(
-                    "INSERT OR IGNORE INTO conflict_log (collection, id, conflict_key, path,"
-                    " lost_kind, lost_value, lost_ts, won_kind, won_value, won_ts, detected_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    row,
-                )
-                if cursor.rowcount:
-                    new.append(_conflict_entry((cursor.lastrowid, *row)))
-            if new:
-                db.execute(
-                    "DELETE FROM conflict_log WHERE rowid <= (SELECT MAX(rowid) FROM"
-                    " conflict_log) - ?",
-                    (limit,),
-                )
-            db.executemany("DELETE FROM conflict_scan WHERE collection = ? AND id = ?", scanned)
-            db.execute(_SAVE_CLOCK_SQL, (clock,))
-            return new
+            def write_log(db: sqlite3.Connection) -> list[ConflictLogEntry]:
+                new = []
+                for row in rows:
+                    cursor = db.execute(
+                        "INSERT OR IGNORE INTO conflict_log (collection, id, conflict_key, path,"
+                        " lost_kind, lost_value, lost_ts, won_kind, won_value, won_ts,"
+                        " detected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        row,
+                    )
+                    if cursor.rowcount:
+                        new.append(_conflict_entry((cursor.lastrowid, *row)))
+                if new:
+                    db.execute(
+                        "DELETE FROM conflict_log WHERE rowid <= (SELECT MAX(rowid) FROM"
+                        " conflict_log) - ?",
+                        (limit,),
+                    )
+                for collection, record_id, fields in projected:
+                    replaced.append(write_row(db, spec, collection, record_id, fields))
+                db.executemany("DELETE FROM conflict_scan WHERE collection = ? AND id = ?", scanned)
+                db.execute(_SAVE_CLOCK_SQL, (clock,))
+                return new
 
-        new = await self._write(write_log)
+            committed = self._submit(write_log)
+        new = await asyncio.shield(committed)
         self._clock_written = clock
+        for (collection, record_id, fields), before in zip(projected, replaced, strict=True):
+            if before != fields:
+                self._changed(collection, record_id, "remote", before, fields)
         for logged in new:
             for listener in list(self._conflict_listeners):
                 try:
@@ -650,6 +795,80 @@ class LocalStore:
                 except Exception:
                     log.exception("%s: a conflict listener failed", self.path)
         return len(new)
+
+    # ----------------------------------------------------------------- record changes
+
+    def on_record_change(self, listener: Callable[[RecordChanged], None]) -> Callable[[], None]:
+        """Call ``listener`` after each commit that changed a record's fields, local edits
+        and remote updates alike (remote ones once their scan ran: at the next pause, or
+        sooner when a query or a watcher asks); returns a function that removes it."""
+        return self._record_listeners.add(listener)
+
+    def watch(
+        self,
+        collection: str,
+        where: Filter | Mapping[str, Any] | None = None,
+        *,
+        order_by: str | Sequence[str] = (),
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> LiveQuery:
+        """A live :meth:`query`: its result now, then again after each local edit or remote
+        update that affects it (the record matched before or matches after), with the changes
+        (origin ``"local"``/``"remote"``, fields changed). Remote updates of a watched
+        collection are scanned at once rather than at the next pause.
+
+        ``async for result in store.watch("jobs", {"status": "open"}): show(result.records)``
+
+        Raises:
+            InvalidQuery: a malformed filter or order.
+        """
+        filter_ = parse_where(where)
+        Query(collection, filter_, _order(order_by), limit, offset)  # checks them now
+
+        async def run() -> list[Record]:
+            return await self.query(
+                collection, filter_, order_by=order_by, limit=limit, offset=offset
+            )
+
+        def subscribe(listener: Callable[[RecordChanged], None]) -> Callable[[], None]:
+            remove = self._record_listeners.add(listener)
+            self._watched[collection] += 1
+
+            def unsubscribe() -> None:
+                remove()
+                self._watched[collection] -= 1
+
+            return unsubscribe
+
+        return LiveQuery(collection, filter_, run, subscribe, self._time)
+
+    def _scan_soon(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Scan these records now (in a task) rather than at the next pause: a live query
+        waits for their projection."""
+        self._scan_now.update(dict.fromkeys(keys))
+        if self._scan_now and self._scanning is None and self._conn is not None:
+            self._scanning = asyncio.get_running_loop().create_task(self._scan_watched())
+
+    async def _scan_watched(self) -> None:
+        try:
+            while self._scan_now and self._conn is not None:
+                keys, self._scan_now = list(self._scan_now), {}
+                await self.scan_conflicts(keys)
+        except InvalidState:
+            pass  # closed meanwhile
+        except Exception:
+            log.exception("%s: scanning watched records failed", self.path)
+        finally:
+            self._scanning = None
+
+    def _changed(
+        self, collection: str, record_id: str, origin: Origin, before: str | None, after: str | None
+    ) -> None:
+        if self._record_listeners:
+            self._record_listeners.publish(
+                RecordChanged(collection, record_id, origin, before, after)
+            )
 
     # ----------------------------------------------------------------- local edits
 
@@ -773,6 +992,9 @@ class LocalStore:
         else:
             self._clock_written = clock
         client_id = doc.client_id
+        row = encode_fields(read_fields(doc))
+        spec = self.projection
+        replaced: list[str | None] = []
 
         def commit(db: sqlite3.Connection) -> int:
             if new:
@@ -797,6 +1019,7 @@ class LocalStore:
             )
             if clock is not None:
                 db.execute(_SAVE_CLOCK_SQL, (clock,))
+            replaced.append(write_row(db, spec, collection, record_id, row))
             return seq
 
         future = self._submit(commit, [(collection, record_id)])
@@ -806,6 +1029,8 @@ class LocalStore:
                 self._clock_written = None  # not known to be on disk: write it next time
             else:
                 self._compactor.rows_added([(collection, record_id)])
+                if replaced and replaced[0] != row:
+                    self._changed(collection, record_id, "local", replaced[0], row)
             self.outbox._committed(done, collection, record_id, now, update)
 
         future.add_done_callback(landed)
@@ -901,6 +1126,7 @@ class LocalStore:
                 self._refresh_vectors_soon(stale)
                 self._compactor.rows_added(keys)
                 self._conflict_scan.add(keys)
+                self._scan_soon(k for k in keys if self._watched[k[0]])
             if on_committed is not None:
                 on_committed(error)
 
@@ -1239,10 +1465,16 @@ class LocalStore:
                         (self._time(), current.get_state(), collection, record_id),
                     )
                     await self._save_clock(conn)
+                    row = encode_fields(read_fields(current))
+                    replaced = await on_thread(
+                        conn, write_row, self.projection, collection, record_id, row
+                    )
                     waits = _first(await conn.execute_fetchall(_WAITS_SQL, (collection, record_id)))
             except BaseException:
                 self._cache.pop((collection, record_id), None)
                 raise
+            if replaced != row:
+                self._changed(collection, record_id, "local", replaced, row)
             self.outbox._errors -= 1  # the entry is queued again
             self.outbox._waits_changed({(collection, record_id): (waits[0], waits[1])})
 
@@ -1617,6 +1849,17 @@ def _unsynced_in_file(path: Path) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+def _apply_spec(db: sqlite3.Connection, spec: ProjectionSpec) -> None:
+    """Make the file's projection indexes and full-text rows match ``spec`` (one transaction)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        spec.apply(db)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 async def _meta(conn: aiosqlite.Connection, key: str) -> str | None:
     async with conn.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
         row = await cursor.fetchone()
@@ -1730,6 +1973,10 @@ def _state_vector_of(updates: Sequence[bytes], client_id: int) -> bytes:
     doc: Doc[Any] = Doc(client_id=client_id)
     apply_updates(doc, updates)
     return doc.get_state()
+
+
+def _order(order_by: str | Sequence[str]) -> tuple[str, ...]:
+    return (order_by,) if isinstance(order_by, str) else tuple(order_by)
 
 
 def _first(rows: Iterable[Any]) -> Any:

@@ -189,9 +189,9 @@ async def test_remove_records_refuses_a_pending_record(tmp_path: Path) -> None:
             job["x"] = 1
         await _confirmed(store, "b")
 
-        def remove(db: sqlite3.Connection) -> tuple[list[tuple[str, str]], None]:
+        def remove(db: sqlite3.Connection) -> tuple[dict[tuple[str, str], str | None], None]:
             remove_records(db, [("jobs", "b"), ("jobs", "a")])
-            return [], None
+            return {}, None
 
         with pytest.raises(InvalidState, match="jobs/a has unsynced changes"):
             await store._removing(remove)
@@ -428,3 +428,35 @@ async def test_measure_counts_reads_whose_time_is_not_written_yet(tmp_path: Path
         await store.get("jobs", "a")  # its time rides with the next write
         [measured] = await store.cache.measure()
         assert measured.last_used == T0 + 100
+
+
+async def test_eviction_removes_projection_and_text_rows_and_live_queries_hear_it(
+    tmp_path: Path,
+) -> None:
+    store = await LocalStore.open(
+        tmp_path / "pj.db",
+        time_source=Clock(T0),
+        text_fields={"jobs": ["notes"]},
+        cache=CachePolicy(check_interval=1e6),
+    )
+    async with store:
+        for name in ("kept", "gone"):
+            async with store.edit("jobs", name) as job:
+                job["status"] = "open"
+                job["notes"] = f"boiler {name}"
+        await store.outbox.acknowledge(
+            [e.seq for e in await store.outbox.entries() if e.record_id == "gone"]
+        )
+        assert {h.record.id for h in await store.search_text("jobs", "boiler")} == {"kept", "gone"}
+        async with store.watch("jobs", {"status": "open"}) as live:
+            assert {r.id for r in (await live.next()).records} == {"kept", "gone"}
+            await store.clear_cache()
+            async with asyncio.timeout(5):
+                result = await live.next()
+        assert [r.id for r in result.records] == ["kept"]
+        [change] = result.changes
+        assert (change.record_id, change.origin, change.after) == ("gone", "local", None)
+        assert change.before == {"status": "open", "notes": "boiler gone"}
+        assert [h.record.id for h in await store.search_text("jobs", "boiler")] == ["kept"]
+        for table in ("projection", "record_text"):
+            assert _rows(store.path, table, "gone") == 0
