@@ -16,9 +16,11 @@ task that keeps it synced:
   token and reconnects at once (no backoff), keeping the outbox as it is.
 
 Status (:attr:`Replica.status`), record changes (:meth:`Replica.changes`,
-:meth:`Replica.on_change`) and conflicts (:meth:`Replica.conflict_events`,
-:meth:`Replica.on_conflict`) are published as events. Online-only actions
-(:meth:`Replica.sync_now`) raise :class:`~crdt_sync.errors.OfflineError` when offline.
+:meth:`Replica.on_change`), conflicts (:meth:`Replica.conflict_events`,
+:meth:`Replica.on_conflict`) and the cache's evictions and warnings
+(:meth:`Replica.cache_events`, :meth:`Replica.on_cache_event`) are published as events.
+Online-only actions (:meth:`Replica.sync_now`) raise :class:`~crdt_sync.errors.OfflineError`
+when offline.
 """
 
 from __future__ import annotations
@@ -44,12 +46,14 @@ from typing import Any, Literal
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from crdt_sync.backoff import DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY, backoff
-from crdt_sync.errors import InvalidState, OfflineError
+from crdt_sync.cache_policy import CacheEvent, CachePolicy
+from crdt_sync.errors import InvalidState, OfflineError, UnsyncedChangesError
 from crdt_sync.outbox import OutboxEntry
 from crdt_sync.protocol import Welcomed
 from crdt_sync.query import Filter
 from crdt_sync.records.lww import LwwPolicy
 from crdt_sync.records.record import Record, RecordEditor
+from crdt_sync.store.cache_keeper import CacheReport
 from crdt_sync.store.live_query import LiveQuery
 from crdt_sync.store.local_query import SearchHit
 from crdt_sync.store.record_changes import Origin, RecordChanged
@@ -167,6 +171,7 @@ class Replica:
         backoff_initial: float = DEFAULT_INITIAL_DELAY,
         backoff_max: float = DEFAULT_MAX_DELAY,
         upload_window: int = DEFAULT_WINDOW,
+        cache: CachePolicy | None = None,
         **store_options: Any,
     ) -> _Opening:
         """Open the store at ``path`` and start syncing it with the relay at ``url``.
@@ -191,6 +196,9 @@ class Replica:
             backoff_initial: the upper bound of the first reconnect delay (seconds).
             backoff_max: the cap of the reconnect delays (seconds).
             upload_window: the most outbox entries in flight.
+            cache: retention, quota and warning thresholds of the local cache (default:
+                :class:`~crdt_sync.cache_policy.CachePolicy`: 30-day retention, no quota); the
+                cache's maximum age comes from the relay.
             store_options: passed to :meth:`LocalStore.open`.
         """
         return _Opening(
@@ -208,7 +216,7 @@ class Replica:
                 backoff_max=backoff_max,
                 upload_window=upload_window,
             ),
-            dict(store_options, lww=lww, replica_id=replica_id),
+            dict(store_options, lww=lww, replica_id=replica_id, cache=cache),
         )
 
     def _start(self) -> None:
@@ -228,6 +236,21 @@ class Replica:
         self._unsubscribe_outbox()
         self._unsubscribe_local()
         await self.store.close()
+
+    async def wipe(self, *, force: bool = False) -> None:
+        """Log out: stop syncing, close the replica and delete its local data (the store's
+        files). Refused while changes are not synced yet, unless ``force`` (they are lost).
+
+        Raises:
+            UnsyncedChangesError: unsynced changes exist and ``force`` is false; it says how
+                many. The replica is left open and syncing (sync, then try again).
+        """
+        if not force and self._session.state is not SessionState.CLOSED:
+            entries, records = await self.store.unsynced()
+            if entries:
+                raise UnsyncedChangesError(self.store.path, entries, records)
+        await self.close()
+        await self.store.wipe(force=force)  # checks the closed file again
 
     async def __aenter__(self) -> Replica:
         return self
@@ -422,6 +445,40 @@ class Replica:
         finally:
             unsubscribe()
 
+    # -- the cache: retention, quota, expiry ---------------------------------------------
+
+    async def clear_cache(self) -> CacheReport:
+        """Remove every local record without unsynced changes; records with unsynced changes
+        (outbox entries of any status) stay. Removed records come back when they change on
+        the relay (docs/client.md, "Retention, quota and expiry")."""
+        return await self.store.clear_cache()
+
+    async def apply_cache_policy(self) -> CacheReport:
+        """Apply retention and quota now (they also run by themselves in the background)."""
+        return await self.store.cache.apply_policy()
+
+    @property
+    def cache_expires_at(self) -> float | None:
+        """When the offline cache expires (Unix time), from the relay's maximum age and the
+        last completed sync; None: no expiry, or online now."""
+        return self.store.cache.expires_at
+
+    def on_cache_event(self, callback: Callable[[CacheEvent], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` for each :class:`~crdt_sync.cache_policy.CacheEvent` from
+        now on (records evicted; warnings: expiry soon, expired, eviction blocked by unsynced
+        changes, unsynced changes getting old). Returns a function that unsubscribes."""
+        return self.store.cache.on_event(callback)
+
+    async def cache_events(self) -> AsyncGenerator[CacheEvent, None]:
+        """Yield each cache event from now on, forever."""
+        queue: asyncio.Queue[CacheEvent] = asyncio.Queue()
+        unsubscribe = self.store.cache.on_event(queue.put_nowait)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            unsubscribe()
+
     # -- user and network control ---------------------------------------------------------
 
     async def go_offline(self) -> None:
@@ -523,6 +580,12 @@ class Replica:
                 event.name,
                 after.name,
             )
+            if SessionState.SYNCING in (before, after):
+                # A sync under way: the expiry waits for its outcome.
+                self.store.cache.set_syncing(after is SessionState.SYNCING)
+            if SessionState.ONLINE in (before, after):
+                # Online, the cache is current: it does not age toward its expiry.
+                self.store.cache.set_live(after is SessionState.ONLINE)
             changes: dict[str, Any] = {**status_changes, "session": after}
             if after is SessionState.SYNCING:
                 changes["progress"] = Progress()
@@ -669,6 +732,7 @@ class _SyncReports:
         replica = self._replica
         replica.grant = event
         replica._auth_retried = False
+        replica.store.cache.set_max_age(event.cache_max_age)
         if replica._session.state is SessionState.CONNECTING:
             replica._transition(SessionEvent.WELCOMED)
 
@@ -677,6 +741,7 @@ class _SyncReports:
         replica = self._replica
         replica._delays = replica._new_backoff()
         done = {"last_synced_at": time.time(), "last_error": None}
+        replica.store.cache.synced()
         if replica._session.state is SessionState.SYNCING:
             replica._transition(SessionEvent.SYNCED, **done)
         else:

@@ -32,7 +32,9 @@ local edit), so store updates never race each other. Its :class:`SyncPhase` goes
    the replica is online.
 3. **Live** (``LIVE``): updates from others are applied as they come, their cursor (if the
    frame carries one) written in the same transaction; local edits are pushed as soon as they
-   are committed.
+   are committed. A live update of a record the store evicted from its cache
+   (``store.absent()``) holds only the latest change: the whole record is asked for with an
+   ``sv`` frame (empty state vector), whose ``updates`` answer is applied as it comes.
 """
 
 from __future__ import annotations
@@ -271,10 +273,18 @@ class SyncRun:
                 # Raised once applied in memory and queued for commit (readers of the records
                 # wait for it); the cursor commits with the updates.
                 settings = {CURSOR_SETTING: str(cursor)} if cursor is not None else None
+                # A record the cache evicted comes back with its next change: the live update
+                # holds only that change, so ask for the whole record too.
+                absent = await self.store.absent([(i.collection, i.record_id) for i in items])
                 keys = await self.store.apply_remote(
                     items, settings, on_committed=self._live_written
                 )
                 self.owner.records_changed(keys)
+                if absent:
+                    self.protocol.send_state_vectors(
+                        [(c, r, EMPTY_STATE_VECTOR) for c, r in absent]
+                    )
+                    await self.connection.flush()
             case UpdatesReceived(items, cursor):  # catch-up diffs
                 keys = await self.store.apply_remote(items)
                 size = sum(len(i.update) for i in items)

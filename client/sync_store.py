@@ -87,6 +87,11 @@ class SyncStore(Protocol):
         for a record not here)."""
         ...
 
+    async def absent(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Those of these records that the store removed from its cache and does not have
+        (none if it never removed any): a live update of one carries only the latest change."""
+        ...
+
     async def apply_remote(
         self,
         updates: Iterable[tuple[str, str, bytes]],

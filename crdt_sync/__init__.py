@@ -11,6 +11,8 @@ brings in neither asyncio nor aiosqlite. The names, and where they live:
   ``OutboxEntry``, ``OutboxStatus`` (:mod:`crdt_sync.outbox`);
 - filters for queries, subscriptions and grants: ``field``, ``Query``, ``Claim``
   (:mod:`crdt_sync.query`);
+- the cache's retention, quota and expiry: ``CachePolicy``, ``CacheEvent``, ``CacheEventKind``
+  (:mod:`crdt_sync.cache_policy`);
 - every error (:mod:`crdt_sync.errors`).
 """
 
@@ -31,6 +33,9 @@ _WHERE = {
     "Conflict": "crdt_sync.records.layout",
     "HybridClock": "crdt_sync.records.clock",
     "Timestamp": "crdt_sync.records.clock",
+    "CacheEvent": "crdt_sync.cache_policy",
+    "CacheEventKind": "crdt_sync.cache_policy",
+    "CachePolicy": "crdt_sync.cache_policy",
     "OutboxEntry": "crdt_sync.outbox",
     "OutboxStatus": "crdt_sync.outbox",
     "ConflictLogEntry": "crdt_sync.store.sqlite",
@@ -63,6 +68,7 @@ _WHERE = {
             "SchemaVersionError",
             "StoreError",
             "UnsupportedVersion",
+            "UnsyncedChangesError",
             "UpdateBlocked",
             "UpdateRejected",
         ],
@@ -87,6 +93,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from .cache_policy import CacheEvent as CacheEvent
+    from .cache_policy import CacheEventKind as CacheEventKind
+    from .cache_policy import CachePolicy as CachePolicy
     from .errors import AuthError as AuthError
     from .errors import BatchError as BatchError
     from .errors import ConnectionClosed as ConnectionClosed
@@ -104,6 +113,7 @@ if TYPE_CHECKING:
     from .errors import SchemaVersionError as SchemaVersionError
     from .errors import StoreError as StoreError
     from .errors import UnsupportedVersion as UnsupportedVersion
+    from .errors import UnsyncedChangesError as UnsyncedChangesError
     from .errors import UpdateBlocked as UpdateBlocked
     from .errors import UpdateRejected as UpdateRejected
     from .outbox import OutboxEntry as OutboxEntry

@@ -24,6 +24,7 @@ of the empty state vector, so that "I have nothing" can be written either way.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -113,14 +114,17 @@ def _wire(msg: Message) -> dict[str, Any]:
             return {"t": "sub", "collections": collections, "cursor": cursor}
         case Hello(token, replica, version):
             return {"t": "hello", "v": version, "token": token, "replica": replica}
-        case Welcome(tenant, collections, limits, version):
-            return {
+        case Welcome(tenant, collections, limits, version, cache_max_age):
+            welcome = {
                 "t": "welcome",
                 "v": version,
                 "tenant": tenant,
                 "collections": collections,
                 "limits": {"max_frame": limits.max_frame, "max_items": limits.max_items},
             }
+            if cache_max_age is not None:  # optional: absent means no expiry
+                welcome["cache_max_age"] = cache_max_age
+            return welcome
         case Error(code, reason, fatal):
             return {"t": "error", "code": code, "reason": reason, "fatal": fatal}
     raise TypeError(f"not a protocol message: {msg!r}")  # pragma: no cover - typing guards
@@ -160,6 +164,15 @@ def _int(value: Any, what: str) -> int:
 
 def _opt_int(value: Any, what: str) -> int | None:
     return None if value is None else _int(value, what)
+
+
+def _opt_seconds(value: Any, what: str) -> float | None:
+    """None, or a positive finite number of seconds (int or float on the wire)."""
+    if value is None:
+        return None
+    if type(value) not in (int, float) or not 0 < value < math.inf:
+        raise InvalidMessage(f"{what} must be a positive number of seconds, got {value!r:.60}")
+    return float(value)
 
 
 def _bool(value: Any, what: str) -> bool:
@@ -314,6 +327,7 @@ def _welcome(obj: dict[str, Any]) -> Welcome:
             max_items=_int(_field(limits, "max_items"), "welcome max_items"),
         ),
         version=_int(_field(obj, "v"), "welcome v"),
+        cache_max_age=_opt_seconds(obj.get("cache_max_age"), "welcome cache_max_age"),
     )
 
 

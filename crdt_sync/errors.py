@@ -10,7 +10,8 @@ The hierarchy::
     ├── StoreError            the local store cannot be used; always names the file
     │   ├── SchemaVersionError    written by a newer crdt-sync
     │   ├── CorruptStoreError     not a crdt-sync store, or damaged
-    │   └── BatchError            edits of a ``batch()`` that could not be written
+    │   ├── BatchError            edits of a ``batch()`` that could not be written
+    │   └── UnsyncedChangesError  ``wipe()`` refused: changes not synced yet (how many)
     ├── OutboxError           an outbox operation that does not fit the entry's state
     ├── ProtocolError         the peer sent something the protocol does not allow
     │   ├── InvalidMessage        malformed frame
@@ -95,6 +96,20 @@ class BatchError(StoreError):
             path,
             f"edits of {len(failed)} record(s) of the batch ({edits} edits) could not be "
             f"written and were not kept: {names} ({first})",
+        )
+
+
+class UnsyncedChangesError(StoreError):
+    """``wipe()`` refused: ``entries`` outbox entries of ``records`` records are not synced
+    yet. Sync them first (or discard them), or pass ``force=True`` to lose them."""
+
+    def __init__(self, path: str | Path, entries: int, records: int) -> None:
+        self.entries = entries
+        self.records = records
+        super().__init__(
+            path,
+            f"{entries} unsynced change(s) in {records} record(s) would be lost: sync them "
+            "first, or wipe(force=True) to delete them anyway",
         )
 
 

@@ -178,12 +178,18 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Welcome:
-    """``welcome``: the handshake succeeded; the grant (tenant, collections) and limits."""
+    """``welcome``: the handshake succeeded; the grant (tenant, collections) and limits.
+
+    ``cache_max_age``: the longest the replica may keep its offline cache after its last
+    completed sync, in seconds, as the relay's admin set it for the tenant; None (an older
+    relay, or none set): no expiry. Optional on the wire (absent when None).
+    """
 
     tenant: str
     collections: tuple[str, ...]
     limits: Limits
     version: int = PROTOCOL_VERSION
+    cache_max_age: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

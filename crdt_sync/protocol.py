@@ -148,11 +148,13 @@ class State(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Welcomed:
-    """Client: the handshake succeeded. The relay granted ``collections`` of ``tenant``."""
+    """Client: the handshake succeeded. The relay granted ``collections`` of ``tenant``;
+    ``cache_max_age`` is the tenant's maximum offline-cache age in seconds (None: no expiry)."""
 
     tenant: str
     collections: tuple[str, ...]
     limits: Limits
+    cache_max_age: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -722,7 +724,7 @@ class ClientProtocol(_Protocol[ClientEvent]):
                     return
                 self._welcome = msg
                 self._set_state(State.OPEN)
-                self._emit(Welcomed(msg.tenant, msg.collections, msg.limits))
+                self._emit(Welcomed(msg.tenant, msg.collections, msg.limits, msg.cache_max_age))
             else:
                 self._unexpected(msg)
             return
@@ -801,13 +803,17 @@ class ServerProtocol(_Protocol[ServerEvent]):
 
     # -- commands -------------------------------------------------------------------------
 
-    def accept(self, tenant: str, collections: Iterable[str]) -> None:
+    def accept(
+        self, tenant: str, collections: Iterable[str], *, cache_max_age: float | None = None
+    ) -> None:
         """Accept the client after verifying its token: send ``welcome``, move to ``OPEN``.
 
         Args:
             tenant: the tenant the token belongs to.
             collections: the collections the token grants; pushes, subscriptions and state
                 vectors outside them are refused by the core (``forbidden``).
+            cache_max_age: the tenant's maximum offline-cache age in seconds, sent in
+                ``welcome`` (None: no expiry, the field is left out).
 
         Raises:
             InvalidState: no ``hello`` was received, or the connection is not ``CONNECTING``.
@@ -818,7 +824,13 @@ class ServerProtocol(_Protocol[ServerEvent]):
         self._tenant = tenant
         self._grant = frozenset(granted)
         self._send(
-            m.Welcome(tenant, granted, Limits(self.max_frame, self.max_items), PROTOCOL_VERSION)
+            m.Welcome(
+                tenant,
+                granted,
+                Limits(self.max_frame, self.max_items),
+                PROTOCOL_VERSION,
+                cache_max_age,
+            )
         )
         self._set_state(State.OPEN)
 

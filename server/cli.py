@@ -46,6 +46,14 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _tenant_seconds(text: str) -> tuple[str, float | None]:
+    tenant, sep, seconds = text.partition("=")
+    if not sep or not tenant:
+        raise argparse.ArgumentTypeError(f"expected TENANT=SECONDS, got {text}")
+    value = _non_negative_float(seconds)
+    return tenant, value or None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crdt-sync", description="crdt-sync relay server and tools."
@@ -130,6 +138,23 @@ def _parser() -> argparse.ArgumentParser:
         help="changes of a tenant after which the relay forgets which replica made a change "
         "(keeps its change index about one row per record; a replica offline for longer gets "
         "its own older changes in its catch-up too); 0 never (default %(default)s)",
+    )
+    serve.add_argument(
+        "--cache-max-age",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="the longest a replica may keep its offline cache after its last completed sync, "
+        "for every tenant (sent to replicas in welcome; they warn ahead, then clear what is "
+        "synced, never unsynced changes); 0: no expiry (default %(default)g)",
+    )
+    serve.add_argument(
+        "--tenant-cache-max-age",
+        type=_tenant_seconds,
+        action="append",
+        default=[],
+        metavar="TENANT=SECONDS",
+        help="--cache-max-age for one tenant (0: no expiry for it); repeatable",
     )
     serve.add_argument(
         "--verifier",
@@ -240,6 +265,8 @@ def relay_config(args: argparse.Namespace) -> RelayConfig:
         rate_limit=args.rate_limit,
         state_cache_bytes=int(args.state_cache_mb * 2**20),
         forget_origins_after=args.forget_origins_after,
+        cache_max_age=args.cache_max_age or None,
+        tenant_cache_max_age=dict(args.tenant_cache_max_age),
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from crdt_sync.protocol import DEFAULT_MAX_FRAME, DEFAULT_MAX_ITEMS, DEFAULT_RATE
@@ -39,6 +39,10 @@ class RelayConfig:
         ping_interval: websocket-level keepalive ping interval (seconds; None disables).
         ping_timeout: websocket-level pong timeout (seconds).
         shutdown_timeout: longest a graceful shutdown waits for commits and sends.
+        cache_max_age: the longest (seconds) a replica may keep its offline cache after its
+            last completed sync, for every tenant (sent in ``welcome``); None: no expiry.
+        tenant_cache_max_age: per-tenant overrides of ``cache_max_age`` (None: no expiry for
+            that tenant).
     """
 
     host: str = "127.0.0.1"
@@ -58,3 +62,11 @@ class RelayConfig:
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
     shutdown_timeout: float = 10.0
+    cache_max_age: float | None = None
+    tenant_cache_max_age: dict[str, float | None] = field(default_factory=dict)
+
+    def cache_max_age_for(self, tenant: str) -> float | None:
+        """The maximum offline-cache age announced to ``tenant``'s replicas (None: none)."""
+        if tenant in self.tenant_cache_max_age:
+            return self.tenant_cache_max_age[tenant]
+        return self.cache_max_age

@@ -277,7 +277,11 @@ class NativeEndpoint:
         conn.grant = grant
         conn.replica = event.replica
         conn.outbound.peer = f"replica {event.replica!r}"
-        conn.protocol.accept(grant.tenant, sorted(grant.collections))
+        conn.protocol.accept(
+            grant.tenant,
+            sorted(grant.collections),
+            cache_max_age=self.config.cache_max_age_for(grant.tenant),
+        )
         remaining = grant.expires_at - time.time()
         if remaining < 1e9:
             loop = asyncio.get_running_loop()

@@ -7,14 +7,15 @@ import crdt_sync.client
 import crdt_sync
 
 CORE = {
-    "ArrayEditor", "AuthError", "BatchError", "Conflict", "ConflictLogEntry", "ConnectionClosed",
+    "ArrayEditor", "AuthError", "BatchError", "CacheEvent", "CacheEventKind", "CachePolicy",
+    "Conflict", "ConflictLogEntry", "ConnectionClosed",
     "CorruptStoreError", "CrdtSyncError", "HybridClock", "InvalidEdit", "InvalidMessage",
     "InvalidState", "LocalStore", "LwwPolicy", "MapEditor", "MessageTooBig", "OfflineError",
     "Outbox", "OutboxEntry", "OutboxError", "OutboxStatus", "ProtocolError", "Record",
     "RecordEditor", "RecordNotFound", "RemoteUpdate", "SchemaVersionError", "StoreError",
-    "TextField", "Timestamp", "UnsupportedVersion", "UpdateBlocked", "UpdateRejected",
-    "InvalidQuery", "SearchHit", "LiveQuery", "QueryResult", "RecordChanged", "field", "Query",
-    "Claim",
+    "TextField", "Timestamp", "UnsupportedVersion", "UnsyncedChangesError", "UpdateBlocked",
+    "UpdateRejected", "InvalidQuery", "SearchHit", "LiveQuery", "QueryResult", "RecordChanged",
+    "field", "Query", "Claim",
 }  # fmt: skip
 
 

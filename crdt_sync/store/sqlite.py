@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import aiosqlite
 from pycrdt import Doc, TransactionEvent, get_state, merge_updates
 
+from ..cache_policy import CachePolicy
 from ..errors import (
     BatchError,
     CorruptStoreError,
@@ -45,6 +46,7 @@ from ..errors import (
     RecordNotFound,
     SchemaVersionError,
     StoreError,
+    UnsyncedChangesError,
 )
 from ..outbox import OutboxEntry, OutboxStatus
 from ..query import Filter, Query, parse_where, resolve
@@ -58,6 +60,7 @@ from ..yjs.lib0 import Reader, write_var_bytes
 from ..yjs.merge import merge
 from ..yjs.updates import EMPTY_UPDATE, decode_state_vector
 from . import batch as batches
+from .cache_keeper import CacheKeeper, CacheReport
 from .checkpoints import Checkpointer
 from .group_commit import GroupCommit, Key, WriteBody
 from .idle_compaction import IdleCompactor
@@ -213,6 +216,9 @@ class LocalStore:
         self.outbox = Outbox(self)
         #: Remote timestamps refused by the HLC because they were too far ahead.
         self.skewed_timestamps = 0
+        #: Retention, quota and expiry of the cached records (crdt_sync.store.cache_keeper).
+        self.cache = CacheKeeper(self, CachePolicy())
+        self._removals = 0  # bumped when records are removed: a read racing it caches nothing
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -229,6 +235,7 @@ class LocalStore:
         indexes: Mapping[str, Iterable[str | Sequence[str]]] | None = None,
         text_fields: Mapping[str, Iterable[str]] | None = None,
         time_source: Callable[[], float] = time.time,
+        cache: CachePolicy | None = None,
     ) -> LocalStore:
         """Open (or create) the store file at ``path``.
 
@@ -244,6 +251,8 @@ class LocalStore:
             text_fields: per collection, the fields full-text search looks in, e.g.
                 ``{"jobs": ["title", "notes"]}``.
             time_source: the wall clock (seconds), replaceable in tests.
+            cache: retention, quota and warnings of the cache (default: :class:`CachePolicy`,
+                30-day retention, no quota); applied in the background while the store is open.
 
         Raises:
             SchemaVersionError: the file was written by a newer crdt-sync.
@@ -286,11 +295,15 @@ class LocalStore:
         # Conflict scans a crash interrupted resume now.
         due = await conn.execute_fetchall("SELECT collection, id FROM conflict_scan")
         store._conflict_scan.add((str(c), str(r)) for c, r in due)
+        if cache is not None:
+            store.cache.policy = cache
+        await store.cache.start()
         return store
 
     async def close(self) -> None:
         """Close the file. The store cannot be used afterwards."""
         if self._conn is not None:
+            await self.cache.close()
             await self._compactor.close()
             if self._refresher is not None:
                 self._refresher.cancel()
@@ -322,12 +335,78 @@ class LocalStore:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def wipe(self) -> None:
-        """Delete this account's local data (logout): closes the store and removes its files."""
+    async def wipe(self, *, force: bool = False) -> None:
+        """Delete this account's local data (logout): closes the store and removes its files.
+
+        Refused while changes are not synced yet, unless ``force`` (they are lost then).
+
+        Raises:
+            UnsyncedChangesError: unsynced changes exist and ``force`` is false (says how
+                many); the store stays as it was (open if it was).
+        """
+        if not force:
+            if self._conn is not None:
+                entries, records = await self.unsynced()
+                if entries:
+                    raise UnsyncedChangesError(self.path, entries, records)
+            await self.close()
+            # Checked again on the file: an edit may have committed while closing.
+            entries, records = _unsynced_in_file(self.path)
+            if entries:
+                raise UnsyncedChangesError(self.path, entries, records)
         await self.close()
         for suffix in ("", "-wal", "-shm", "-journal"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(f"{self.path}{suffix}")
+
+    async def unsynced(self) -> tuple[int, int]:
+        """``(outbox entries, records with entries)``: the changes the relay does not have."""
+        row = _first(
+            await self.conn.execute_fetchall(
+                "SELECT COUNT(*), (SELECT COUNT(*) FROM (SELECT DISTINCT collection, id"
+                " FROM outbox)) FROM outbox"
+            )
+        )
+        return int(row[0]), int(row[1])
+
+    async def absent(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Those of these records that were removed from the cache (evicted, expired,
+        cleared) and are not here (see :meth:`CacheKeeper.absent
+        <crdt_sync.store.cache_keeper.CacheKeeper.absent>`)."""
+        return await self.cache.absent(keys)
+
+    async def clear_cache(self) -> CacheReport:
+        """Remove every record without unsynced changes (records with outbox entries, whatever
+        their status, stay, with everything they need). Raises an ``evicted`` cache event."""
+        return await self.cache.clear()
+
+    async def _removing(
+        self,
+        body: Callable[[sqlite3.Connection], tuple[Mapping[tuple[str, str], Row | None], _T]],
+    ) -> _T:
+        """Run ``body`` as one write with edits held off; it removes records (with
+        :func:`~crdt_sync.store.removal.remove_records`) and returns their keys, each with its
+        projection row before the removal (or None), and a result. Then the removed records
+        are forgotten in memory, so they load again from disk (a re-download) instead of from
+        a stale document or state vector, and live queries hear that they left (origin
+        ``local``)."""
+        async with self._edit_lock:  # no edit builds on a document being removed
+            removed, result = await self._write(body)
+            self._removals += 1
+            for key, before in removed.items():
+                self._cache.pop(key, None)
+                self._accessed.pop(key, None)
+                self._stale_vectors.discard(key)
+                self._scan_now.pop(key, None)
+                if before is not None:
+                    self._changed(*key, "local", before, None)
+        return result
+
+    @property
+    def watched(self) -> bool:
+        """Whether anything listens to record changes (live queries): removals then report
+        the removed records' fields."""
+        return bool(self._record_listeners)
 
     @property
     def conn(self) -> aiosqlite.Connection:
@@ -1293,6 +1372,7 @@ class LocalStore:
             await self._writer.settled(key)
             return await self._doc(collection, record_id)
         conn = conn or self.conn
+        removals = self._removals
         row = await self._base(conn, collection, record_id)
         rows = await conn.execute_fetchall(
             "SELECT data, bundle FROM updates WHERE collection = ? AND id = ? ORDER BY rowid", key
@@ -1313,6 +1393,7 @@ class LocalStore:
             and self._editing != key
             and (conn is not self.conn or not self._in_transaction)
             and not self._writer.in_flight(key)
+            and self._removals == removals
         ):
             self._remember(key, doc)
         return doc
@@ -1770,6 +1851,23 @@ async def _prepare(conn: aiosqlite.Connection, path: Path) -> None:
         except BaseException:
             await conn.execute("ROLLBACK")
             raise
+
+
+def _unsynced_in_file(path: Path) -> tuple[int, int]:
+    """``(outbox entries, records)`` of a closed store file (0, 0 if there is no file)."""
+    if not path.exists():
+        return 0, 0
+    db = sqlite3.connect(path)
+    try:
+        row = db.execute(
+            "SELECT COUNT(*), (SELECT COUNT(*) FROM (SELECT DISTINCT collection, id"
+            " FROM outbox)) FROM outbox"
+        ).fetchone()
+    except sqlite3.Error as exc:
+        raise StoreError(path, f"cannot count unsynced changes: {exc}") from exc
+    finally:
+        db.close()
+    return int(row[0]), int(row[1])
 
 
 def _apply_spec(db: sqlite3.Connection, spec: ProjectionSpec) -> None:

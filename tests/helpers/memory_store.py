@@ -170,6 +170,9 @@ class MemoryStore:
     async def state_vectors(self, keys: Sequence[tuple[str, str]]) -> list[bytes]:
         return [self.docs[key].get_state() if key in self.docs else b"" for key in keys]
 
+    async def absent(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [key for key in dict.fromkeys(keys) if key not in self.docs]
+
     async def apply_remote(
         self,
         updates: Iterable[tuple[str, str, bytes]],
