@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from crdt_sync.protocol import DEFAULT_MAX_FRAME, DEFAULT_MAX_ITEMS, DEFAULT_RATE
 
+from .relay_clock import system_clock
 from .storage import DEFAULT_FORGET_ORIGINS_AFTER, DEFAULT_STATE_CACHE_BYTES
 from .tokens import Verifier
 from .validation import Validator
@@ -39,6 +42,9 @@ class RelayConfig:
         ping_interval: websocket-level keepalive ping interval (seconds; None disables).
         ping_timeout: websocket-level pong timeout (seconds).
         shutdown_timeout: longest a graceful shutdown waits for commits and sends.
+        clock: the time subscriptions are evaluated at (rolling windows); tests only give
+            another one (``$CRDT_SYNC_TEST_NOW`` for ``crdt-sync serve``,
+            :mod:`crdt_sync.server.relay_clock`).
     """
 
     host: str = "127.0.0.1"
@@ -58,3 +64,4 @@ class RelayConfig:
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
     shutdown_timeout: float = 10.0
+    clock: Callable[[], dt.datetime] = system_clock

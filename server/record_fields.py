@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from pycrdt import Doc
 
@@ -28,7 +29,7 @@ IndexedFields = dict[str, int | float | str]
 def indexed_fields(updates: Iterable[bytes]) -> IndexedFields:
     """The indexed top-level fields of the record whose updates these are (``{}`` if it has
     none, or if its documents are not records, e.g. a Yjs app's own shapes)."""
-    doc: Doc = Doc()
+    doc: Doc[Any] = Doc()
     try:
         apply_updates(doc, updates)
         return dict(indexed_values(read_fields(doc)))
