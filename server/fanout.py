@@ -52,6 +52,7 @@ from pycrdt import merge_updates
 from crdt_sync.messages import PushItem
 from crdt_sync.query import Filter, matches, resolve
 from crdt_sync.subscriptions import Selection
+from crdt_sync.yjs.merge import merge
 
 from .relay_clock import system_clock
 from .storage import IndexedFields
@@ -214,6 +215,7 @@ class Fanout:
             fields: Mapping[tuple[str, str], tuple[IndexedFields | None, IndexedFields]] = (
                 getattr(seqs, "fields", None) or {}
             )
+            states: Mapping[tuple[str, str], list[bytes]] = getattr(seqs, "states", None) or {}
             if self.rooms.has_tenant(tenant):
                 for item in write.items:
                     key = (tenant, item.collection, item.record_id)
@@ -238,6 +240,14 @@ class Fanout:
                                 cursors[peer] = seq
                             continue
                         drops.get(peer, {}).pop(record, None)
+                        entered = before is None or not selection.keeps(item.record_id, before)
+                        if entered and record in states and peer is not write.origin:
+                            # It may have nothing of the record: the whole state.
+                            late.setdefault(peer, []).append(
+                                (item.collection, item.record_id, merge(states[record]))
+                            )
+                            cursors[peer] = seq
+                            continue
                     if peer is write.origin:
                         continue
                     if (peer, item.collection) not in early:

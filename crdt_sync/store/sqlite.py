@@ -59,6 +59,7 @@ from .checkpoints import Checkpointer
 from .group_commit import GroupCommit, Key, WriteBody
 from .idle_compaction import IdleCompactor
 from .idle_work import IdleWork
+from .removal import remove_records
 from .schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from .sqlite_thread import on_thread
 
@@ -949,6 +950,35 @@ class LocalStore:
         async with self.conn.execute("PRAGMA page_size") as c3:
             size = (await c3.fetchone() or (0,))[0]
         return int((pages - free) * size)
+
+    # ----------------------------------------------------------------- dropping records
+
+    async def drop_records(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Remove these records from the store (they left what the replica keeps), except
+        those with unsynced local changes, which are kept; returns the kept ones.
+
+        The check and the removal are one transaction after every write submitted before
+        (:func:`crdt_sync.store.removal.remove_records`).
+        """
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return []
+
+        def drop(db: sqlite3.Connection) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+            kept: list[tuple[str, str]] = []
+            removed: list[tuple[str, str]] = []
+            for key in wanted:
+                pending = db.execute(
+                    "SELECT 1 FROM outbox WHERE collection = ? AND id = ? LIMIT 1", key
+                ).fetchone()
+                (kept if pending else removed).append(key)
+            remove_records(db, removed)
+            return kept, removed
+
+        kept, removed = await self._write(drop)
+        for key in removed:
+            self._cache.pop(key, None)
+        return kept
 
     # ----------------------------------------------------------------- sync state
 

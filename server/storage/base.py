@@ -38,17 +38,21 @@ class Committed(list[int]):
     and :attr:`fields`: per record of the write, its indexed top-level fields before the
     commit (``None`` for a record the commit created) and after it. The fan-out uses them to
     send a record to the subscribers whose selection holds it, and ``drop`` to those whose
-    selection held it before and no longer does."""
+    selection held it before and no longer does. :attr:`states`: for the records whose
+    indexed fields the commit changed, their whole committed state as updates (their merge),
+    sent to a subscriber whose selection they just entered (it may have nothing of them)."""
 
-    __slots__ = ("fields",)
+    __slots__ = ("fields", "states")
 
     def __init__(
         self,
         seqs: Iterable[int] = (),
         fields: dict[RecordKey, tuple[IndexedFields | None, IndexedFields]] | None = None,
+        states: dict[RecordKey, list[bytes]] | None = None,
     ) -> None:
         super().__init__(seqs)
         self.fields: dict[RecordKey, tuple[IndexedFields | None, IndexedFields]] = fields or {}
+        self.states: dict[RecordKey, list[bytes]] = states or {}
 
 
 Row = tuple[str, str, bytes]

@@ -102,6 +102,7 @@ def rewrite_fields_in_thread(
     reindex: list[tuple[tuple[str, str, str], list[bytes] | None, list[bytes]]],
     states_query: StatesQuery,
     fields_of: FieldsOf,
+    states: dict[tuple[str, str, str], list[bytes]] | None = None,
 ) -> dict[tuple[str, str, str], tuple[IndexedFields | None, IndexedFields]]:
     """Rewrite the index rows of records being written, inside the caller's transaction and
     before it stores their new updates.
@@ -111,6 +112,7 @@ def rewrite_fields_in_thread(
             this write if the caller has them (``None``: read them here), and the write's.
         states_query: the storage's query reading a record's snapshot and log rows.
         fields_of: the decoder (:func:`crdt_sync.server.record_fields.indexed_fields`).
+        states: filled with the whole state (as updates) of each record whose fields change.
 
     Returns:
         Per record, its indexed fields before (``None``: it did not exist) and after.
@@ -132,6 +134,8 @@ def rewrite_fields_in_thread(
         before: IndexedFields | None = {str(f): v for f, v in before_rows} if parts else None
         after = fields_of([*parts, *updates])
         if before != after:
+            if states is not None:
+                states[key] = [*parts, *updates]
             conn.execute(
                 "DELETE FROM record_fields WHERE tenant = ? AND collection = ? AND record_id = ?",
                 key,

@@ -136,8 +136,13 @@ class MemoryRelayStorage(RelayStorage):
                 (c, r): (before[(write.tenant, c, r)], self._fields[(write.tenant, c, r)])
                 for c, r, _ in write.items
             }
+            states = {
+                key: list(self._updates[(write.tenant, *key)])
+                for key, (old, new) in fields.items()
+                if old != new
+            }
             if not write.future.done():
-                write.future.set_result(Committed(seqs, fields))
+                write.future.set_result(Committed(seqs, fields, states))
         self._commits += 1
 
     # -- reads ---------------------------------------------------------------------------

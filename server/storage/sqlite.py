@@ -531,7 +531,7 @@ class SQLiteRelayStorage(RelayStorage):
             for tenant, collection, record_id, _seq, update in log_rows:
                 new_updates.setdefault((tenant, collection, record_id), []).append(update)
             reindex = [(key, cache.parts(key), updates) for key, updates in new_updates.items()]
-            existing, fields = await on_thread(
+            existing, fields, states = await on_thread(
                 db,
                 _commit_in_thread,
                 log_rows,
@@ -569,10 +569,12 @@ class SQLiteRelayStorage(RelayStorage):
         self.stats.updates += len(log_rows)
         for request, seqs in zip(batch, results, strict=True):
             if not request.future.done():
-                request_fields = {
-                    (c, r): fields[(request.tenant, c, r)] for c, r, _ in request.items
+                t = request.tenant
+                request_fields = {(c, r): fields[(t, c, r)] for c, r, _ in request.items}
+                request_states = {
+                    (c, r): states[(t, c, r)] for c, r, _ in request.items if (t, c, r) in states
                 }
-                request.future.set_result(Committed(seqs, request_fields))
+                request.future.set_result(Committed(seqs, request_fields, request_states))
         if due:
             self._compact_due.update(dict.fromkeys(due))
             self._compact_wakeup.set()
@@ -685,16 +687,19 @@ def _commit_in_thread(
 ) -> tuple[
     set[tuple[str, str, str]],
     dict[tuple[str, str, str], tuple[IndexedFields | None, IndexedFields]],
+    dict[tuple[str, str, str], list[bytes]],
 ]:
     """One group-commit transaction (runs on the writer connection's thread).
 
     Returns:
-        The records among ``probe`` that existed before this transaction, and the indexed
-        fields of every record written, before and after it.
+        The records among ``probe`` that existed before this transaction, the indexed
+        fields of every record written, before and after it, and the whole state of those
+        whose fields changed.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
-        fields = rewrite_fields_in_thread(conn, reindex, states_query, indexed_fields)
+        states: dict[tuple[str, str, str], list[bytes]] = {}
+        fields = rewrite_fields_in_thread(conn, reindex, states_query, indexed_fields, states)
         existing: set[tuple[str, str, str]] = set()
         for start in range(0, len(probe), _KEYS_PER_QUERY):
             chunk = probe[start : start + _KEYS_PER_QUERY]
@@ -726,7 +731,7 @@ def _commit_in_thread(
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return existing, fields
+    return existing, fields, states
 
 
 _Compacted = tuple[tuple[str, str, str], int, bytes, int]
