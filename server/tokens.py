@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crdt_sync.errors import AuthError, InvalidQuery
-from crdt_sync.query import Filter, from_wire, resolve, to_wire
+from crdt_sync.query import Filter, Or, from_wire, resolve, to_wire
 
 TOKEN_VERSION = "v1"
 
@@ -54,11 +54,16 @@ class Grant:
         return collection in self.collections
 
     def scope(self, collection: str) -> Filter | None:
-        """The record filter of ``collection``, its claims bound (windows stay), or None."""
+        """The record filter of ``collection``, its claims bound (windows stay), or None.
+
+        If the filter needs a claim the grant lacks, it matches no record (fails closed)."""
         where = self.scopes.get(collection)
         if where is None:
             return None
-        return _bind_claims(where, self.claims)
+        try:
+            return _bind_claims(where, self.claims)
+        except InvalidQuery:  # a claim the filter needs is missing: no record is granted
+            return Or(())
 
 
 def _bind_claims(where: Filter, claims: Mapping[str, Any]) -> Filter:
@@ -209,8 +214,8 @@ def _record_access(payload: dict[str, Any]) -> tuple[dict[str, Filter], dict[str
     Raises:
         AuthError: ``bad_token`` if they are malformed.
     """
-    where = payload.get("where") or {}
-    claims = payload.get("claims") or {}
+    where = payload.get("where", {})
+    claims = payload.get("claims", {})
     if not isinstance(where, dict) or not isinstance(claims, dict):
         raise AuthError("bad_token", "malformed payload: where and claims must be objects")
     scopes: dict[str, Filter] = {}
