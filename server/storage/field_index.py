@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from crdt_sync.subscriptions import Selection, index_sql
 
+from ..record_fields import FieldReader
 from .base import IndexedFields, RecordKey
 
 FIELDS_SCHEMA = """
@@ -38,7 +39,6 @@ _NOTHING = "SELECT NULL AS record_id WHERE 0"
 _KEYS_PER_QUERY = 400
 
 StatesQuery = Callable[[int], str]
-FieldsOf = Callable[[Iterable[bytes]], IndexedFields]
 
 
 def members_query(tenant: str, selection: Selection) -> tuple[str, list[Any]]:
@@ -101,7 +101,7 @@ def rewrite_fields_in_thread(
     conn: sqlite3.Connection,
     reindex: list[tuple[tuple[str, str, str], list[bytes] | None, list[bytes]]],
     states_query: StatesQuery,
-    fields_of: FieldsOf,
+    reader: FieldReader,
     states: dict[tuple[str, str, str], list[bytes]] | None = None,
 ) -> dict[tuple[str, str, str], tuple[IndexedFields | None, IndexedFields]]:
     """Rewrite the index rows of records being written, inside the caller's transaction and
@@ -109,9 +109,12 @@ def rewrite_fields_in_thread(
 
     Args:
         reindex: per record ``(tenant, collection, record_id)``: its committed updates before
-            this write if the caller has them (``None``: read them here), and the write's.
+            this write if the caller has them (``None``: read them here when needed), and the
+            write's.
         states_query: the storage's query reading a record's snapshot and log rows.
-        fields_of: the decoder (:func:`crdt_sync.server.record_fields.indexed_fields`).
+        reader: the decoder, with the documents of records written recently
+            (:class:`crdt_sync.server.record_fields.FieldReader`); the caller makes it
+            forget these records if the transaction fails.
         states: filled with the whole state (as updates) of each record whose fields change.
 
     Returns:
@@ -120,22 +123,23 @@ def rewrite_fields_in_thread(
     out: dict[tuple[str, str, str], tuple[IndexedFields | None, IndexedFields]] = {}
     for key, known, updates in reindex:
         tenant, collection, record_id = key
+
+        def load(known: list[bytes] | None = known, key: tuple[str, str, str] = key) -> list[bytes]:
+            if known is not None:
+                return known
+            _, c, r = key
+            return [bytes(row[-1]) for row in conn.execute(states_query(1), [c, r, key[0], key[0]])]
+
         before_rows = conn.execute(
             "SELECT field, value FROM record_fields "
             "WHERE tenant = ? AND collection = ? AND record_id = ?",
             key,
         ).fetchall()
-        parts = known
-        if parts is None:
-            parts = [
-                bytes(row[-1])
-                for row in conn.execute(states_query(1), [collection, record_id, tenant, tenant])
-            ]
-        before: IndexedFields | None = {str(f): v for f, v in before_rows} if parts else None
-        after = fields_of([*parts, *updates])
+        existed, after = reader.after(key, load, updates)
+        before: IndexedFields | None = {str(f): v for f, v in before_rows} if existed else None
         if before != after:
             if states is not None:
-                states[key] = [*parts, *updates]
+                states[key] = [*load(), *updates]
             conn.execute(
                 "DELETE FROM record_fields WHERE tenant = ? AND collection = ? AND record_id = ?",
                 key,

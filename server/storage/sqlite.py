@@ -52,7 +52,7 @@ from crdt_sync.store.sqlite_thread import on_thread
 from crdt_sync.subscriptions import Selection
 from crdt_sync.yjs.merge import merge
 
-from ..record_fields import indexed_fields
+from ..record_fields import FieldReader
 from .base import Committed, IndexedFields, RecordKey, RelayStorage, Row, StorageNumbers
 from .field_index import (
     FIELDS_SCHEMA,
@@ -208,6 +208,8 @@ class SQLiteRelayStorage(RelayStorage):
         self._heads: dict[str, int] = {}  # committed seq per tenant (loaded lazily)
         self._log_lengths: dict[tuple[str, str, str], int] = {}
         self._lock = asyncio.Lock()  # one transaction at a time on the writer connection
+        # The field index's decoder, used on the writer connection's thread only.
+        self._field_reader = FieldReader()
 
     async def open(self) -> None:
         """Open the database, create the schema, start the writer task."""
@@ -539,6 +541,7 @@ class SQLiteRelayStorage(RelayStorage):
                 new_tenants,
                 probe,
                 reindex,
+                self._field_reader,
             )
         except Exception as exc:
             log.exception("relay storage commit failed (%d writes)", len(batch))
@@ -684,6 +687,7 @@ def _commit_in_thread(
     tenant_rows: list[tuple[str, int]],
     probe: list[tuple[str, str, str]],
     reindex: list[tuple[tuple[str, str, str], list[bytes] | None, list[bytes]]],
+    reader: FieldReader,
 ) -> tuple[
     set[tuple[str, str, str]],
     dict[tuple[str, str, str], tuple[IndexedFields | None, IndexedFields]],
@@ -699,7 +703,7 @@ def _commit_in_thread(
     conn.execute("BEGIN IMMEDIATE")
     try:
         states: dict[tuple[str, str, str], list[bytes]] = {}
-        fields = rewrite_fields_in_thread(conn, reindex, states_query, indexed_fields, states)
+        fields = rewrite_fields_in_thread(conn, reindex, states_query, reader, states)
         existing: set[tuple[str, str, str]] = set()
         for start in range(0, len(probe), _KEYS_PER_QUERY):
             chunk = probe[start : start + _KEYS_PER_QUERY]
@@ -730,6 +734,7 @@ def _commit_in_thread(
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
+        reader.forget(key for key, _, _ in reindex)  # their documents hold what was not stored
         raise
     return existing, fields, states
 
