@@ -52,7 +52,7 @@ class FieldReader:
         max_docs: how many documents to keep.
     """
 
-    def __init__(self, max_docs: int = 1024) -> None:
+    def __init__(self, max_docs: int = 256) -> None:
         self.max_docs = max_docs
         self._docs: OrderedDict[tuple[str, str, str], Doc[Any]] = OrderedDict()
 
