@@ -58,6 +58,7 @@ from crdt_sync.store.live_query import LiveQuery
 from crdt_sync.store.local_query import SearchHit
 from crdt_sync.store.record_changes import Origin, RecordChanged
 from crdt_sync.store.sqlite import ConflictLogEntry, LocalStore, Outbox
+from crdt_sync.subscriptions import Subscription, normalize
 
 from .connection import Connection
 from .session import Session, SessionEvent, SessionState
@@ -113,6 +114,7 @@ class Replica:
         token: TokenProvider,
         collections: Sequence[str] | None,
         offline: bool,
+        subscriptions: Sequence[Subscription | str] | None = None,
         heartbeat_interval: float,
         dead_after: float,
         open_timeout: float,
@@ -124,6 +126,12 @@ class Replica:
             raise ValueError("need 0 < heartbeat_interval < dead_after")
         self.store = store
         self.url = url
+        if subscriptions is not None and collections is not None:
+            raise ValueError("give collections or subscriptions, not both")
+        #: What this replica keeps (None: the whole ``collections``).
+        self.subscriptions = normalize(subscriptions) if subscriptions is not None else None
+        if self.subscriptions is not None:
+            collections = list(dict.fromkeys(s.collection for s in self.subscriptions))
         self.collections = tuple(collections) if collections is not None else None
         self.heartbeat_interval = heartbeat_interval
         self.dead_after = dead_after
@@ -162,6 +170,7 @@ class Replica:
         url: str,
         token: TokenProvider,
         collections: Sequence[str] | None = None,
+        subscriptions: Sequence[Subscription | str] | None = None,
         lww: LwwPolicy | Mapping[str, Any] | None = None,
         replica_id: str | None = None,
         offline: bool = False,
@@ -186,6 +195,11 @@ class Replica:
             token: the auth token, or a (sync or async) function returning a fresh one; it is
                 called before every connection attempt.
             collections: the collections to sync; None: every collection the token grants.
+            subscriptions: what this replica keeps, instead of ``collections``: collection
+                names (kept whole) and :class:`~crdt_sync.subscriptions.Subscription`-s
+                (record ids, queries on top-level fields, rolling date windows), evaluated
+                by the relay at each sync; records that leave them are dropped from the
+                store, except those with unsynced changes (dropped once acknowledged).
             lww: last-write-wins fields per collection (``{"jobs": ["status"]}``).
             replica_id: this replica's id when the file is created (default: random).
             offline: start with sync switched off (as after ``go_offline()``).
@@ -208,6 +222,7 @@ class Replica:
                 url=url,
                 token=token,
                 collections=collections,
+                subscriptions=subscriptions,
                 offline=offline,
                 heartbeat_interval=heartbeat_interval,
                 dead_after=dead_after,
@@ -653,7 +668,12 @@ class Replica:
         if not self._session.wants_connection:
             await connection.close()
         run = SyncRun(
-            connection, self.store, self._reports, self.collections, window=self.upload_window
+            connection,
+            self.store,
+            self._reports,
+            self.collections,
+            window=self.upload_window,
+            subscriptions=self.subscriptions,
         )
         self._sync_run = run
         try:

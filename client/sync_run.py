@@ -53,6 +53,7 @@ from crdt_sync.protocol import (
     ChangedReceived,
     ClientEvent,
     ClientProtocol,
+    DroppedReceived,
     ErrorReceived,
     Rejected,
     State,
@@ -60,11 +61,13 @@ from crdt_sync.protocol import (
     UpdatesReceived,
     Welcomed,
 )
+from crdt_sync.subscriptions import Subscription
 from crdt_sync.yjs.updates import EMPTY_STATE_VECTOR
 
 from .connection import CLOSED, WAKE, Signal
 from .status import Progress
 from .sync_store import SyncStore
+from .working_set import WorkingSet
 
 __all__ = [
     "CURSOR_SETTING",
@@ -163,6 +166,7 @@ class SyncRun:
         owner: receives the run's reports.
         collections: the collections to subscribe to; None: every collection granted.
         window: the most outbox entries in flight.
+        subscriptions: what the replica keeps (ids, queries); None: whole ``collections``.
     """
 
     def __init__(
@@ -172,6 +176,7 @@ class SyncRun:
         owner: SyncOwner,
         collections: Sequence[str] | None,
         window: int = DEFAULT_WINDOW,
+        subscriptions: Sequence[Subscription] | None = None,
     ) -> None:
         self.connection = connection
         self.protocol = connection.protocol
@@ -188,6 +193,7 @@ class SyncRun:
         self._sent: set[int] = set()  # pushed on this connection, neither acked nor rejected
         self._acking: set[int] = set()  # acked, the (lazy) acknowledgement not yet committed
         self._relist = True  # list the outbox at the next pump (start, or relist())
+        self.working_set = WorkingSet(store, subscriptions, collections, CURSOR_SETTING)
         self._unsubscribe = store.outbox.on_queued(self._queued)
 
     def _queued(self, entry: OutboxEntry) -> None:
@@ -230,6 +236,7 @@ class SyncRun:
     async def _handle(self, event: object) -> None:
         match event:
             case Welcomed():
+                self.working_set.welcomed(event.scopes)
                 self.phase = SyncPhase.UPLOAD
                 self.owner.sync_welcomed(event)
                 # Entries an earlier connection left uploading are queued again (not waited
@@ -245,6 +252,8 @@ class SyncRun:
                 acked = self.store.outbox.acknowledge(seqs, lazy=True)
                 acked.add_done_callback(lambda done: self._ack_written(done, seqs))
                 self._uploaded(seqs)
+                if self.working_set.may_have_drops:  # after the acknowledgement (in order)
+                    self._dropped(await self.working_set.acknowledged())
                 await self._settled()
             case Rejected(items):
                 self._sent.difference_update(i.seq for i in items)
@@ -256,6 +265,7 @@ class SyncRun:
                 self._uploaded([i.seq for i in refused])
                 await self._settled()
             case ChangedReceived(items, _cursor, done):
+                self.working_set.listed(items)
                 found = await self.store.state_vectors(
                     [(key.collection, key.record_id) for key in items]
                 )
@@ -279,6 +289,7 @@ class SyncRun:
                 keys = await self.store.apply_remote(
                     items, settings, on_committed=self._live_written
                 )
+                self.working_set.kept_again(keys)
                 self.owner.records_changed(keys)
                 if absent:
                     self.protocol.send_state_vectors(
@@ -290,14 +301,22 @@ class SyncRun:
                 size = sum(len(i.update) for i in items)
                 self._advance(records_done=len(keys), bytes_done=size)
                 self.owner.records_changed(keys)
-            case SyncedReceived(cursor):
-                await self.store.set_setting(CURSOR_SETTING, str(cursor))
+            case DroppedReceived(items):
+                self._dropped(await self.working_set.drop(items))
+            case SyncedReceived(cursor, at):
+                # Drops what a fresh listing left out, then the cursor (one transaction).
+                self._dropped(await self.working_set.synced(cursor, at))
                 self.phase = SyncPhase.LIVE
                 self.owner.sync_completed()
             case ErrorReceived(code, reason, _fatal):
                 self.owner.sync_error(code, reason)
             case _:
                 pass  # pongs: the heartbeat only needs something received
+
+    def _dropped(self, keys: Sequence[tuple[str, str]]) -> None:
+        if keys:
+            log.info("dropped %d records that left what this replica keeps", len(keys))
+            self.owner.records_changed(keys)
 
     def _live_written(self, error: BaseException | None) -> None:
         if error is not None:  # not stored: the next connection's catch-up fetches them again
@@ -397,16 +416,10 @@ class SyncRun:
         if self._backlog or self._relist:
             return  # more to push first (the next pump lists the outbox if asked to)
         self.phase = SyncPhase.DOWNLOAD
-        raw = await self.store.get_setting(CURSOR_SETTING)
-        cursor = int(raw) if raw is not None else None
-        granted = self.protocol.collections
-        collections = granted
-        if self.collections is not None:
-            collections = tuple(c for c in self.collections if c in granted)
-            missing = sorted(set(self.collections) - set(granted))
-            if missing:  # subscribing to them would fail the connection (forbidden)
-                log.warning("the token does not grant collections %s: not syncing them", missing)
-        self.protocol.subscribe(collections, cursor)
+        collections, subscriptions, cursor, since = await self.working_set.plan(
+            self.protocol.collections
+        )
+        self.protocol.subscribe(collections, cursor, subscriptions, since)
         await self.connection.flush()
 
     # -- progress -------------------------------------------------------------------------

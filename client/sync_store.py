@@ -112,6 +112,14 @@ class SyncStore(Protocol):
         """A committed setting, or None."""
         ...
 
+    async def ids(self, collection: str) -> list[str]:
+        """The ids of the records of ``collection`` in the store."""
+        ...
+
+    async def drop_records(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Remove these records, except those with unsynced changes; return the kept ones."""
+        ...
+
     async def set_setting(self, key: str, value: str) -> None:
         """Write a setting; returns once committed."""
         ...

@@ -21,7 +21,8 @@ The hierarchy::
     ├── AuthError             the relay refused the token (``code`` says why)
     ├── OfflineError          an online-only action was attempted while offline
     └── UpdateRejected        the relay refuses one pushed update (a validation hook says why)
-        └── UpdateBlocked         it depends on updates the relay does not have
+        ├── UpdateBlocked         it depends on updates the relay does not have
+        └── UpdateForbidden       the record is, or would move, outside the token's access
 
 Any other exception escaping crdt-sync is a bug.
 """
@@ -176,3 +177,10 @@ class UpdateBlocked(UpdateRejected):
     replica. It is accepted once what it depends on has been stored."""
 
     code = "blocked"
+
+
+class UpdateForbidden(UpdateRejected):
+    """The relay refuses an update of a record outside the token's record-level access, or
+    one that would move the record out of it (code ``forbidden``)."""
+
+    code = "forbidden"

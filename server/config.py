@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from crdt_sync.protocol import DEFAULT_MAX_FRAME, DEFAULT_MAX_ITEMS, DEFAULT_RATE
 
+from .relay_clock import system_clock
 from .storage import DEFAULT_FORGET_ORIGINS_AFTER, DEFAULT_STATE_CACHE_BYTES
 from .tokens import Verifier
 from .validation import Validator
@@ -43,6 +46,9 @@ class RelayConfig:
             last completed sync, for every tenant (sent in ``welcome``); None: no expiry.
         tenant_cache_max_age: per-tenant overrides of ``cache_max_age`` (None: no expiry for
             that tenant).
+        clock: the time subscriptions are evaluated at (rolling windows); tests only give
+            another one (``$CRDT_SYNC_TEST_NOW`` for ``crdt-sync serve``,
+            :mod:`crdt_sync.server.relay_clock`).
     """
 
     host: str = "127.0.0.1"
@@ -64,6 +70,7 @@ class RelayConfig:
     shutdown_timeout: float = 10.0
     cache_max_age: float | None = None
     tenant_cache_max_age: dict[str, float | None] = field(default_factory=dict)
+    clock: Callable[[], dt.datetime] = system_clock
 
     def cache_max_age_for(self, tenant: str) -> float | None:
         """The maximum offline-cache age announced to ``tenant``'s replicas (None: none)."""

@@ -269,6 +269,33 @@ class CacheKeeper:
         await store._writer.drain()
         return await asyncio.to_thread(_measure_file, store.path)
 
+    async def remove(self, keys: Sequence[Key]) -> list[Key]:
+        """Remove these records now, except those with unsynced changes (checked in the
+        removal's transaction); returns the kept ones. For records that left what the replica
+        keeps (a subscription no longer matching them)."""
+        wanted = list(dict.fromkeys(keys))
+        watched = self._store.watched
+        kept: list[Key] = []
+        for start in range(0, len(wanted), _REMOVE_CHUNK):
+            chunk = wanted[start : start + _REMOVE_CHUNK]
+
+            def body(
+                db: sqlite3.Connection, chunk: Sequence[Key] = chunk
+            ) -> tuple[dict[Key, Row | None], list[Key]]:
+                pending = [
+                    key
+                    for key in chunk
+                    if db.execute(
+                        "SELECT 1 FROM outbox WHERE collection = ? AND id = ? LIMIT 1", key
+                    ).fetchone()
+                ]
+                gone = [key for key in chunk if key not in set(pending)]
+                return _remove(db, gone, watched), pending
+
+            kept += await self._store._removing(body)
+        self._removed_any = self._removed_any or len(kept) < len(wanted)
+        return kept
+
     async def _remove_unchanged(
         self, rows: Sequence[CachedRecord], *, check_use: bool
     ) -> list[CachedRecord]:

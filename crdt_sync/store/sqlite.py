@@ -1264,6 +1264,18 @@ class LocalStore:
             size = (await c3.fetchone() or (0,))[0]
         return int((pages - free) * size)
 
+    # ----------------------------------------------------------------- dropping records
+
+    async def drop_records(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Remove these records from the store (they left what the replica keeps), except
+        those with unsynced local changes, which are kept; returns the kept ones.
+
+        The check and the removal are one transaction after every write submitted before
+        (:meth:`CacheKeeper.remove <crdt_sync.store.cache_keeper.CacheKeeper.remove>`): live
+        queries hear that the records left, their documents leave memory.
+        """
+        return await self.cache.remove(keys)
+
     # ----------------------------------------------------------------- sync state
 
     async def get_setting(self, key: str) -> str | None:

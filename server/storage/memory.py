@@ -18,9 +18,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from crdt_sync.errors import InvalidState, StoreError
+from crdt_sync.subscriptions import Selection
 from crdt_sync.yjs.merge import merge
 
-from .base import RecordKey, RelayStorage, Row, StorageNumbers
+from ..record_fields import indexed_fields
+from .base import Committed, IndexedFields, RecordKey, RelayStorage, Row, StorageNumbers
 
 _NAME = "<memory>"  # what StoreError names as the storage's path
 
@@ -46,6 +48,7 @@ class MemoryRelayStorage(RelayStorage):
         self._updates: dict[tuple[str, str, str], list[bytes]] = {}
         # (tenant, collection, record_id) -> origin -> newest seq it wrote there
         self._changes: dict[tuple[str, str, str], dict[str, int]] = {}
+        self._fields: dict[tuple[str, str, str], IndexedFields] = {}
         self._commits = 0
 
     async def open(self) -> None:
@@ -108,6 +111,13 @@ class MemoryRelayStorage(RelayStorage):
         if self._held or not self._queue:
             return
         batch, self._queue = self._queue, []
+        before: dict[tuple[str, str, str], IndexedFields | None] = {}
+        for write in batch:
+            for collection, record_id, _ in write.items:
+                key = (write.tenant, collection, record_id)
+                if key not in before:
+                    before[key] = self._fields.get(key) if key in self._updates else None
+        results = []
         for write in batch:
             head = self._heads.get(write.tenant, 0)
             seqs = []
@@ -118,8 +128,21 @@ class MemoryRelayStorage(RelayStorage):
                 self._updates.setdefault(key, []).append(update)
                 self._changes.setdefault(key, {})[write.origin] = head
             self._heads[write.tenant] = head
+            results.append(seqs)
+        for key in before:
+            self._fields[key] = indexed_fields(self._updates[key])
+        for write, seqs in zip(batch, results, strict=True):
+            fields = {
+                (c, r): (before[(write.tenant, c, r)], self._fields[(write.tenant, c, r)])
+                for c, r, _ in write.items
+            }
+            states = {
+                key: list(self._updates[(write.tenant, *key)])
+                for key, (old, new) in fields.items()
+                if old != new
+            }
             if not write.future.done():
-                write.future.set_result(seqs)
+                write.future.set_result(Committed(seqs, fields, states))
         self._commits += 1
 
     # -- reads ---------------------------------------------------------------------------
@@ -138,7 +161,7 @@ class MemoryRelayStorage(RelayStorage):
         tenant: str,
         collections: Iterable[str],
         cursor: int | None,
-        exclude_origin: str,
+        exclude_origin: str | None,
     ) -> list[RecordKey]:
         """See :meth:`RelayStorage.changed_since`."""
         names = set(collections)
@@ -157,6 +180,26 @@ class MemoryRelayStorage(RelayStorage):
     async def head(self, tenant: str) -> int:
         """See :meth:`RelayStorage.head`."""
         return self._heads.get(tenant, 0)
+
+    async def members(self, tenant: str, selection: Selection) -> set[str]:
+        """See :meth:`RelayStorage.members` (a scan: this storage is for tests)."""
+        return {
+            record_id
+            for (owner, collection, record_id) in self._updates
+            if owner == tenant
+            and collection == selection.collection
+            and selection.keeps(record_id, self._fields.get((owner, collection, record_id), {}))
+        }
+
+    async def fields(
+        self, tenant: str, keys: Iterable[RecordKey]
+    ) -> dict[RecordKey, IndexedFields]:
+        """See :meth:`RelayStorage.fields`."""
+        return {
+            key: dict(self._fields.get((tenant, *key), {}))
+            for key in dict.fromkeys(keys)
+            if (tenant, *key) in self._updates
+        }
 
     @property
     def healthy(self) -> bool:

@@ -49,9 +49,18 @@ import aiosqlite
 from crdt_sync.errors import InvalidState, StoreError
 from crdt_sync.store.checkpoints import Checkpointer
 from crdt_sync.store.sqlite_thread import on_thread
+from crdt_sync.subscriptions import Selection
 from crdt_sync.yjs.merge import merge
 
-from .base import RecordKey, RelayStorage, Row, StorageNumbers
+from ..record_fields import FieldReader
+from .base import Committed, IndexedFields, RecordKey, RelayStorage, Row, StorageNumbers
+from .field_index import (
+    FIELDS_SCHEMA,
+    backfill_fields_in_thread,
+    members_query,
+    read_fields_in_thread,
+    rewrite_fields_in_thread,
+)
 from .state_cache import DEFAULT_STATE_CACHE_BYTES, StateCache
 
 log = logging.getLogger(__name__)
@@ -60,10 +69,11 @@ log = logging.getLogger(__name__)
 DEFAULT_FORGET_ORIGINS_AFTER = 1_000_000
 _FORGET_SEQS = 10_000  # seqs per forget_origins transaction (short: commits wait for it)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: record_fields (server/storage/field_index.py)
 DB_FILENAME = "relay.sqlite3"
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tenants (tenant TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -84,6 +94,8 @@ CREATE TABLE IF NOT EXISTS changes (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS changes_by_seq ON changes (tenant, seq);
 """
+    + FIELDS_SCHEMA
+)
 
 _PREMERGE_SLICE = 16  # cached states merged per loop iteration after commits
 _PREMERGE_MAX_BYTES = 16 * 1024  # larger ones are merged when read
@@ -196,6 +208,8 @@ class SQLiteRelayStorage(RelayStorage):
         self._heads: dict[str, int] = {}  # committed seq per tenant (loaded lazily)
         self._log_lengths: dict[tuple[str, str, str], int] = {}
         self._lock = asyncio.Lock()  # one transaction at a time on the writer connection
+        # The field index's decoder, used on the writer connection's thread only.
+        self._field_reader = FieldReader()
 
     async def open(self) -> None:
         """Open the database, create the schema, start the writer task."""
@@ -214,6 +228,12 @@ class SQLiteRelayStorage(RelayStorage):
             if row is None:
                 await db.execute(
                     "INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+                )
+            elif int(row[0]) == 1:
+                # Schema 1 had no field index: fill it from every record's state, once.
+                await on_thread(db, backfill_fields_in_thread, states_query)
+                await db.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),)
                 )
             elif int(row[0]) != SCHEMA_VERSION:
                 raise StoreError(self.path, f"relay schema {row[0]} is not {SCHEMA_VERSION}")
@@ -352,7 +372,7 @@ class SQLiteRelayStorage(RelayStorage):
         tenant: str,
         collections: Iterable[str],
         cursor: int | None,
-        exclude_origin: str,
+        exclude_origin: str | None,
     ) -> list[RecordKey]:
         """See :meth:`RelayStorage.changed_since`."""
         db = self._require(self._reader_db)
@@ -366,6 +386,13 @@ class SQLiteRelayStorage(RelayStorage):
                 f"WHERE tenant = ? AND collection IN ({marks}) ORDER BY collection, record_id"
             )
             params: list[object] = [tenant, *names]
+        elif exclude_origin is None:
+            sql = (
+                "SELECT DISTINCT collection, record_id FROM changes "
+                f"WHERE tenant = ? AND seq > ? AND collection IN ({marks}) "
+                "ORDER BY collection, record_id"
+            )
+            params = [tenant, cursor, *names]
         else:
             sql = (
                 "SELECT DISTINCT collection, record_id FROM changes "
@@ -375,6 +402,23 @@ class SQLiteRelayStorage(RelayStorage):
             params = [tenant, cursor, exclude_origin, *names]
         rows = await db.execute_fetchall(sql, params)
         return [(str(c), str(r)) for c, r in rows]
+
+    async def members(self, tenant: str, selection: Selection) -> set[str]:
+        """See :meth:`RelayStorage.members`: one indexed query (:func:`members_query`)."""
+        db = self._require(self._reader_db)
+        sql, params = members_query(tenant, selection)
+        rows = await db.execute_fetchall(sql, params)
+        return {str(r) for (r,) in rows if r is not None}
+
+    async def fields(
+        self, tenant: str, keys: Iterable[RecordKey]
+    ) -> dict[RecordKey, IndexedFields]:
+        """See :meth:`RelayStorage.fields`."""
+        db = self._require(self._reader_db)
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        return await on_thread(db, read_fields_in_thread, tenant, wanted)
 
     async def forget_origins(self, tenant: str, before_seq: int) -> int:
         """Collapse change rows older than ``before_seq`` into one origin-less row per record.
@@ -482,13 +526,22 @@ class SQLiteRelayStorage(RelayStorage):
             # catch-up that reads a new record does not go to the database.
             cache = self.states
             probe = [key for key in touched if key not in cache] if cache.max_bytes else []
-            existing = await on_thread(
+            # Each touched record's committed updates before this write (from the cache when
+            # it has them, else read in the transaction) and the write's own, for the field
+            # index rewritten in the same transaction.
+            new_updates: dict[tuple[str, str, str], list[bytes]] = {}
+            for tenant, collection, record_id, _seq, update in log_rows:
+                new_updates.setdefault((tenant, collection, record_id), []).append(update)
+            reindex = [(key, cache.parts(key), updates) for key, updates in new_updates.items()]
+            existing, fields, states = await on_thread(
                 db,
                 _commit_in_thread,
                 log_rows,
                 [(*key, seq) for key, seq in change_rows.items()],
                 new_tenants,
                 probe,
+                reindex,
+                self._field_reader,
             )
         except Exception as exc:
             log.exception("relay storage commit failed (%d writes)", len(batch))
@@ -519,7 +572,12 @@ class SQLiteRelayStorage(RelayStorage):
         self.stats.updates += len(log_rows)
         for request, seqs in zip(batch, results, strict=True):
             if not request.future.done():
-                request.future.set_result(seqs)
+                t = request.tenant
+                request_fields = {(c, r): fields[(t, c, r)] for c, r, _ in request.items}
+                request_states = {
+                    (c, r): states[(t, c, r)] for c, r, _ in request.items if (t, c, r) in states
+                }
+                request.future.set_result(Committed(seqs, request_fields, request_states))
         if due:
             self._compact_due.update(dict.fromkeys(due))
             self._compact_wakeup.set()
@@ -628,14 +686,24 @@ def _commit_in_thread(
     change_rows: list[tuple[str, str, str, str, int]],
     tenant_rows: list[tuple[str, int]],
     probe: list[tuple[str, str, str]],
-) -> set[tuple[str, str, str]]:
+    reindex: list[tuple[tuple[str, str, str], list[bytes] | None, list[bytes]]],
+    reader: FieldReader,
+) -> tuple[
+    set[tuple[str, str, str]],
+    dict[tuple[str, str, str], tuple[IndexedFields | None, IndexedFields]],
+    dict[tuple[str, str, str], list[bytes]],
+]:
     """One group-commit transaction (runs on the writer connection's thread).
 
     Returns:
-        The records among ``probe`` that existed before this transaction.
+        The records among ``probe`` that existed before this transaction, the indexed
+        fields of every record written, before and after it, and the whole state of those
+        whose fields changed.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
+        states: dict[tuple[str, str, str], list[bytes]] = {}
+        fields = rewrite_fields_in_thread(conn, reindex, states_query, reader, states)
         existing: set[tuple[str, str, str]] = set()
         for start in range(0, len(probe), _KEYS_PER_QUERY):
             chunk = probe[start : start + _KEYS_PER_QUERY]
@@ -666,8 +734,9 @@ def _commit_in_thread(
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
+        reader.forget(key for key, _, _ in reindex)  # their documents hold what was not stored
         raise
-    return existing
+    return existing, fields, states
 
 
 _Compacted = tuple[tuple[str, str, str], int, bytes, int]

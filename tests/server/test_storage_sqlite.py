@@ -7,6 +7,7 @@ one adds: persistence across a reopen, compaction, checkpoints, forgotten origin
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import random
 import sqlite3
@@ -14,15 +15,20 @@ from pathlib import Path
 
 import pytest
 from crdt_sync.server.storage import SQLiteRelayStorage
+from crdt_sync.server.storage.field_index import members_query
 from crdt_sync.server.storage.sqlite import (
     _merge_in_thread,
     _store_compacted_in_thread,
 )
+from helpers.record_updates import record_update
 from helpers.yjs_updates import text_edits, text_of, text_update
 from pycrdt import Doc, Map
 
 from crdt_sync.errors import InvalidState
+from crdt_sync.query import Claim, Eq
+from crdt_sync.query import field as query_field
 from crdt_sync.store.sqlite_thread import on_thread
+from crdt_sync.subscriptions import Selection, Subscription
 
 
 @pytest.mark.asyncio
@@ -443,5 +449,73 @@ async def test_forgetting_origins_runs_in_short_transactions_and_can_be_turned_o
                 "SELECT origin, COUNT(*) FROM changes GROUP BY origin = ''"
             ).fetchall()
         assert sorted(count for _, count in origins) == [3, 6]  # r0..r2 forgotten; 6 recent
+    finally:
+        await storage.close()
+
+
+# -- the field index ---------------------------------------------------------------------
+
+
+def subscription_plan(path: Path, tenant: str, selection: Selection) -> list[str]:
+    sql, params = members_query(tenant, selection)
+    with sqlite3.connect(path) as db:
+        return [str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+
+
+@pytest.mark.asyncio
+async def test_evaluating_a_subscription_is_an_indexed_query(tmp_path: Path) -> None:
+    """The plan of a rolling window AND a status, plus pinned ids, within an owner grant:
+    every table access is a SEARCH on an index, never a SCAN, and no document is read."""
+    storage = SQLiteRelayStorage(tmp_path)
+    await storage.open()
+    try:
+        rows = [
+            ("jobs", f"j{i}", record_update(owner=f"u{i % 7}", date=f"2026-12-{1 + i % 28:02}"))
+            for i in range(300)
+        ]
+        await storage.write("acme", "r1", rows)
+        subs = [
+            Subscription(
+                "jobs",
+                where=query_field("date").window(0, 3) & query_field("owner").is_in(["u1", "u2"]),
+            ),
+            Subscription("jobs", ids=["j1", "j2"]),
+        ]
+        selection = Selection.of("jobs", subs, Eq("owner", Claim("sub"))).resolve(
+            dt.datetime(2026, 12, 2, tzinfo=dt.UTC), {"sub": "u1"}
+        )
+        assert await storage.members("acme", selection) == {
+            r
+            for c, r, _ in rows
+            if r in ("j1",) or (int(r[1:]) % 7 == 1 and 2 <= 1 + int(r[1:]) % 28 <= 5)
+        }
+    finally:
+        await storage.close()
+    plan = subscription_plan(storage.path, "acme", selection)
+    accesses = [line for line in plan if line.startswith(("SCAN", "SEARCH"))]
+    assert accesses, plan
+    for line in accesses:
+        # A SCAN is only of a subquery's rows or of the ids' json_each, never of a table.
+        assert line.startswith("SEARCH") or "(subquery" in line or "json_each" in line, plan
+        assert "snapshots" not in line and " log" not in line, plan
+    assert any("record_fields_by_value" in line for line in accesses), plan
+    print("\n".join(plan))
+
+
+@pytest.mark.asyncio
+async def test_a_schema_1_storage_is_indexed_when_opened(tmp_path: Path) -> None:
+    storage = SQLiteRelayStorage(tmp_path)
+    await storage.open()
+    await storage.write("acme", "r1", [("jobs", "j1", record_update(status="open"))])
+    await storage.close()
+    with sqlite3.connect(storage.path) as db:  # as a relay of schema 1 left it
+        db.execute("DROP TABLE record_fields")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+    storage = SQLiteRelayStorage(tmp_path)
+    await storage.open()
+    try:
+        assert await storage.fields("acme", [("jobs", "j1")]) == {
+            ("jobs", "j1"): {"status": "open"}
+        }
     finally:
         await storage.close()
