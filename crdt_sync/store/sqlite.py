@@ -1138,6 +1138,10 @@ class LocalStore:
             # The settings join the write's keys: if it fails, a queued write of the same
             # setting (a later cursor, which would claim these updates) fails with it.
             committed = self._submit(write_rows, [*keys, *_setting_keys(settings)])
+            # Due now, not once committed: a query that waits for this write (drain) must also
+            # find these records due, or it could read their rows before the scan. A scan
+            # that comes first waits for the write (the records are in flight).
+            self._conflict_scan.add(keys)
         stale = [k for k, v in vectors.items() if v is None]
 
         def landed(done: asyncio.Future[None]) -> None:
@@ -1146,7 +1150,6 @@ class LocalStore:
                 self._settings.update(settings or {})
                 self._refresh_vectors_soon(stale)
                 self._compactor.rows_added(keys)
-                self._conflict_scan.add(keys)
                 self._scan_soon(k for k in keys if self._watched[k[0]])
             if on_committed is not None:
                 on_committed(error)

@@ -406,3 +406,20 @@ def test_a_projection_row_does_not_depend_on_field_order() -> None:
     b = encode_fields({"c": [3], "a": {"x": b"\x01", "y": 2}, "b": 1})
     assert a == b
     assert decode_fields(a) == {"a": {"x": b"\x01", "y": 2}, "b": 1, "c": [3]}
+
+
+@pytest.mark.asyncio
+async def test_a_query_right_after_a_non_waiting_apply_sees_it(tmp_path: Path) -> None:
+    """apply_remote(on_committed=...) returns before its commit (the sync run's live path);
+    a query made at once waits for that write and finds the records due for their scan."""
+    async with (
+        await LocalStore.open(tmp_path / "a.db") as office,
+        await LocalStore.open(tmp_path / "b.db") as tech,
+    ):
+        await _fill(office, JOBS)
+        for rid in JOBS:
+            update = RemoteUpdate("jobs", rid, await office.encode_state("jobs", rid))
+            done: list[BaseException | None] = []
+            await tech.apply_remote([update], on_committed=done.append)
+            assert [r.id for r in await tech.query("jobs", {"title": JOBS[rid]["title"]})] == [rid]
+            assert done == [None]
