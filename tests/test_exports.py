@@ -11,7 +11,7 @@ CORE = {
     "CorruptStoreError", "CrdtSyncError", "HybridClock", "InvalidEdit", "InvalidMessage",
     "InvalidState", "LocalStore", "LwwPolicy", "MapEditor", "MessageTooBig", "OfflineError",
     "Outbox", "OutboxEntry", "OutboxError", "OutboxStatus", "ProtocolError", "Record",
-    "RecordEditor", "RecordNotFound", "RemoteUpdate", "SchemaVersionError", "StoreError",
+    "RecordDeleted", "RecordEditor", "RecordNotFound", "RemoteUpdate", "SchemaVersionError", "StoreError",
     "TextField", "Timestamp", "UnsupportedVersion", "UpdateBlocked", "UpdateRejected",
 }  # fmt: skip
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 APPLICATION_ID = 0x43525359
 
 #: The schema version this code writes and reads.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: ``MIGRATIONS[n]`` upgrades a file from version ``n`` to ``n + 1``.
 MIGRATIONS: dict[int, list[str]] = {
@@ -112,5 +112,12 @@ MIGRATIONS: dict[int, list[str]] = {
             id         TEXT NOT NULL,
             PRIMARY KEY (collection, id)
         ) WITHOUT ROWID""",
+    ],
+    2: [
+        # Deletion (docs/records.md, "Deleting a record"): the key of the record's tombstone
+        # (its greatest, an HLC timestamp) once its document holds one, else NULL. Written
+        # with the local delete or the remote update that brings the tombstone, so reads skip
+        # deleted records without decoding documents.
+        "ALTER TABLE records ADD COLUMN deleted TEXT",
     ],
 }
