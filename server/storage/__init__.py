@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from .base import RecordKey, RelayStorage, Row, StorageNumbers
+from .base import Purged, RecordKey, RecordPurged, RelayStorage, Row, StorageNumbers
 from .memory import MemoryRelayStorage
 from .sqlite import DB_FILENAME, DEFAULT_FORGET_ORIGINS_AFTER, SQLiteRelayStorage
 from .state_cache import DEFAULT_STATE_CACHE_BYTES, StateCache
@@ -19,7 +19,9 @@ __all__ = [
     "DEFAULT_FORGET_ORIGINS_AFTER",
     "DEFAULT_STATE_CACHE_BYTES",
     "MemoryRelayStorage",
+    "Purged",
     "RecordKey",
+    "RecordPurged",
     "RelayStorage",
     "Row",
     "SQLiteRelayStorage",

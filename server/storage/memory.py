@@ -14,13 +14,15 @@ Nothing survives the object: it is not a relay storage for production.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from crdt_sync.errors import InvalidState, StoreError
+from crdt_sync.records.layout import tombstones_in
 from crdt_sync.yjs.merge import merge
 
-from .base import RecordKey, RelayStorage, Row, StorageNumbers
+from .base import Purged, RecordKey, RecordPurged, RelayStorage, Row, StorageNumbers
 
 _NAME = "<memory>"  # what StoreError names as the storage's path
 
@@ -47,6 +49,10 @@ class MemoryRelayStorage(RelayStorage):
         # (tenant, collection, record_id) -> origin -> newest seq it wrote there
         self._changes: dict[tuple[str, str, str], dict[str, int]] = {}
         self._commits = 0
+        # (tenant, collection, record_id) -> [tombstone key, first stored at]
+        self._tombstones: dict[tuple[str, str, str], list[str | float]] = {}
+        # (tenant, collection, record_id) -> (tombstone key, seq of the purge)
+        self._purged: dict[tuple[str, str, str], tuple[str, int]] = {}
 
     async def open(self) -> None:
         """See :meth:`RelayStorage.open`."""
@@ -108,7 +114,15 @@ class MemoryRelayStorage(RelayStorage):
         if self._held or not self._queue:
             return
         batch, self._queue = self._queue, []
+        now = time.time()
         for write in batch:
+            purged = [r for c, r, _ in write.items if (write.tenant, c, r) in self._purged]
+            if purged:  # purged since it was accepted: nothing of the write is stored
+                if not write.future.done():
+                    write.future.set_exception(
+                        RecordPurged(_NAME, f"records {purged} were purged (deleted)")
+                    )
+                continue
             head = self._heads.get(write.tenant, 0)
             seqs = []
             for collection, record_id, update in write.items:
@@ -117,6 +131,10 @@ class MemoryRelayStorage(RelayStorage):
                 key = (write.tenant, collection, record_id)
                 self._updates.setdefault(key, []).append(update)
                 self._changes.setdefault(key, {})[write.origin] = head
+                found = tombstones_in(update)
+                if found:
+                    known = self._tombstones.setdefault(key, ["", now])
+                    known[0] = max(str(known[0]), *found)
             self._heads[write.tenant] = head
             if not write.future.done():
                 write.future.set_result(seqs)
@@ -153,6 +171,40 @@ class MemoryRelayStorage(RelayStorage):
             )
         ]
         return sorted(changed)
+
+    async def purge_tombstones(self, deleted_before: float) -> list[Purged]:
+        """See :meth:`RelayStorage.purge_tombstones`."""
+        done = []
+        for key, (tombstone, at) in list(self._tombstones.items()):
+            if float(at) >= deleted_before:
+                continue
+            tenant = key[0]
+            head = self._heads[tenant] = self._heads.get(tenant, 0) + 1
+            for table in (self._updates, self._changes, self._tombstones):
+                table.pop(key, None)
+            self._purged[key] = (str(tombstone), head)
+            done.append(Purged(*key, str(tombstone), head))
+        return done
+
+    async def removed_since(
+        self, tenant: str, collections: Iterable[str], cursor: int
+    ) -> list[tuple[str, str, str]]:
+        """See :meth:`RelayStorage.removed_since`."""
+        names = set(collections)
+        return sorted(
+            (c, r, tombstone)
+            for (t, c, r), (tombstone, seq) in self._purged.items()
+            if t == tenant and c in names and seq > cursor
+        )
+
+    async def purged(self, tenant: str, keys: Iterable[RecordKey]) -> dict[RecordKey, str]:
+        """See :meth:`RelayStorage.purged`."""
+        found = {}
+        for key in keys:
+            hit = self._purged.get((tenant, *key))
+            if hit is not None:
+                found[key] = hit[0]
+        return found
 
     async def head(self, tenant: str) -> int:
         """See :meth:`RelayStorage.head`."""

@@ -7,16 +7,26 @@ compaction is exercised under every answer) and the in-memory one. PostgreSQL jo
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from crdt_sync.server.storage import MemoryRelayStorage, RelayStorage, SQLiteRelayStorage
+from crdt_sync.server.storage import (
+    MemoryRelayStorage,
+    Purged,
+    RecordPurged,
+    RelayStorage,
+    SQLiteRelayStorage,
+)
 from helpers.yjs_updates import text_edits, text_of
 from pycrdt import Doc, Text, get_state, get_update
 
 from crdt_sync.errors import InvalidState
+from crdt_sync.records.clock import HybridClock
+from crdt_sync.records.layout import layout_of, tombstones_in
+from crdt_sync.records.lww import Kind
 
 
 def _new(kind: str, tmp_path: Path) -> RelayStorage:
@@ -133,3 +143,64 @@ async def test_a_storage_is_opened_once_and_written_only_while_open(
         assert storage.healthy and storage.numbers().commits == 0
     finally:
         await storage.close()
+
+
+def _record_updates(replica: str) -> tuple[bytes, bytes]:
+    """A record's first update (a field) and the update that deletes it (its tombstone)."""
+    doc: Doc = Doc()
+    layout = layout_of(doc)
+    clock = HybridClock(replica)
+    stamp = lambda current: clock.after(current, 1000) if current else clock.tick(1000)  # noqa: E731
+    with doc.transaction():
+        layout.write(("status",), Kind.VALUE, "open", stamp)
+    first = doc.get_update()
+    before = doc.get_state()
+    with doc.transaction():
+        layout.delete_record(stamp)
+    return first, doc.get_update(before)
+
+
+@pytest.mark.asyncio
+async def test_purge_removes_a_deleted_record_and_lists_it_as_removed(
+    storage: RelayStorage,
+) -> None:
+    first, tombstone = _record_updates("tech-1")
+    keep, _ = _record_updates("tech-2")
+    await storage.write("acme", "r1", [("jobs", "j1", first), ("jobs", "j2", keep)])
+    assert await storage.purge_tombstones(time.time() + 60) == []  # nothing deleted yet
+    await storage.write("acme", "r1", [("jobs", "j1", tombstone)])
+    assert await storage.purge_tombstones(time.time() - 60) == []  # deleted too recently
+    head = await storage.head("acme")
+    purged = await storage.purge_tombstones(time.time() + 60)
+    key = tombstones_in(tombstone)[0]
+    assert purged == [Purged("acme", "jobs", "j1", key, head + 1)]
+    assert await storage.head("acme") == head + 1  # the purge took a change seq
+    # Its rows are gone; the other record stays.
+    states = await storage.get_states("acme", [("jobs", "j1"), ("jobs", "j2")])
+    assert list(states) == [("jobs", "j2")]
+    assert await storage.changed_since("acme", ["jobs"], None, "") == [("jobs", "j2")]
+    # Catch-ups from before the purge list it as removed; later ones do not.
+    assert await storage.removed_since("acme", ["jobs"], head) == [("jobs", "j1", key)]
+    assert await storage.removed_since("acme", ["jobs"], head + 1) == []
+    assert await storage.removed_since("acme", ["other"], 0) == []
+    assert await storage.removed_since("globex", ["jobs"], 0) == []
+    assert await storage.purged("acme", [("jobs", "j1"), ("jobs", "j2")]) == {("jobs", "j1"): key}
+    assert await storage.purged("globex", [("jobs", "j1")]) == {}
+    assert await storage.purge_tombstones(time.time() + 60) == []  # purged once
+
+
+@pytest.mark.asyncio
+async def test_a_write_to_a_purged_record_fails_whole_and_stores_nothing(
+    storage: RelayStorage,
+) -> None:
+    first, tombstone = _record_updates("tech-1")
+    await storage.write("acme", "r1", [("jobs", "j1", first), ("jobs", "j1", tombstone)])
+    await storage.purge_tombstones(time.time() + 60)
+    head = await storage.head("acme")
+    other, _ = _record_updates("tech-3")
+    late = storage.submit("acme", "r2", [("jobs", "j9", other), ("jobs", "j1", first)])
+    fine = storage.submit("acme", "r3", [("jobs", "j9", other)])
+    with pytest.raises(RecordPurged):
+        await late
+    assert await fine == [head + 1]  # the other write of the group commits
+    assert await storage.get_states("acme", [("jobs", "j1")]) == {}
