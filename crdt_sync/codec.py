@@ -44,6 +44,8 @@ from .messages import (
     RecordKey,
     Reject,
     RejectItem,
+    Removed,
+    RemovedItem,
     StateVectorItem,
     StateVectors,
     Subscribe,
@@ -105,6 +107,8 @@ def _wire(msg: Message) -> dict[str, Any]:
             return {"t": "reject", "items": items}
         case Synced(cursor):
             return {"t": "synced", "cursor": cursor}
+        case Removed(items, cursor):
+            return {"t": "removed", "items": items, "cursor": cursor}
         case Ping(ping_id):
             return {"t": "ping", "id": ping_id}
         case Pong(ping_id):
@@ -375,6 +379,20 @@ def _updates(obj: dict[str, Any]) -> Updates:
     return Updates(tuple(items), cursor=_opt_int(_field(obj, "cursor"), "updates cursor"))
 
 
+def _removed(obj: dict[str, Any]) -> Removed:
+    items = []
+    for row in _list(_field(obj, "items"), "removed items"):
+        collection, record_id, tombstone = _row(row, "removed item", 3)
+        items.append(
+            RemovedItem(
+                _name(collection, "removed collection"),
+                _name(record_id, "removed record_id"),
+                _str(tombstone, "removed tombstone", MAX_NAME_LENGTH, allow_empty=True),
+            )
+        )
+    return Removed(tuple(items), cursor=_opt_int(_field(obj, "cursor"), "removed cursor"))
+
+
 def _synced(obj: dict[str, Any]) -> Synced:
     return Synced(_int(_field(obj, "cursor"), "synced cursor"))
 
@@ -393,6 +411,7 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], Message]] = {
     "changed": _changed,
     "updates": _updates,
     "synced": _synced,
+    "removed": _removed,
 }
 
 

@@ -35,6 +35,8 @@ __all__ = [
     "RecordKey",
     "Reject",
     "RejectItem",
+    "Removed",
+    "RemovedItem",
     "ServerMessage",
     "StateVectorItem",
     "StateVectors",
@@ -94,6 +96,18 @@ class UpdateItem(NamedTuple):
     collection: str
     record_id: str
     update: bytes
+
+
+class RemovedItem(NamedTuple):
+    """One purged record in a ``removed``: ``[collection, record_id, tombstone]``.
+
+    ``tombstone`` is the key of the record's tombstone (``"<ms>.<counter>.<replica>"``: when
+    it was deleted and by whom, docs/records.md).
+    """
+
+    collection: str
+    record_id: str
+    tombstone: str
 
 
 # -- client -> server ----------------------------------------------------------------------
@@ -225,6 +239,16 @@ class Updates:
 
 
 @dataclass(frozen=True, slots=True)
+class Removed:
+    """``removed``: these records were deleted and their tombstones purged: the relay has
+    nothing of them anymore and refuses their updates. The replica removes them (settling
+    its pending changes of them). ``cursor`` is None (catch-up, or a live purge)."""
+
+    items: tuple[RemovedItem, ...]
+    cursor: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Synced:
     """``synced``: catch-up complete up to ``cursor``; the client persists it."""
 
@@ -234,7 +258,9 @@ class Synced:
 ClientMessage = Hello | Push | Subscribe | StateVectors | Ping | Pong | Error
 """Messages a client sends (``Ping``, ``Pong`` and ``Error`` go both ways)."""
 
-ServerMessage = Welcome | Ack | Reject | Changed | Updates | Synced | Ping | Pong | Error
+ServerMessage = (
+    Welcome | Ack | Reject | Changed | Updates | Removed | Synced | Ping | Pong | Error
+)
 """Messages a relay sends."""
 
 Message = (
@@ -250,6 +276,7 @@ Message = (
     | Reject
     | Changed
     | Updates
+    | Removed
     | Synced
 )
 """Any protocol message."""
