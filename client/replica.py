@@ -80,10 +80,16 @@ class _TokenUnavailable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class RecordChange:
-    """A record changed in the store because of updates from the relay."""
+    """A record changed in the store because of updates from the relay, or was deleted.
+
+    ``deleted`` is true when the record reads as gone after the change: a deletion from
+    another replica (or from this one, :meth:`Replica.delete`), a write that lost to a
+    deletion, or the relay's purge of a deleted record.
+    """
 
     collection: str
     record_id: str
+    deleted: bool = False
 
 
 class Replica:
@@ -267,6 +273,20 @@ class Replica:
         """
         return self.store.edit(collection, record_id, create=create)
 
+    async def delete(self, collection: str, record_id: str) -> None:
+        """Delete the record: a tombstone that syncs like any edit (pending until the relay
+        acknowledges it); reads say it is gone at once. A concurrent edit elsewhere loses to
+        the deletion and is logged in the conflict log (docs/records.md, "Deleting a
+        record"). Reported to :meth:`on_change` listeners with ``deleted=True``.
+
+        Raises:
+            RecordNotFound: the record is not in the local store.
+        """
+        if self.store.is_deleted(collection, record_id):
+            return
+        await self.store.delete(collection, record_id)
+        self._publish_changes([(collection, record_id)])
+
     def batch(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Edits made in the block are durable together, when it exits (the store's
         :meth:`~crdt_sync.store.sqlite.LocalStore.batch`): for imports and bulk changes. Each
@@ -313,9 +333,10 @@ class Replica:
         finally:
             self._change_queues.remove(queue)
 
-    def _publish_changes(self, keys: Sequence[tuple[str, str]]) -> None:
+    def _publish_changes(self, keys: Sequence[tuple[str, str]], *, removed: bool = False) -> None:
         for collection, record_id in keys:
-            change = RecordChange(collection, record_id)
+            deleted = removed or self.store.is_deleted(collection, record_id)
+            change = RecordChange(collection, record_id, deleted)
             for queue in self._change_queues:
                 queue.put_nowait(change)
             for callback in list(self._change_callbacks):
@@ -626,6 +647,10 @@ class _SyncReports:
     def records_changed(self, keys: Sequence[tuple[str, str]]) -> None:
         """Remote updates changed these records."""
         self._replica._publish_changes(keys)
+
+    def records_removed(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Records deleted and purged on the relay left the store."""
+        self._replica._publish_changes(keys, removed=True)
 
     def sync_error(self, code: str, reason: str) -> None:
         """The relay sent an error frame."""

@@ -258,9 +258,7 @@ class Synced:
 ClientMessage = Hello | Push | Subscribe | StateVectors | Ping | Pong | Error
 """Messages a client sends (``Ping``, ``Pong`` and ``Error`` go both ways)."""
 
-ServerMessage = (
-    Welcome | Ack | Reject | Changed | Updates | Removed | Synced | Ping | Pong | Error
-)
+ServerMessage = Welcome | Ack | Reject | Changed | Updates | Removed | Synced | Ping | Pong | Error
 """Messages a relay sends."""
 
 Message = (

@@ -16,6 +16,7 @@ from pathlib import Path
 from crdt_sync.protocol import DEFAULT_MAX_FRAME, DEFAULT_MAX_ITEMS, DEFAULT_RATE
 
 from . import tokens
+from .config import DEFAULT_TOMBSTONE_TTL
 from .relay import RelayConfig, serve_until_signalled
 from .storage import DEFAULT_FORGET_ORIGINS_AFTER, DEFAULT_STATE_CACHE_BYTES
 from .validation import load_object
@@ -132,6 +133,15 @@ def _parser() -> argparse.ArgumentParser:
         "its own older changes in its catch-up too); 0 never (default %(default)s)",
     )
     serve.add_argument(
+        "--tombstone-ttl",
+        type=_non_negative_float,
+        default=DEFAULT_TOMBSTONE_TTL / 86400,
+        metavar="DAYS",
+        help="days a deleted record's tombstone is kept before the relay purges the record "
+        '(its rows go; replicas offline for longer still converge: docs/relay.md, "Deletion '
+        'and purge"); fractions allowed; 0 never purges (default %(default)g)',
+    )
+    serve.add_argument(
         "--verifier",
         metavar="MODULE:FUNCTION",
         help="custom token verifier: FUNCTION(token) -> crdt_sync.server.tokens.Grant (or an "
@@ -240,6 +250,7 @@ def relay_config(args: argparse.Namespace) -> RelayConfig:
         rate_limit=args.rate_limit,
         state_cache_bytes=int(args.state_cache_mb * 2**20),
         forget_origins_after=args.forget_origins_after,
+        tombstone_ttl=args.tombstone_ttl * 86400,
     )
 
 

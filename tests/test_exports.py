@@ -11,8 +11,8 @@ CORE = {
     "CorruptStoreError", "CrdtSyncError", "HybridClock", "InvalidEdit", "InvalidMessage",
     "InvalidState", "LocalStore", "LwwPolicy", "MapEditor", "MessageTooBig", "OfflineError",
     "Outbox", "OutboxEntry", "OutboxError", "OutboxStatus", "ProtocolError", "Record",
-    "RecordDeleted", "RecordEditor", "RecordNotFound", "RemoteUpdate", "SchemaVersionError", "StoreError",
-    "TextField", "Timestamp", "UnsupportedVersion", "UpdateBlocked", "UpdateRejected",
+    "RecordDeleted", "RecordEditor", "RecordNotFound", "RemoteUpdate", "SchemaVersionError",
+    "StoreError", "TextField", "Timestamp", "UnsupportedVersion", "UpdateBlocked", "UpdateRejected",
 }  # fmt: skip
 
 

@@ -724,7 +724,7 @@ class Layout:
         if not len(self.tombstones):
             return None
         found: Timestamp | None = None
-        for key in self.tombstones.keys():
+        for key in self.tombstones.keys():  # noqa: SIM118 (typed keys)
             try:
                 ts = Timestamp.decode(key)
             except InvalidEdit:

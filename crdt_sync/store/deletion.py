@@ -171,9 +171,7 @@ async def forget_purged(
     return removed
 
 
-async def _lost_to_purged(
-    store: LocalStore, key: Key, tombstone: str | None
-) -> list[Conflict]:
+async def _lost_to_purged(store: LocalStore, key: Key, tombstone: str | None) -> list[Conflict]:
     """What the record's pending changes wrote that the deletion removes.
 
     If this store has the tombstone, the document says it all (:meth:`Layout.conflicts`).

@@ -233,7 +233,7 @@ def root_map_keys(update: bytes, root: str) -> list[str]:
         for _ in range(structs):
             info = reader.uint8()
             ref = info & 0x1F
-            if ref == _SKIP or ref == _GC:
+            if ref in (_SKIP, _GC):
                 var_uint()
                 continue
             for flag in (_HAS_ORIGIN, _HAS_RIGHT_ORIGIN):

@@ -37,6 +37,7 @@ class RecordingOwner:
     progress: list[Progress] = field(default_factory=list)
     counted: int = 0
     changed: list[tuple[str, str]] = field(default_factory=list)
+    removed: list[tuple[str, str]] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
 
     def sync_welcomed(self, event: Welcomed) -> None:
@@ -53,6 +54,9 @@ class RecordingOwner:
 
     def records_changed(self, keys: Sequence[tuple[str, str]]) -> None:
         self.changed.extend(keys)
+
+    def records_removed(self, keys: Sequence[tuple[str, str]]) -> None:
+        self.removed.extend(keys)
 
     def sync_error(self, code: str, reason: str) -> None:
         self.errors.append((code, reason))

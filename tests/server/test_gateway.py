@@ -36,6 +36,7 @@ class Recorder:
 
     frames: list[tuple[list[Delivery], int | None]] = field(default_factory=list)
     room_updates: list[bytes] = field(default_factory=list)
+    removed: list[object] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     def deliver(self, updates: list[Delivery], cursor: int | None) -> None:
@@ -48,6 +49,9 @@ class Recorder:
 
     def deliver_awareness(self, update: bytes) -> None:
         pass
+
+    def deliver_removed(self, items: object) -> None:
+        self.removed.append(items)
 
     async def next(self) -> None:
         """Wait for the next delivery."""
