@@ -216,7 +216,8 @@ def test_deletes_lose_nothing_and_never_split(data: st.DataObject, n: int) -> No
         assert layout_of(replica.doc).conflicts() == conflicts
     if deletes:
         event("deleted")
-        if any(c.won.kind.value == "deleted" and c.won.ts == next(iter(deleted)) for c in conflicts):
+        tombstone = next(iter(deleted))
+        if any(c.won.kind.value == "deleted" and c.won.ts == tombstone for c in conflicts):
             event("a concurrent write lost to the deletion")
     for replica in replicas:
         if deletes:
