@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from crdt_sync.subscriptions import Subscription as Subscription
+
 from .replica import RecordChange as RecordChange
 from .replica import Replica as Replica
 from .replica import TokenProvider as TokenProvider

@@ -16,9 +16,11 @@ task that keeps it synced:
   token and reconnects at once (no backoff), keeping the outbox as it is.
 
 Status (:attr:`Replica.status`), record changes (:meth:`Replica.changes`,
-:meth:`Replica.on_change`) and conflicts (:meth:`Replica.conflict_events`,
-:meth:`Replica.on_conflict`) are published as events. Online-only actions
-(:meth:`Replica.sync_now`) raise :class:`~crdt_sync.errors.OfflineError` when offline.
+:meth:`Replica.on_change`), conflicts (:meth:`Replica.conflict_events`,
+:meth:`Replica.on_conflict`) and the cache's evictions and warnings
+(:meth:`Replica.cache_events`, :meth:`Replica.on_cache_event`) are published as events.
+Online-only actions (:meth:`Replica.sync_now`) raise :class:`~crdt_sync.errors.OfflineError`
+when offline.
 """
 
 from __future__ import annotations
@@ -44,12 +46,19 @@ from typing import Any, Literal
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from crdt_sync.backoff import DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY, backoff
-from crdt_sync.errors import InvalidState, OfflineError
+from crdt_sync.cache_policy import CacheEvent, CachePolicy
+from crdt_sync.errors import InvalidState, OfflineError, UnsyncedChangesError
 from crdt_sync.outbox import OutboxEntry
 from crdt_sync.protocol import Welcomed
+from crdt_sync.query import Filter
 from crdt_sync.records.lww import LwwPolicy
 from crdt_sync.records.record import Record, RecordEditor
+from crdt_sync.store.cache_keeper import CacheReport
+from crdt_sync.store.live_query import LiveQuery
+from crdt_sync.store.local_query import SearchHit
+from crdt_sync.store.record_changes import Origin, RecordChanged
 from crdt_sync.store.sqlite import ConflictLogEntry, LocalStore, Outbox
+from crdt_sync.subscriptions import Subscription, normalize
 
 from .connection import Connection
 from .session import Session, SessionEvent, SessionState
@@ -80,7 +89,10 @@ class _TokenUnavailable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class RecordChange:
-    """A record changed in the store because of updates from the relay, or was deleted.
+    """A record changed in the store: by a local edit (``origin="local"``, reported once
+    committed, with the top-level ``fields`` that changed) or by updates from the relay
+    (``origin="remote"``, reported as soon as they are applied; ``fields`` is None: read the
+    record, or use :meth:`Replica.watch` for field-level changes).
 
     ``deleted`` is true when the record reads as gone after the change: a deletion from
     another replica (or from this one, :meth:`Replica.delete`), a write that lost to a
@@ -89,6 +101,8 @@ class RecordChange:
 
     collection: str
     record_id: str
+    origin: Origin = "remote"
+    fields: frozenset[str] | None = None
     deleted: bool = False
 
 
@@ -106,6 +120,7 @@ class Replica:
         token: TokenProvider,
         collections: Sequence[str] | None,
         offline: bool,
+        subscriptions: Sequence[Subscription | str] | None = None,
         heartbeat_interval: float,
         dead_after: float,
         open_timeout: float,
@@ -117,6 +132,12 @@ class Replica:
             raise ValueError("need 0 < heartbeat_interval < dead_after")
         self.store = store
         self.url = url
+        if subscriptions is not None and collections is not None:
+            raise ValueError("give collections or subscriptions, not both")
+        #: What this replica keeps (None: the whole ``collections``).
+        self.subscriptions = normalize(subscriptions) if subscriptions is not None else None
+        if self.subscriptions is not None:
+            collections = list(dict.fromkeys(s.collection for s in self.subscriptions))
         self.collections = tuple(collections) if collections is not None else None
         self.heartbeat_interval = heartbeat_interval
         self.dead_after = dead_after
@@ -143,6 +164,7 @@ class Replica:
         self.grant: Welcomed | None = None
         self._reports = _SyncReports(self)
         self._unsubscribe_outbox = store.outbox.on_queued(self._entry_queued)
+        self._unsubscribe_local = store.on_record_change(self._local_change)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -154,6 +176,7 @@ class Replica:
         url: str,
         token: TokenProvider,
         collections: Sequence[str] | None = None,
+        subscriptions: Sequence[Subscription | str] | None = None,
         lww: LwwPolicy | Mapping[str, Any] | None = None,
         replica_id: str | None = None,
         offline: bool = False,
@@ -163,6 +186,7 @@ class Replica:
         backoff_initial: float = DEFAULT_INITIAL_DELAY,
         backoff_max: float = DEFAULT_MAX_DELAY,
         upload_window: int = DEFAULT_WINDOW,
+        cache: CachePolicy | None = None,
         **store_options: Any,
     ) -> _Opening:
         """Open the store at ``path`` and start syncing it with the relay at ``url``.
@@ -177,6 +201,11 @@ class Replica:
             token: the auth token, or a (sync or async) function returning a fresh one; it is
                 called before every connection attempt.
             collections: the collections to sync; None: every collection the token grants.
+            subscriptions: what this replica keeps, instead of ``collections``: collection
+                names (kept whole) and :class:`~crdt_sync.subscriptions.Subscription`-s
+                (record ids, queries on top-level fields, rolling date windows), evaluated
+                by the relay at each sync; records that leave them are dropped from the
+                store, except those with unsynced changes (dropped once acknowledged).
             lww: last-write-wins fields per collection (``{"jobs": ["status"]}``).
             replica_id: this replica's id when the file is created (default: random).
             offline: start with sync switched off (as after ``go_offline()``).
@@ -187,6 +216,9 @@ class Replica:
             backoff_initial: the upper bound of the first reconnect delay (seconds).
             backoff_max: the cap of the reconnect delays (seconds).
             upload_window: the most outbox entries in flight.
+            cache: retention, quota and warning thresholds of the local cache (default:
+                :class:`~crdt_sync.cache_policy.CachePolicy`: 30-day retention, no quota); the
+                cache's maximum age comes from the relay.
             store_options: passed to :meth:`LocalStore.open`.
         """
         return _Opening(
@@ -196,6 +228,7 @@ class Replica:
                 url=url,
                 token=token,
                 collections=collections,
+                subscriptions=subscriptions,
                 offline=offline,
                 heartbeat_interval=heartbeat_interval,
                 dead_after=dead_after,
@@ -204,7 +237,7 @@ class Replica:
                 backoff_max=backoff_max,
                 upload_window=upload_window,
             ),
-            dict(store_options, lww=lww, replica_id=replica_id),
+            dict(store_options, lww=lww, replica_id=replica_id, cache=cache),
         )
 
     def _start(self) -> None:
@@ -222,7 +255,23 @@ class Replica:
             with contextlib.suppress(Exception, asyncio.CancelledError):  # already logged
                 await self._runner
         self._unsubscribe_outbox()
+        self._unsubscribe_local()
         await self.store.close()
+
+    async def wipe(self, *, force: bool = False) -> None:
+        """Log out: stop syncing, close the replica and delete its local data (the store's
+        files). Refused while changes are not synced yet, unless ``force`` (they are lost).
+
+        Raises:
+            UnsyncedChangesError: unsynced changes exist and ``force`` is false; it says how
+                many. The replica is left open and syncing (sync, then try again).
+        """
+        if not force and self._session.state is not SessionState.CLOSED:
+            entries, records = await self.store.unsynced()
+            if entries:
+                raise UnsyncedChangesError(self.store.path, entries, records)
+        await self.close()
+        await self.store.wipe(force=force)  # checks the closed file again
 
     async def __aenter__(self) -> Replica:
         return self
@@ -254,10 +303,58 @@ class Replica:
         return await self.store.records(collection)
 
     async def search(
-        self, collection: str, text: str | None = None, where: Mapping[str, Any] | None = None
+        self,
+        collection: str,
+        text: str | None = None,
+        where: Filter | Mapping[str, Any] | None = None,
     ) -> list[Record]:
         """Search the local store (see :meth:`LocalStore.search`)."""
         return await self.store.search(collection, text, where)
+
+    async def query(
+        self,
+        collection: str,
+        where: Filter | Mapping[str, Any] | None = None,
+        *,
+        order_by: str | Sequence[str] = (),
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Record]:
+        """Query the local store (see :meth:`LocalStore.query`); works offline."""
+        return await self.store.query(
+            collection, where, order_by=order_by, limit=limit, offset=offset
+        )
+
+    async def count(self, collection: str, where: Filter | Mapping[str, Any] | None = None) -> int:
+        """How many local records match (see :meth:`LocalStore.count`)."""
+        return await self.store.count(collection, where)
+
+    async def search_text(
+        self,
+        collection: str,
+        text: str,
+        *,
+        where: Filter | Mapping[str, Any] | None = None,
+        limit: int = 20,
+        prefix: bool = True,
+    ) -> list[SearchHit]:
+        """Full-text search in the local store (see :meth:`LocalStore.search_text`)."""
+        return await self.store.search_text(
+            collection, text, where=where, limit=limit, prefix=prefix
+        )
+
+    def watch(
+        self,
+        collection: str,
+        where: Filter | Mapping[str, Any] | None = None,
+        *,
+        order_by: str | Sequence[str] = (),
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> LiveQuery:
+        """A live query of the local store (see :meth:`LocalStore.watch`): its result now and
+        again after each local edit or remote update that affects it."""
+        return self.store.watch(collection, where, order_by=order_by, limit=limit, offset=offset)
 
     def edit(
         self, collection: str, record_id: str, *, create: bool = True
@@ -277,15 +374,13 @@ class Replica:
         """Delete the record: a tombstone that syncs like any edit (pending until the relay
         acknowledges it); reads say it is gone at once. A concurrent edit elsewhere loses to
         the deletion and is logged in the conflict log (docs/records.md, "Deleting a
-        record"). Reported to :meth:`on_change` listeners with ``deleted=True``.
+        record"). Reported to :meth:`on_change` listeners once committed, with
+        ``origin="local"`` and ``deleted=True``; live queries see the record leave.
 
         Raises:
             RecordNotFound: the record is not in the local store.
         """
-        if self.store.is_deleted(collection, record_id):
-            return
         await self.store.delete(collection, record_id)
-        self._publish_changes([(collection, record_id)])
 
     def batch(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Edits made in the block are durable together, when it exits (the store's
@@ -311,7 +406,8 @@ class Replica:
     # -- record-change events --------------------------------------------------------------
 
     def on_change(self, callback: Callable[[RecordChange], None]) -> Callable[[], None]:
-        """Call ``callback(change)`` for each record changed by remote updates.
+        """Call ``callback(change)`` for each record changed, by local edits or by remote
+        updates (see :class:`RecordChange`).
 
         Returns a function that unsubscribes.
         """
@@ -324,7 +420,8 @@ class Replica:
         return unsubscribe
 
     async def changes(self) -> AsyncGenerator[RecordChange, None]:
-        """Yield a :class:`RecordChange` for each record changed by remote updates, forever."""
+        """Yield a :class:`RecordChange` for each record changed (local edits and remote
+        updates), forever."""
         queue: asyncio.Queue[RecordChange] = asyncio.Queue()
         self._change_queues.append(queue)
         try:
@@ -333,17 +430,26 @@ class Replica:
         finally:
             self._change_queues.remove(queue)
 
+    def _local_change(self, change: RecordChanged) -> None:
+        if change.origin == "local":
+            deleted = self.store.is_deleted(change.collection, change.record_id)
+            self._publish(
+                RecordChange(change.collection, change.record_id, "local", change.fields, deleted)
+            )
+
     def _publish_changes(self, keys: Sequence[tuple[str, str]], *, removed: bool = False) -> None:
         for collection, record_id in keys:
             deleted = removed or self.store.is_deleted(collection, record_id)
-            change = RecordChange(collection, record_id, deleted)
-            for queue in self._change_queues:
-                queue.put_nowait(change)
-            for callback in list(self._change_callbacks):
-                try:
-                    callback(change)
-                except Exception:
-                    log.exception("record-change callback %r failed", callback)
+            self._publish(RecordChange(collection, record_id, deleted=deleted))
+
+    def _publish(self, change: RecordChange) -> None:
+        for queue in self._change_queues:
+            queue.put_nowait(change)
+        for callback in list(self._change_callbacks):
+            try:
+                callback(change)
+            except Exception:
+                log.exception("record-change callback %r failed", callback)
 
     # -- conflicts -------------------------------------------------------------------------
 
@@ -370,6 +476,40 @@ class Replica:
         """Yield each conflict logged from now on, forever."""
         queue: asyncio.Queue[ConflictLogEntry] = asyncio.Queue()
         unsubscribe = self.store.on_conflict(queue.put_nowait)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            unsubscribe()
+
+    # -- the cache: retention, quota, expiry ---------------------------------------------
+
+    async def clear_cache(self) -> CacheReport:
+        """Remove every local record without unsynced changes; records with unsynced changes
+        (outbox entries of any status) stay. Removed records come back when they change on
+        the relay (docs/client.md, "Retention, quota and expiry")."""
+        return await self.store.clear_cache()
+
+    async def apply_cache_policy(self) -> CacheReport:
+        """Apply retention and quota now (they also run by themselves in the background)."""
+        return await self.store.cache.apply_policy()
+
+    @property
+    def cache_expires_at(self) -> float | None:
+        """When the offline cache expires (Unix time), from the relay's maximum age and the
+        last completed sync; None: no expiry, or online now."""
+        return self.store.cache.expires_at
+
+    def on_cache_event(self, callback: Callable[[CacheEvent], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` for each :class:`~crdt_sync.cache_policy.CacheEvent` from
+        now on (records evicted; warnings: expiry soon, expired, eviction blocked by unsynced
+        changes, unsynced changes getting old). Returns a function that unsubscribes."""
+        return self.store.cache.on_event(callback)
+
+    async def cache_events(self) -> AsyncGenerator[CacheEvent, None]:
+        """Yield each cache event from now on, forever."""
+        queue: asyncio.Queue[CacheEvent] = asyncio.Queue()
+        unsubscribe = self.store.cache.on_event(queue.put_nowait)
         try:
             while True:
                 yield await queue.get()
@@ -477,6 +617,12 @@ class Replica:
                 event.name,
                 after.name,
             )
+            if SessionState.SYNCING in (before, after):
+                # A sync under way: the expiry waits for its outcome.
+                self.store.cache.set_syncing(after is SessionState.SYNCING)
+            if SessionState.ONLINE in (before, after):
+                # Online, the cache is current: it does not age toward its expiry.
+                self.store.cache.set_live(after is SessionState.ONLINE)
             changes: dict[str, Any] = {**status_changes, "session": after}
             if after is SessionState.SYNCING:
                 changes["progress"] = Progress()
@@ -544,7 +690,12 @@ class Replica:
         if not self._session.wants_connection:
             await connection.close()
         run = SyncRun(
-            connection, self.store, self._reports, self.collections, window=self.upload_window
+            connection,
+            self.store,
+            self._reports,
+            self.collections,
+            window=self.upload_window,
+            subscriptions=self.subscriptions,
         )
         self._sync_run = run
         try:
@@ -623,6 +774,7 @@ class _SyncReports:
         replica = self._replica
         replica.grant = event
         replica._auth_retried = False
+        replica.store.cache.set_max_age(event.cache_max_age)
         if replica._session.state is SessionState.CONNECTING:
             replica._transition(SessionEvent.WELCOMED)
 
@@ -631,6 +783,7 @@ class _SyncReports:
         replica = self._replica
         replica._delays = replica._new_backoff()
         done = {"last_synced_at": time.time(), "last_error": None}
+        replica.store.cache.synced()
         if replica._session.state is SessionState.SYNCING:
             replica._transition(SessionEvent.SYNCED, **done)
         else:

@@ -34,7 +34,9 @@ local edit), so store updates never race each other. Its :class:`SyncPhase` goes
    are logged as lost to the deletion and leave the outbox).
 3. **Live** (``LIVE``): updates from others are applied as they come, their cursor (if the
    frame carries one) written in the same transaction; local edits are pushed as soon as they
-   are committed.
+   are committed. A live update of a record the store evicted from its cache
+   (``store.absent()``) holds only the latest change: the whole record is asked for with an
+   ``sv`` frame (empty state vector), whose ``updates`` answer is applied as it comes.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from crdt_sync.protocol import (
     ChangedReceived,
     ClientEvent,
     ClientProtocol,
+    DroppedReceived,
     ErrorReceived,
     Rejected,
     RemovedReceived,
@@ -61,11 +64,13 @@ from crdt_sync.protocol import (
     UpdatesReceived,
     Welcomed,
 )
+from crdt_sync.subscriptions import Subscription
 from crdt_sync.yjs.updates import EMPTY_STATE_VECTOR
 
 from .connection import CLOSED, WAKE, Signal
 from .status import Progress
 from .sync_store import SyncStore
+from .working_set import WorkingSet
 
 __all__ = [
     "CURSOR_SETTING",
@@ -169,6 +174,7 @@ class SyncRun:
         owner: receives the run's reports.
         collections: the collections to subscribe to; None: every collection granted.
         window: the most outbox entries in flight.
+        subscriptions: what the replica keeps (ids, queries); None: whole ``collections``.
     """
 
     def __init__(
@@ -178,6 +184,7 @@ class SyncRun:
         owner: SyncOwner,
         collections: Sequence[str] | None,
         window: int = DEFAULT_WINDOW,
+        subscriptions: Sequence[Subscription] | None = None,
     ) -> None:
         self.connection = connection
         self.protocol = connection.protocol
@@ -195,6 +202,7 @@ class SyncRun:
         self._records: dict[int, tuple[str, str]] = {}  # the record of each entry in _sent
         self._acking: set[int] = set()  # acked, the (lazy) acknowledgement not yet committed
         self._relist = True  # list the outbox at the next pump (start, or relist())
+        self.working_set = WorkingSet(store, subscriptions, collections, CURSOR_SETTING)
         self._unsubscribe = store.outbox.on_queued(self._queued)
 
     def _queued(self, entry: OutboxEntry) -> None:
@@ -237,6 +245,7 @@ class SyncRun:
     async def _handle(self, event: object) -> None:
         match event:
             case Welcomed():
+                self.working_set.welcomed(event.scopes)
                 self.phase = SyncPhase.UPLOAD
                 self.owner.sync_welcomed(event)
                 # Entries an earlier connection left uploading are queued again (not waited
@@ -254,6 +263,8 @@ class SyncRun:
                 acked = self.store.outbox.acknowledge(seqs, lazy=True)
                 acked.add_done_callback(lambda done: self._ack_written(done, seqs))
                 self._uploaded(seqs)
+                if self.working_set.may_have_drops:  # after the acknowledgement (in order)
+                    self._dropped(await self.working_set.acknowledged())
                 await self._settled()
             case Rejected(items):
                 self._sent.difference_update(i.seq for i in items)
@@ -270,6 +281,7 @@ class SyncRun:
                 self._uploaded([i.seq for i in refused + deleted])
                 await self._settled()
             case ChangedReceived(items, _cursor, done):
+                self.working_set.listed(items)
                 found = await self.store.state_vectors(
                     [(key.collection, key.record_id) for key in items]
                 )
@@ -287,10 +299,19 @@ class SyncRun:
                 # Raised once applied in memory and queued for commit (readers of the records
                 # wait for it); the cursor commits with the updates.
                 settings = {CURSOR_SETTING: str(cursor)} if cursor is not None else None
+                # A record the cache evicted comes back with its next change: the live update
+                # holds only that change, so ask for the whole record too.
+                absent = await self.store.absent([(i.collection, i.record_id) for i in items])
                 keys = await self.store.apply_remote(
                     items, settings, on_committed=self._live_written
                 )
+                self.working_set.kept_again(keys)
                 self.owner.records_changed(keys)
+                if absent:
+                    self.protocol.send_state_vectors(
+                        [(c, r, EMPTY_STATE_VECTOR) for c, r in absent]
+                    )
+                    await self.connection.flush()
             case UpdatesReceived(items, cursor):  # catch-up diffs
                 keys = await self.store.apply_remote(items)
                 size = sum(len(i.update) for i in items)
@@ -298,8 +319,11 @@ class SyncRun:
                 self.owner.records_changed(keys)
             case RemovedReceived(items):
                 await self._forget_purged(list(items))
-            case SyncedReceived(cursor):
-                await self.store.set_setting(CURSOR_SETTING, str(cursor))
+            case DroppedReceived(items):
+                self._dropped(await self.working_set.drop(items))
+            case SyncedReceived(cursor, at):
+                # Drops what a fresh listing left out, then the cursor (one transaction).
+                self._dropped(await self.working_set.synced(cursor, at))
                 self.phase = SyncPhase.LIVE
                 self.owner.sync_completed()
             case ErrorReceived(code, reason, _fatal):
@@ -312,6 +336,11 @@ class SyncRun:
         if removed:
             self.owner.records_removed(removed)
             self.owner.outbox_counted()
+
+    def _dropped(self, keys: Sequence[tuple[str, str]]) -> None:
+        if keys:
+            log.info("dropped %d records that left what this replica keeps", len(keys))
+            self.owner.records_changed(keys)
 
     def _live_written(self, error: BaseException | None) -> None:
         if error is not None:  # not stored: the next connection's catch-up fetches them again
@@ -413,16 +442,10 @@ class SyncRun:
         if self._backlog or self._relist:
             return  # more to push first (the next pump lists the outbox if asked to)
         self.phase = SyncPhase.DOWNLOAD
-        raw = await self.store.get_setting(CURSOR_SETTING)
-        cursor = int(raw) if raw is not None else None
-        granted = self.protocol.collections
-        collections = granted
-        if self.collections is not None:
-            collections = tuple(c for c in self.collections if c in granted)
-            missing = sorted(set(self.collections) - set(granted))
-            if missing:  # subscribing to them would fail the connection (forbidden)
-                log.warning("the token does not grant collections %s: not syncing them", missing)
-        self.protocol.subscribe(collections, cursor)
+        collections, subscriptions, cursor, since = await self.working_set.plan(
+            self.protocol.collections
+        )
+        self.protocol.subscribe(collections, cursor, subscriptions, since)
         await self.connection.flush()
 
     # -- progress -------------------------------------------------------------------------

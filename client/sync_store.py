@@ -87,6 +87,11 @@ class SyncStore(Protocol):
         for a record not here)."""
         ...
 
+    async def absent(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Those of these records that the store removed from its cache and does not have
+        (none if it never removed any): a live update of one carries only the latest change."""
+        ...
+
     async def apply_remote(
         self,
         updates: Iterable[tuple[str, str, bytes]],
@@ -113,6 +118,14 @@ class SyncStore(Protocol):
 
     async def get_setting(self, key: str) -> str | None:
         """A committed setting, or None."""
+        ...
+
+    async def ids(self, collection: str) -> list[str]:
+        """The ids of the records of ``collection`` in the store."""
+        ...
+
+    async def drop_records(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Remove these records, except those with unsynced changes; return the kept ones."""
         ...
 
     async def set_setting(self, key: str, value: str) -> None:

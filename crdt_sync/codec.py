@@ -24,15 +24,17 @@ of the empty state vector, so that "I have nothing" can be written either way.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import msgpack
 
-from .errors import InvalidMessage, MessageTooBig
+from .errors import InvalidMessage, InvalidQuery, MessageTooBig
 from .messages import (
     Ack,
     Changed,
+    Dropped,
     Error,
     Hello,
     Limits,
@@ -54,6 +56,8 @@ from .messages import (
     Updates,
     Welcome,
 )
+from .query import from_wire
+from .subscriptions import subscriptions_from_wire, subscriptions_to_wire
 from .yjs.updates import EMPTY_STATE_VECTOR
 
 __all__ = [
@@ -105,26 +109,40 @@ def _wire(msg: Message) -> dict[str, Any]:
             return {"t": "changed", "items": items, "cursor": cursor, "done": done}
         case Reject(items):
             return {"t": "reject", "items": items}
-        case Synced(cursor):
-            return {"t": "synced", "cursor": cursor}
+        case Synced(cursor, at):
+            if at is None:
+                return {"t": "synced", "cursor": cursor}
+            return {"t": "synced", "cursor": cursor, "at": at}
+        case Dropped(items):
+            return {"t": "drop", "items": items}
         case Removed(items, cursor):
             return {"t": "removed", "items": items, "cursor": cursor}
         case Ping(ping_id):
             return {"t": "ping", "id": ping_id}
         case Pong(ping_id):
             return {"t": "pong", "id": ping_id}
-        case Subscribe(collections, cursor):
-            return {"t": "sub", "collections": collections, "cursor": cursor}
+        case Subscribe(collections, cursor, subscriptions, since):
+            frame: dict[str, Any] = {"t": "sub", "collections": collections, "cursor": cursor}
+            if subscriptions is not None:
+                frame["subs"] = subscriptions_to_wire(subscriptions)
+            if since is not None:
+                frame["since"] = since
+            return frame
         case Hello(token, replica, version):
             return {"t": "hello", "v": version, "token": token, "replica": replica}
-        case Welcome(tenant, collections, limits, version):
-            return {
+        case Welcome(tenant, collections, limits, version, cache_max_age, scopes):
+            welcome: dict[str, Any] = {
                 "t": "welcome",
                 "v": version,
                 "tenant": tenant,
                 "collections": collections,
                 "limits": {"max_frame": limits.max_frame, "max_items": limits.max_items},
             }
+            if cache_max_age is not None:  # optional: absent means no expiry
+                welcome["cache_max_age"] = cache_max_age
+            if scopes:
+                welcome["scopes"] = dict(scopes)
+            return welcome
         case Error(code, reason, fatal):
             return {"t": "error", "code": code, "reason": reason, "fatal": fatal}
     raise TypeError(f"not a protocol message: {msg!r}")  # pragma: no cover - typing guards
@@ -164,6 +182,15 @@ def _int(value: Any, what: str) -> int:
 
 def _opt_int(value: Any, what: str) -> int | None:
     return None if value is None else _int(value, what)
+
+
+def _opt_seconds(value: Any, what: str) -> float | None:
+    """None, or a positive finite number of seconds (int or float on the wire)."""
+    if value is None:
+        return None
+    if type(value) not in (int, float) or not 0 < value < math.inf:
+        raise InvalidMessage(f"{what} must be a positive number of seconds, got {value!r:.60}")
+    return float(value)
 
 
 def _bool(value: Any, what: str) -> bool:
@@ -262,9 +289,18 @@ def _push(obj: dict[str, Any]) -> Push:
 
 
 def _subscribe(obj: dict[str, Any]) -> Subscribe:
+    # ``subs`` and ``since`` were added to the spec's ``sub``; absent: whole collections.
+    subscriptions = None
+    if obj.get("subs") is not None:
+        try:
+            subscriptions = subscriptions_from_wire(obj["subs"])
+        except InvalidQuery as exc:
+            raise InvalidMessage(f"sub subs: {exc}") from None
     return Subscribe(
         collections=_names(_field(obj, "collections"), "sub collection"),
         cursor=_opt_int(_field(obj, "cursor"), "sub cursor"),
+        subscriptions=subscriptions,
+        since=_opt_int(obj.get("since"), "sub since"),
     )
 
 
@@ -318,6 +354,8 @@ def _welcome(obj: dict[str, Any]) -> Welcome:
             max_items=_int(_field(limits, "max_items"), "welcome max_items"),
         ),
         version=_int(_field(obj, "v"), "welcome v"),
+        cache_max_age=_opt_seconds(obj.get("cache_max_age"), "welcome cache_max_age"),
+        scopes=_scopes(obj.get("scopes")),
     )
 
 
@@ -394,7 +432,34 @@ def _removed(obj: dict[str, Any]) -> Removed:
 
 
 def _synced(obj: dict[str, Any]) -> Synced:
-    return Synced(_int(_field(obj, "cursor"), "synced cursor"))
+    return Synced(
+        _int(_field(obj, "cursor"), "synced cursor"), _opt_int(obj.get("at"), "synced at")
+    )
+
+
+def _dropped(obj: dict[str, Any]) -> Dropped:
+    items = []
+    for row in _list(_field(obj, "items"), "drop items"):
+        collection, record_id = _row(row, "drop item", 2)
+        items.append(
+            RecordKey(_name(collection, "drop collection"), _name(record_id, "drop record_id"))
+        )
+    return Dropped(tuple(items))
+
+
+def _scopes(value: Any) -> tuple[tuple[str, Any], ...]:
+    if value is None:
+        return ()
+    if type(value) is not dict:
+        raise InvalidMessage("welcome scopes must be a map")
+    scopes = []
+    for collection, where in value.items():
+        try:
+            from_wire(where)
+        except InvalidQuery as exc:
+            raise InvalidMessage(f"welcome scope of {collection!r}: {exc}") from None
+        scopes.append((_name(collection, "welcome scope collection"), where))
+    return tuple(scopes)
 
 
 _PARSERS: dict[str, Callable[[dict[str, Any]], Message]] = {
@@ -412,6 +477,7 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], Message]] = {
     "updates": _updates,
     "synced": _synced,
     "removed": _removed,
+    "drop": _dropped,
 }
 
 

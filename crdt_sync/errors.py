@@ -7,10 +7,12 @@ The hierarchy::
     ├── InvalidEdit           an edit that cannot be applied (bad position, unsupported value type)
     ├── RecordNotFound        no record with that collection and id in this store
     │   └── RecordDeleted         the record was deleted (a tombstone, docs/records.md)
+    ├── InvalidQuery          a filter, query or index declaration that cannot be run
     ├── StoreError            the local store cannot be used; always names the file
     │   ├── SchemaVersionError    written by a newer crdt-sync
     │   ├── CorruptStoreError     not a crdt-sync store, or damaged
-    │   └── BatchError            edits of a ``batch()`` that could not be written
+    │   ├── BatchError            edits of a ``batch()`` that could not be written
+    │   └── UnsyncedChangesError  ``wipe()`` refused: changes not synced yet (how many)
     ├── OutboxError           an outbox operation that does not fit the entry's state
     ├── ProtocolError         the peer sent something the protocol does not allow
     │   ├── InvalidMessage        malformed frame
@@ -20,7 +22,8 @@ The hierarchy::
     ├── AuthError             the relay refused the token (``code`` says why)
     ├── OfflineError          an online-only action was attempted while offline
     └── UpdateRejected        the relay refuses one pushed update (a validation hook says why)
-        └── UpdateBlocked         it depends on updates the relay does not have
+        ├── UpdateBlocked         it depends on updates the relay does not have
+        └── UpdateForbidden       the record is, or would move, outside the token's access
 
 Any other exception escaping crdt-sync is a bug.
 """
@@ -40,6 +43,11 @@ class InvalidState(CrdtSyncError):
 
 class InvalidEdit(CrdtSyncError):
     """An edit cannot be applied: a text position out of range, an unsupported value type..."""
+
+
+class InvalidQuery(CrdtSyncError):
+    """A filter, query, subscription or index declaration is malformed or cannot be run
+    (an unknown operator, a field name that cannot be queried, an unknown time zone...)."""
 
 
 class RecordNotFound(CrdtSyncError):
@@ -112,6 +120,20 @@ class BatchError(StoreError):
         )
 
 
+class UnsyncedChangesError(StoreError):
+    """``wipe()`` refused: ``entries`` outbox entries of ``records`` records are not synced
+    yet. Sync them first (or discard them), or pass ``force=True`` to lose them."""
+
+    def __init__(self, path: str | Path, entries: int, records: int) -> None:
+        self.entries = entries
+        self.records = records
+        super().__init__(
+            path,
+            f"{entries} unsynced change(s) in {records} record(s) would be lost: sync them "
+            "first, or wipe(force=True) to delete them anyway",
+        )
+
+
 class OutboxError(CrdtSyncError):
     """An outbox operation does not fit the entry (unknown seq, wrong status)."""
 
@@ -175,3 +197,10 @@ class UpdateBlocked(UpdateRejected):
     replica. It is accepted once what it depends on has been stored."""
 
     code = "blocked"
+
+
+class UpdateForbidden(UpdateRejected):
+    """The relay refuses an update of a record outside the token's record-level access, or
+    one that would move the record out of it (code ``forbidden``)."""
+
+    code = "forbidden"

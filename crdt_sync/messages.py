@@ -17,13 +17,16 @@ keys are ``(collection, record_id)`` strings everywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from .subscriptions import Subscription
 
 __all__ = [
     "PROTOCOL_VERSION",
     "Ack",
     "Changed",
     "ClientMessage",
+    "Dropped",
     "Error",
     "Hello",
     "Limits",
@@ -135,10 +138,17 @@ class Subscribe:
 
     ``cursor`` is the last ``synced`` cursor the replica persisted, or ``None`` if it never
     synced (catch-up then lists every record of those collections).
+
+    ``subscriptions`` (optional) narrow what the replica keeps of those collections (ids,
+    queries, rolling windows; a listed collection without one is kept whole); ``since`` is the
+    ``at`` of the ``synced`` that gave ``cursor`` (the relay's clock, Unix milliseconds), so
+    the relay can tell which records left a rolling window since.
     """
 
     collections: tuple[str, ...]
     cursor: int | None
+    subscriptions: tuple[Subscription, ...] | None = None
+    since: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,12 +202,21 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Welcome:
-    """``welcome``: the handshake succeeded; the grant (tenant, collections) and limits."""
+    """``welcome``: the handshake succeeded; the grant (tenant, collections) and limits.
+
+    ``cache_max_age``: the longest the replica may keep its offline cache after its last
+    completed sync, in seconds, as the relay's admin set it for the tenant; None (an older
+    relay, or none set): no expiry. Optional on the wire (absent when None).
+    """
 
     tenant: str
     collections: tuple[str, ...]
     limits: Limits
     version: int = PROTOCOL_VERSION
+    cache_max_age: float | None = None
+    #: Per collection, the grant's record filter in its wire form (``crdt_sync.query``):
+    #: the replica receives and may write only records matching it. Empty: none.
+    scopes: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,15 +269,31 @@ class Removed:
 
 @dataclass(frozen=True, slots=True)
 class Synced:
-    """``synced``: catch-up complete up to ``cursor``; the client persists it."""
+    """``synced``: catch-up complete up to ``cursor``; the client persists it.
+
+    ``at`` (Unix milliseconds, the relay's clock) is when the relay evaluated the
+    subscriptions of this catch-up; the client sends it back as ``since`` with the cursor.
+    """
 
     cursor: int
+    at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """``drop``: these records left what the replica keeps (a field changed, a rolling window
+    moved, the grant excludes them): remove them, except those with unsynced local changes,
+    which go once the relay acknowledged those."""
+
+    items: tuple[RecordKey, ...]
 
 
 ClientMessage = Hello | Push | Subscribe | StateVectors | Ping | Pong | Error
 """Messages a client sends (``Ping``, ``Pong`` and ``Error`` go both ways)."""
 
-ServerMessage = Welcome | Ack | Reject | Changed | Updates | Removed | Synced | Ping | Pong | Error
+ServerMessage = (
+    Welcome | Ack | Reject | Changed | Updates | Removed | Synced | Dropped | Ping | Pong | Error
+)
 """Messages a relay sends."""
 
 Message = (
@@ -276,5 +311,6 @@ Message = (
     | Updates
     | Removed
     | Synced
+    | Dropped
 )
 """Any protocol message."""

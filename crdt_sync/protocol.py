@@ -76,6 +76,7 @@ from .messages import (
     UpdateItem,
 )
 from .rate_limit import TokenBucket
+from .subscriptions import Subscription
 
 __all__ = [
     "CONNECTION_LOST",
@@ -88,6 +89,7 @@ __all__ = [
     "ChangedReceived",
     "ClientEvent",
     "ClientProtocol",
+    "DroppedReceived",
     "ErrorReceived",
     "HelloReceived",
     "PongReceived",
@@ -150,11 +152,17 @@ class State(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Welcomed:
-    """Client: the handshake succeeded. The relay granted ``collections`` of ``tenant``."""
+    """Client: the handshake succeeded. The relay granted ``collections`` of ``tenant``.
+
+    ``cache_max_age``: the tenant's maximum offline-cache age in seconds (None: no expiry).
+    ``scopes``: per collection, the grant's record filter (wire form), if it restricts one.
+    """
 
     tenant: str
     collections: tuple[str, ...]
     limits: Limits
+    cache_max_age: float | None = None
+    scopes: tuple[tuple[str, object], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,9 +214,21 @@ class RemovedReceived:
 
 @dataclass(frozen=True, slots=True)
 class SyncedReceived:
-    """Client: catch-up is complete up to ``cursor``; persist it once the updates are applied."""
+    """Client: catch-up is complete up to ``cursor``; persist it once the updates are applied.
+
+    ``at``: when the relay evaluated the subscriptions (send it back as ``since``), or None.
+    """
 
     cursor: int
+    at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedReceived:
+    """Client: these records left what the replica keeps; remove them, except those with
+    unsynced local changes (removed once those are acknowledged)."""
+
+    items: tuple[RecordKey, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,10 +280,14 @@ class Subscribed:
 
     Catch-up: ``send_changed()`` the records changed by other replicas since ``cursor``
     (``None``: all records), or ``send_synced()`` at once if there are none.
+    ``subscriptions`` (None: whole collections) narrow what the replica keeps; ``since`` is
+    the ``at`` of the catch-up that gave ``cursor``.
     """
 
     collections: tuple[str, ...]
     cursor: int | None
+    subscriptions: tuple[Subscription, ...] | None = None
+    since: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +306,7 @@ ClientEvent = (
     | UpdatesReceived
     | RemovedReceived
     | SyncedReceived
+    | DroppedReceived
     | PongReceived
     | ErrorReceived
 )
@@ -672,18 +697,36 @@ class ClientProtocol(_Protocol[ClientEvent]):
         for entry in entries:
             self._in_flight[entry.seq] = None
 
-    def subscribe(self, collections: Iterable[str], cursor: int | None) -> None:
+    def subscribe(
+        self,
+        collections: Iterable[str],
+        cursor: int | None,
+        subscriptions: Iterable[Subscription] | None = None,
+        since: int | None = None,
+    ) -> None:
         """Subscribe to live changes of ``collections`` and start catch-up since ``cursor``.
 
         The protocol (upload first) wants this sent once :attr:`uploads_pending` is 0; the
         core leaves that policy to the driver. :attr:`catching_up` is true until ``synced``.
 
+        Args:
+            collections: the collections to sync.
+            cursor: the cursor of the last completed catch-up with these subscriptions.
+            subscriptions: what the replica keeps of them (None: every record). Each one's
+                collection must be among ``collections``.
+            since: the ``at`` of the ``synced`` that gave ``cursor``.
+
         Raises:
             InvalidState: the connection is not ``OPEN``.
+            ValueError: a subscription's collection is not among ``collections``.
         """
         self._require_open("subscribe")
+        names = tuple(collections)
+        subs = None if subscriptions is None else tuple(subscriptions)
+        if subs is not None and not {s.collection for s in subs} <= set(names):
+            raise ValueError("every subscription's collection must be subscribed to")
         self._catching_up = True
-        self._send(m.Subscribe(tuple(collections), cursor))
+        self._send(m.Subscribe(names, cursor, subs, since))
 
     def send_state_vectors(
         self,
@@ -738,7 +781,9 @@ class ClientProtocol(_Protocol[ClientEvent]):
                     return
                 self._welcome = msg
                 self._set_state(State.OPEN)
-                self._emit(Welcomed(msg.tenant, msg.collections, msg.limits))
+                self._emit(
+                    Welcomed(msg.tenant, msg.collections, msg.limits, msg.cache_max_age, msg.scopes)
+                )
             else:
                 self._unexpected(msg)
             return
@@ -757,9 +802,11 @@ class ClientProtocol(_Protocol[ClientEvent]):
                 self._emit(UpdatesReceived(items, cursor))
             case m.Removed(items, cursor):
                 self._emit(RemovedReceived(items, cursor))
-            case m.Synced(cursor):
+            case m.Synced(cursor, at):
                 self._catching_up = False
-                self._emit(SyncedReceived(cursor))
+                self._emit(SyncedReceived(cursor, at))
+            case m.Dropped(items):
+                self._emit(DroppedReceived(items))
             case _:
                 self._unexpected(msg)
 
@@ -819,13 +866,24 @@ class ServerProtocol(_Protocol[ServerEvent]):
 
     # -- commands -------------------------------------------------------------------------
 
-    def accept(self, tenant: str, collections: Iterable[str]) -> None:
+    def accept(
+        self,
+        tenant: str,
+        collections: Iterable[str],
+        scopes: Iterable[tuple[str, object]] = (),
+        *,
+        cache_max_age: float | None = None,
+    ) -> None:
         """Accept the client after verifying its token: send ``welcome``, move to ``OPEN``.
 
         Args:
             tenant: the tenant the token belongs to.
             collections: the collections the token grants; pushes, subscriptions and state
                 vectors outside them are refused by the core (``forbidden``).
+            cache_max_age: the tenant's maximum offline-cache age in seconds, sent in
+                ``welcome`` (None: no expiry, the field is left out).
+            scopes: per collection, the grant's record filter (wire form), announced to the
+                client; the driver enforces it record by record.
 
         Raises:
             InvalidState: no ``hello`` was received, or the connection is not ``CONNECTING``.
@@ -836,7 +894,14 @@ class ServerProtocol(_Protocol[ServerEvent]):
         self._tenant = tenant
         self._grant = frozenset(granted)
         self._send(
-            m.Welcome(tenant, granted, Limits(self.max_frame, self.max_items), PROTOCOL_VERSION)
+            m.Welcome(
+                tenant,
+                granted,
+                Limits(self.max_frame, self.max_items),
+                PROTOCOL_VERSION,
+                cache_max_age,
+                tuple(scopes),
+            )
         )
         self._set_state(State.OPEN)
 
@@ -955,14 +1020,30 @@ class ServerProtocol(_Protocol[ServerEvent]):
         for batch in _batches(removed, sizes, self.max_items, self.max_frame):
             self._send(m.Removed(tuple(batch), cursor))
 
-    def send_synced(self, cursor: int) -> None:
+    def send_synced(self, cursor: int, at: int | None = None) -> None:
         """Tell the client catch-up is complete up to ``cursor`` (after the answering updates).
+
+        Args:
+            cursor: the change sequence the catch-up ran up to.
+            at: when the subscriptions were evaluated (Unix ms), for the client's next ``sub``.
 
         Raises:
             InvalidState: the connection is not ``OPEN``.
         """
         self._require_open("send synced")
-        self._send(m.Synced(cursor))
+        self._send(m.Synced(cursor, at))
+
+    def send_dropped(self, items: Iterable[RecordKey | tuple[str, str]]) -> None:
+        """Tell the client these records left what it keeps (batched to the limits).
+
+        Raises:
+            InvalidState: the connection is not ``OPEN``.
+        """
+        self._require_open("send dropped")
+        keys = [RecordKey(*item) for item in items]
+        sizes = [_record_size(key) for key in keys]
+        for batch in _batches(keys, sizes, self.max_items, self.max_frame):
+            self._send(m.Dropped(tuple(batch)))
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -1017,14 +1098,22 @@ class ServerProtocol(_Protocol[ServerEvent]):
                     )
                 if allowed:
                     self._emit(PushReceived(allowed))
-            case m.Subscribe(collections, cursor):
+            case m.Subscribe(collections, cursor, subscriptions, since):
                 if self._too_many(len(collections), "collections"):
+                    return
+                if subscriptions is not None and self._too_many(
+                    len(subscriptions), "subscriptions"
+                ):
                     return
                 outside = sorted(set(collections) - self._grant)
                 if outside:
                     self.fail("forbidden", f"no access to collections {outside}")
                     return
-                self._emit(Subscribed(collections, cursor))
+                stray = sorted({s.collection for s in subscriptions or ()} - set(collections))
+                if stray:
+                    self.fail("bad_frame", f"subscriptions on collections not in sub: {stray}")
+                    return
+                self._emit(Subscribed(collections, cursor, subscriptions, since))
             case m.StateVectors(items, done):
                 if self._too_many(len(items), "records"):
                     return

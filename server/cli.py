@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import secrets
 import sys
 from pathlib import Path
 
+from crdt_sync.errors import InvalidQuery
 from crdt_sync.protocol import DEFAULT_MAX_FRAME, DEFAULT_MAX_ITEMS, DEFAULT_RATE
+from crdt_sync.query import And, Claim, Filter, from_wire
+from crdt_sync.query import field as query_field
 
 from . import tokens
 from .config import DEFAULT_TOMBSTONE_TTL
 from .relay import RelayConfig, serve_until_signalled
+from .relay_clock import TEST_NOW_ENV, relay_clock
 from .storage import DEFAULT_FORGET_ORIGINS_AFTER, DEFAULT_STATE_CACHE_BYTES
 from .validation import load_object
 
@@ -45,6 +50,14 @@ def _non_negative_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
     return value
+
+
+def _tenant_seconds(text: str) -> tuple[str, float | None]:
+    tenant, sep, seconds = text.partition("=")
+    if not sep or not tenant:
+        raise argparse.ArgumentTypeError(f"expected TENANT=SECONDS, got {text}")
+    value = _non_negative_float(seconds)
+    return tenant, value or None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -142,6 +155,23 @@ def _parser() -> argparse.ArgumentParser:
         'and purge"); fractions allowed; 0 never purges (default %(default)g)',
     )
     serve.add_argument(
+        "--cache-max-age",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="the longest a replica may keep its offline cache after its last completed sync, "
+        "for every tenant (sent to replicas in welcome; they warn ahead, then clear what is "
+        "synced, never unsynced changes); 0: no expiry (default %(default)g)",
+    )
+    serve.add_argument(
+        "--tenant-cache-max-age",
+        type=_tenant_seconds,
+        action="append",
+        default=[],
+        metavar="TENANT=SECONDS",
+        help="--cache-max-age for one tenant (0: no expiry for it); repeatable",
+    )
+    serve.add_argument(
         "--verifier",
         metavar="MODULE:FUNCTION",
         help="custom token verifier: FUNCTION(token) -> crdt_sync.server.tokens.Grant (or an "
@@ -179,7 +209,50 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument(
         "--ttl", type=float, default=3600.0, help="lifetime in seconds (default %(default)s)"
     )
+    token.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="COLLECTION=JSON",
+        help="record-level access: the holder reads and writes only the records of COLLECTION "
+        'matching JSON, a {"field": value} object (a value {"claim": NAME} takes the '
+        "token's claim NAME) or a filter's wire form, e.g. "
+        'jobs=\'{"assigned_to": {"claim": "sub"}}\' (repeatable)',
+    )
+    token.add_argument(
+        "--claim",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a claim the --where filters use, e.g. sub=amy (repeatable)",
+    )
     return parser
+
+
+def parse_where_option(text: str) -> tuple[str, Filter]:
+    """``COLLECTION=JSON`` of ``crdt-sync token --where`` as ``(collection, filter)``.
+
+    Raises:
+        ValueError: not ``COLLECTION=JSON``, or JSON that is not a filter.
+    """
+    collection, sep, body = text.partition("=")
+    if not sep or not collection:
+        raise ValueError(f"--where wants COLLECTION=JSON, got {text!r}")
+    try:
+        data = json.loads(body)
+        if isinstance(data, dict):
+            parts: list[Filter] = []
+            for name, value in data.items():
+                if isinstance(value, dict) and set(value) == {"claim"}:
+                    value = Claim(value["claim"])
+                ref = query_field(name)
+                parts.append(ref.is_in(value) if isinstance(value, list) else ref.eq(value))
+            if not parts:
+                raise ValueError(f"--where {collection}: an empty object filters nothing")
+            return collection, parts[0] if len(parts) == 1 else And(tuple(parts))
+        return collection, from_wire(data)
+    except (json.JSONDecodeError, InvalidQuery) as exc:
+        raise ValueError(f"--where {collection}: {exc}") from None
 
 
 def resolve_secret(explicit: str | None, data_dir: Path, *, create: bool) -> str | None:
@@ -251,6 +324,9 @@ def relay_config(args: argparse.Namespace) -> RelayConfig:
         state_cache_bytes=int(args.state_cache_mb * 2**20),
         forget_origins_after=args.forget_origins_after,
         tombstone_ttl=args.tombstone_ttl * 86400,
+        cache_max_age=args.cache_max_age or None,
+        tenant_cache_max_age=dict(args.tenant_cache_max_age),
+        clock=relay_clock(os.environ.get(TEST_NOW_ENV)),
     )
 
 
@@ -264,7 +340,19 @@ def _token(args: argparse.Namespace) -> int:
         )
         return 2
     collections = [name.strip() for name in args.collections.split(",") if name.strip()]
-    print(tokens.mint(secret, args.tenant, collections, args.ttl))
+    try:
+        where = dict(parse_where_option(text) for text in args.where)
+        claims = {}
+        for text in args.claim:
+            name, sep, value = text.partition("=")
+            if not sep or not name:
+                raise ValueError(f"--claim wants NAME=VALUE, got {text!r}")
+            claims[name] = value
+        token = tokens.mint(secret, args.tenant, collections, args.ttl, where=where, claims=claims)
+    except ValueError as exc:
+        print(f"crdt-sync token: {exc}", file=sys.stderr)
+        return 2
+    print(token)
     return 0
 
 

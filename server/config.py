@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from crdt_sync.protocol import DEFAULT_MAX_FRAME, DEFAULT_MAX_ITEMS, DEFAULT_RATE
 
+from .relay_clock import system_clock
 from .storage import DEFAULT_FORGET_ORIGINS_AFTER, DEFAULT_STATE_CACHE_BYTES
 from .tokens import Verifier
 from .validation import Validator
@@ -45,6 +48,13 @@ class RelayConfig:
         tombstone_ttl: seconds a deleted record's tombstone is kept before the relay purges
             the record (``--tombstone-ttl``, given in days; docs/relay.md, "Deletion and
             purge"); 0 never purges.
+        cache_max_age: the longest (seconds) a replica may keep its offline cache after its
+            last completed sync, for every tenant (sent in ``welcome``); None: no expiry.
+        tenant_cache_max_age: per-tenant overrides of ``cache_max_age`` (None: no expiry for
+            that tenant).
+        clock: the time subscriptions are evaluated at (rolling windows); tests only give
+            another one (``$CRDT_SYNC_TEST_NOW`` for ``crdt-sync serve``,
+            :mod:`crdt_sync.server.relay_clock`).
     """
 
     host: str = "127.0.0.1"
@@ -65,3 +75,12 @@ class RelayConfig:
     ping_timeout: float | None = 20.0
     shutdown_timeout: float = 10.0
     tombstone_ttl: float = DEFAULT_TOMBSTONE_TTL
+    cache_max_age: float | None = None
+    tenant_cache_max_age: dict[str, float | None] = field(default_factory=dict)
+    clock: Callable[[], dt.datetime] = system_clock
+
+    def cache_max_age_for(self, tenant: str) -> float | None:
+        """The maximum offline-cache age announced to ``tenant``'s replicas (None: none)."""
+        if tenant in self.tenant_cache_max_age:
+            return self.tenant_cache_max_age[tenant]
+        return self.cache_max_age

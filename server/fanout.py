@@ -23,6 +23,15 @@ hands every accepted update here as a :class:`Write`, and this module decides th
   late copy. A write whose submission failed is :meth:`Fanout.withdraw`-n before its early
   copies go out; a write whose commit fails never gets a seq, so no cursor covers it.
 
+**Selections** (subscriptions narrowed by ids or queries, and record-level access): a
+subscriber registered with selections (:meth:`Fanout.subscribe`) gets an update of a filtered
+collection only if the record, as committed, is in its selection (resolved at its last
+catch-up, :class:`~crdt_sync.subscriptions.Selection`), and a ``drop`` for a record that was
+in it before the commit and is not after (the sender too: its own change may have moved the
+record out). Filtered subscribers get no early copies (a record's fields are known at commit).
+A Yjs member whose grant restricts the record gets no update after which the record is
+outside its access.
+
 Deliveries only queue frames (:class:`Subscriber`, :class:`~crdt_sync.server.yjs_rooms.
 RoomMember`): nothing here waits for a peer.
 
@@ -33,14 +42,20 @@ commits' writes and run :meth:`Fanout.committed` for the writes other nodes comm
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+import datetime as dt
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from pycrdt import merge_updates
 
 from crdt_sync.messages import PushItem, RemovedItem
+from crdt_sync.query import Filter, matches, resolve
+from crdt_sync.subscriptions import Selection
+from crdt_sync.yjs.merge import merge
 
+from .relay_clock import system_clock
+from .storage import IndexedFields
 from .yjs_rooms import RoomKey, YjsRooms
 
 _MERGE_CHUNK = 64  # updates merged into one Yjs Update message (merge_updates is quadratic)
@@ -61,6 +76,14 @@ class Subscriber(Protocol):
     def deliver_removed(self, items: list[RemovedItem]) -> None:
         """Send ``removed`` for these purged records (no cursor: the next catch-up lists
         them again for a replica that missed this). A connection that is closing ignores it."""
+
+
+class FilteredSubscriber(Subscriber, Protocol):
+    """A subscriber with selections: it is also told which records left them."""
+
+    def dropped(self, keys: list[tuple[str, str]]) -> None:
+        """Send ``drop`` for these records (before the frame carrying the cursor that covers
+        the change that moved them out)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -86,10 +109,14 @@ class Fanout:
 
     Args:
         rooms: the records open on Yjs connections.
+        clock: the relay's clock (windows in Yjs members' grants).
     """
 
-    def __init__(self, rooms: YjsRooms) -> None:
+    def __init__(self, rooms: YjsRooms, clock: Callable[[], dt.datetime] = system_clock) -> None:
         self.rooms = rooms
+        self.clock = clock
+        # subscriber -> collection -> its resolved selection there (filtered ones only)
+        self._selections: dict[Subscriber, dict[str, Selection]] = {}
         # tenant -> collection -> subscribers
         self._subscriptions: dict[str, dict[str, set[Subscriber]]] = {}
         self._early: list[Write] = []  # accepted, early copies not yet queued
@@ -97,11 +124,26 @@ class Fanout:
 
     # -- subscriptions ---------------------------------------------------------------------
 
-    def subscribe(self, tenant: str, collections: Iterable[str], subscriber: Subscriber) -> None:
-        """Deliver ``tenant``'s updates of ``collections`` to ``subscriber`` from now on."""
+    def subscribe(
+        self,
+        tenant: str,
+        collections: Iterable[str],
+        subscriber: Subscriber,
+        selections: Mapping[str, Selection] | None = None,
+    ) -> None:
+        """Deliver ``tenant``'s updates of ``collections`` to ``subscriber`` from now on.
+
+        ``selections``: per filtered collection, the resolved :class:`Selection` the
+        subscriber keeps there (it must then be a :class:`FilteredSubscriber`); replaces the
+        ones given before.
+        """
         by_collection = self._subscriptions.setdefault(tenant, {})
         for name in collections:
             by_collection.setdefault(name, set()).add(subscriber)
+        if selections:
+            self._selections[subscriber] = dict(selections)
+        else:
+            self._selections.pop(subscriber, None)
 
     def unsubscribe(self, tenant: str, collections: Iterable[str], subscriber: Subscriber) -> None:
         """Stop delivering ``tenant``'s updates of ``collections`` to ``subscriber``."""
@@ -114,6 +156,8 @@ class Fanout:
                     del by_collection[name]
         if not by_collection:
             self._subscriptions.pop(tenant, None)
+        if not any(subscriber in peers for peers in by_collection.values()):
+            self._selections.pop(subscriber, None)
 
     # -- deliveries ------------------------------------------------------------------------
 
@@ -163,8 +207,8 @@ class Fanout:
                 continue
             for item in write.items:
                 for peer in by_collection.get(item.collection, ()):
-                    if peer is write.origin:
-                        continue
+                    if peer is write.origin or item.collection in self._selections.get(peer, ()):
+                        continue  # filtered: sent at commit, when the record's fields are known
                     outgoing.setdefault(peer, []).append(
                         (item.collection, item.record_id, item.update)
                     )
@@ -180,19 +224,48 @@ class Fanout:
         pending, self._committed = self._committed, []
         late: dict[Subscriber, list[Delivery]] = {}
         cursors: dict[Subscriber, int] = {}
+        drops: dict[Subscriber, dict[tuple[str, str], None]] = {}
         to_rooms: dict[RoomKey, list[bytes]] = {}
+        room_fields: dict[RoomKey, IndexedFields] = {}
+        selections = self._selections
         for write, seqs in pending:  # in commit (seq) order
             tenant = write.tenant
+            fields: Mapping[tuple[str, str], tuple[IndexedFields | None, IndexedFields]] = (
+                getattr(seqs, "fields", None) or {}
+            )
+            states: Mapping[tuple[str, str], list[bytes]] = getattr(seqs, "states", None) or {}
             if self.rooms.has_tenant(tenant):
                 for item in write.items:
                     key = (tenant, item.collection, item.record_id)
                     to_rooms.setdefault(key, []).append(item.update)
+                    known = fields.get((item.collection, item.record_id))
+                    if known is not None:
+                        room_fields[key] = known[1]
             by_collection = self._subscriptions.get(tenant)
             if not by_collection:
                 continue
             early = write.early
             for item, seq in zip(write.items, seqs, strict=True):
+                record = (item.collection, item.record_id)
                 for peer in by_collection.get(item.collection, ()):
+                    selection = selections.get(peer, {}).get(item.collection)
+                    if selection is not None:
+                        before, after = fields.get(record, (None, {}))
+                        if not selection.keeps(item.record_id, after):
+                            if before is not None and selection.keeps(item.record_id, before):
+                                drops.setdefault(peer, {})[record] = None
+                            if peer is not write.origin:
+                                cursors[peer] = seq
+                            continue
+                        drops.get(peer, {}).pop(record, None)
+                        entered = before is None or not selection.keeps(item.record_id, before)
+                        if entered and record in states and peer is not write.origin:
+                            # It may have nothing of the record: the whole state.
+                            late.setdefault(peer, []).append(
+                                (item.collection, item.record_id, merge(states[record]))
+                            )
+                            cursors[peer] = seq
+                            continue
                     if peer is write.origin:
                         continue
                     if (peer, item.collection) not in early:
@@ -200,12 +273,25 @@ class Fanout:
                             (item.collection, item.record_id, item.update)
                         )
                     cursors[peer] = seq
+        for peer, keys in drops.items():
+            if keys:
+                peer.dropped(list(keys))  # type: ignore[attr-defined]
         for peer, cursor in cursors.items():
             peer.deliver(late.get(peer, []), cursor)
+        now = self.clock() if room_fields else None
         for key, room_updates in to_rooms.items():
             # To every Yjs connection of the record, the sender included: the updates of one
-            # group commit as one Update message (merged in bounded chunks).
+            # group commit as one Update message (merged in bounded chunks); a member whose
+            # access the record left gets none.
+            readable = None
+            if key in room_fields and now is not None:
+                after = room_fields[key]
+
+                def readable(scope: Filter, after: IndexedFields = after) -> bool:
+                    assert now is not None
+                    return matches(resolve(scope, now=now), after)
+
             for start in range(0, len(room_updates), _MERGE_CHUNK):
                 chunk = room_updates[start : start + _MERGE_CHUNK]
                 merged = chunk[0] if len(chunk) == 1 else merge_updates(*chunk)
-                self.rooms.deliver_update(key, merged)
+                self.rooms.deliver_update(key, merged, readable)

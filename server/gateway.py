@@ -16,7 +16,9 @@ update mean the same to all of them:
   2. it depends only on clocks the relay has: the record's committed state, the updates
      accepted and not yet committed, and the updates admitted before it in the same call
      (:class:`~crdt_sync.server.record_clocks.RecordClocks`), else ``blocked``;
-  3. the validation hook (``--validator``) accepts it, given the record's committed state,
+  3. the token's record-level access allows it (:mod:`crdt_sync.server.record_access`): the
+     record is inside the grant's filter and stays inside it, else ``forbidden``;
+  4. the validation hook (``--validator``) accepts it, given the record's committed state,
      else ``rejected`` (any other exception from the hook also rejects, logged).
 
   Before all of these, an update of a record whose tombstone was purged is refused with
@@ -41,6 +43,7 @@ from its submission until its commit callback ran.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -48,14 +51,18 @@ from dataclasses import dataclass, field
 
 from pycrdt import get_state, get_update
 
-from crdt_sync.errors import AuthError, InvalidMessage, InvalidState
+from crdt_sync.errors import AuthError, InvalidMessage, InvalidState, UpdateForbidden
 from crdt_sync.messages import PushItem, RejectItem, RemovedItem
+from crdt_sync.query import Filter
 from crdt_sync.yjs.updates import EMPTY_STATE_VECTOR, UpdateClocks, read_update_clocks
 
 from .fanout import Fanout, Write
 from .metrics import RelayMetrics
+from .record_access import readable, resolved_scope, write_refusal
 from .record_clocks import RecordClocks
-from .storage import RecordKey, RelayStorage
+from .record_fields import indexed_fields
+from .relay_clock import system_clock
+from .storage import IndexedFields, RecordKey, RelayStorage
 from .tokens import Grant, Verifier
 from .validation import UpdateBlocked, UpdateRejected, Validator
 
@@ -124,6 +131,7 @@ class Gateway:
         inflight: counts the writes waiting for their commit.
         verifier: the token check.
         validator: the optional validation hook.
+        clock: the relay's clock (rolling windows in grants).
     """
 
     def __init__(
@@ -135,7 +143,9 @@ class Gateway:
         *,
         verifier: Verifier,
         validator: Validator | None,
+        clock: Callable[[], dt.datetime] = system_clock,
     ) -> None:
+        self.clock = clock
         self.storage = storage
         self.fanout = fanout
         self.metrics = metrics
@@ -189,6 +199,15 @@ class Gateway:
         states = await self.storage.get_states(tenant, [(collection, record_id)])
         return states.get((collection, record_id))
 
+    async def readable(self, grant: Grant, collection: str, record_id: str) -> bool:
+        """Whether ``grant``'s record-level access lets it read the record (a record that
+        does not exist yet is readable: writing it is checked on its own)."""
+        scope = resolved_scope(grant, collection, self.clock())
+        if scope is None:
+            return True
+        found = await self.storage.fields(grant.tenant, [(collection, record_id)])
+        return readable(scope, found.get((collection, record_id)))
+
     # -- admission ---------------------------------------------------------------------------
 
     async def admit(self, grant: Grant, items: Sequence[PushItem]) -> Admission:
@@ -213,13 +232,28 @@ class Gateway:
                 readable.append((item, _read_clocks(item.update)))
             except UpdateRejected as exc:
                 refused.append((item.seq, "invalid_update", exc.reason))
+        now = self.clock()
+        scopes = {
+            c: scope
+            for c in {item.collection for item, _ in readable}
+            if (scope := resolved_scope(grant, c, now)) is not None
+        }
+        scoped = [(i.collection, i.record_id) for i, _ in readable if i.collection in scopes]
         states, vectors = await self._states_and_vectors(
-            tenant, [(item.collection, item.record_id, clocks) for item, clocks in readable]
+            tenant,
+            [(item.collection, item.record_id, clocks) for item, clocks in readable],
+            also=scoped,
         )
+        before = await self.storage.fields(tenant, scoped) if scoped else {}
+        admitted: dict[RecordKey, list[bytes]] = {}  # this call's accepted updates per record
         for item, clocks in readable:
             key = (item.collection, item.record_id)
             vector = vectors.get(key, {})
             refusal = _blocked(clocks, vector)
+            if refusal is None and item.collection in scopes:
+                refusal = self._access_refusal(
+                    scopes[item.collection], key, item.update, states, before, admitted
+                )
             if refusal is None and self.validator is not None:
                 refusal = await self._validate(grant, item, states.get(key))
             if refusal is not None:
@@ -228,18 +262,49 @@ class Gateway:
             self._clocks.accept((tenant, *key), clocks)
             clocks.extend(vector)  # the later entries of the push may build on this one
             admission.accepted.append((item, clocks))
+            if item.collection in scopes:
+                admitted.setdefault(key, []).append(item.update)
         refused.sort()
         for _, code, _ in refused:
             self.metrics.rejects.labels(code).inc()
         admission.refused = [RejectItem(*r) for r in refused]
         return admission
 
+    def _access_refusal(
+        self,
+        scope: Filter,
+        key: RecordKey,
+        update: bytes,
+        states: dict[RecordKey, bytes],
+        before: dict[RecordKey, IndexedFields],
+        admitted: dict[RecordKey, list[bytes]],
+    ) -> UpdateForbidden | None:
+        """The refusal of an update under a record-level scope (see record_access)."""
+        state = states.get(key)
+        earlier = admitted.get(key, [])
+        current: IndexedFields | None = before.get(key)
+        if earlier:
+            so_far = indexed_fields([*([state] if state else []), *earlier])
+            if so_far is not None:
+                current = so_far
+        # A deleted record keeps the fields it had (server/record_fields.py): a deletion, or a
+        # write that loses to one, is judged on the record as it was.
+        after = indexed_fields([*([state] if state else []), *earlier, update])
+        if after is None:
+            after = current if current is not None else {}
+        reason = write_refusal(scope, current, after)
+        return None if reason is None else UpdateForbidden(reason)
+
     async def _states_and_vectors(
-        self, tenant: str, updates: Sequence[tuple[str, str, UpdateClocks]]
+        self,
+        tenant: str,
+        updates: Sequence[tuple[str, str, UpdateClocks]],
+        also: Sequence[RecordKey] = (),
     ) -> tuple[dict[RecordKey, bytes], dict[RecordKey, dict[int, int]]]:
         """What checking ``(collection, record_id, clocks)`` updates takes: the committed states
-        of their records if there is a validator, and the state vectors (:class:`RecordClocks`)
-        of the records of the updates that need clocks they do not carry themselves."""
+        of their records if there is a validator (and of the records in ``also``), and the
+        state vectors (:class:`RecordClocks`) of the records of the updates that need clocks
+        they do not carry themselves."""
         vectors: dict[RecordKey, dict[int, int]] = {}
         load: dict[RecordKey, tuple[UpdateClocks, ...]] = {}
         for collection, record_id, clocks in updates:
@@ -251,7 +316,7 @@ class Gateway:
                 load[key] = self._clocks.uncommitted((tenant, *key))
             else:
                 vectors[key] = vector
-        wanted = list(load)
+        wanted = list(dict.fromkeys([*load, *also]))
         if self.validator is not None:
             wanted = list(dict.fromkeys([(c, r) for c, r, _ in updates]))
         states = await self.storage.get_states(tenant, wanted) if wanted else {}
@@ -370,7 +435,11 @@ class Gateway:
         admission = await self.admit(grant, [PushItem(0, collection, record_id, update)])
         if admission.refused:
             _, code, reason = admission.refused[0]
-            raise UpdateBlocked(reason) if code == UpdateBlocked.code else UpdateRejected(reason)
+            if code == UpdateBlocked.code:
+                raise UpdateBlocked(reason)
+            if code == UpdateForbidden.code:
+                raise UpdateForbidden(reason)
+            raise UpdateRejected(reason)
         result: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
         def committed(done: asyncio.Future[list[int]]) -> None:

@@ -201,6 +201,8 @@ class HocuspocusConnection(Link):
                     reason = f"forbidden: the token does not grant collection {parsed[0]!r}"
                 elif (tombstone := await self.gateway.purged(grant.tenant, *parsed)) is not None:
                     reason = deleted_reason(parsed, tombstone)
+                elif not await self.gateway.readable(grant, *parsed):
+                    reason = "forbidden: the record is outside this token's access"
         if self.session.closing:
             return
         if reason is not None or grant is None or parsed is None:
@@ -216,7 +218,7 @@ class HocuspocusConnection(Link):
         doc = self.documents[name] = _Document(self, name, key, grant)
         self.session.authenticate(name)
         held = self.session.events_received()  # what came for it before: handled next
-        self.rooms.join(key, doc)
+        self.rooms.join(key, doc, grant.scope(parsed[0]))
         awareness = self.rooms.full_awareness(key)
         if awareness is not None:
             self.session.send_awareness(name, awareness)
@@ -249,7 +251,7 @@ class HocuspocusConnection(Link):
             if self.session.is_open(name):
                 self.session.acknowledge(name, stored=False)
                 self._forget(name)
-                self.session.deny(name, f"rejected: {exc.reason}")
+                self.session.deny(name, f"{exc.code}: {exc.reason}")
             return
         except InvalidState:
             self.close(CloseCode.GOING_AWAY, "the relay is shutting down")

@@ -20,8 +20,12 @@ the connection's :class:`~crdt_sync.server.outbound.Outbound`, and acts on the e
   and list the records changed by other replicas since the cursor (``changed``, cursor = that
   head), or ``synced`` at once if there are none. A cursor ahead of the relay's head (a relay
   whose data was reset) is treated as ``None``.
-- ``StateVectorsReceived``: answer ``updates`` with the diffs of the committed states; after
-  the ``done`` one, ``synced`` with the catch-up's cursor.
+  With subscriptions or a record-level grant, :mod:`~crdt_sync.server.catch_up` decides what
+  is listed, and what is dropped (``drop``, sent first); ``synced`` carries the evaluation
+  time ``at``, and the selections filter the live fan-out.
+- ``StateVectorsReceived``: answer ``updates`` with the diffs of the committed states (none for
+  a record outside the grant's record-level access); after the ``done`` one, ``synced`` with
+  the catch-up's cursor.
 
 While the relay shuts down (:meth:`NativeEndpoint.stop`), frames are read and dropped (never
 acked: the client re-sends them), then :meth:`NativeEndpoint.going_away` fails every
@@ -41,8 +45,8 @@ from websockets.exceptions import ConnectionClosed as WebSocketClosed
 from websockets.frames import CloseCode
 
 from crdt_sync.codec import message_type
-from crdt_sync.errors import AuthError, InvalidState
-from crdt_sync.messages import PushItem, RemovedItem, StateVectorItem
+from crdt_sync.errors import AuthError, InvalidQuery, InvalidState
+from crdt_sync.messages import PushItem, RecordKey, RemovedItem, StateVectorItem
 from crdt_sync.protocol import (
     HelloReceived,
     PushReceived,
@@ -52,12 +56,16 @@ from crdt_sync.protocol import (
     StateVectorsReceived,
     Subscribed,
 )
+from crdt_sync.query import to_wire
+from crdt_sync.subscriptions import Selection, Subscription
 
+from .catch_up import catch_up
 from .config import RelayConfig
 from .fanout import Delivery, Fanout
 from .gateway import Gateway, InFlight, missing_from
 from .metrics import RelayMetrics
 from .outbound import Outbound
+from .record_access import readable, resolved_scope, selection_for
 from .storage import RelayStorage
 from .tokens import Grant
 
@@ -107,8 +115,9 @@ class NativeConnection:
         self.replica = ""
         #: collections subscribed to (fan-out)
         self.subscribed: set[str] = set()
-        #: cursors of the catch-ups answered with ``changed`` and not yet ``synced``
-        self.catchups: deque[int] = deque()
+        #: cursors (and evaluation times) of the catch-ups answered with ``changed`` and not
+        #: yet ``synced``
+        self.catchups: deque[tuple[int, int | None]] = deque()
         self.expiry: asyncio.TimerHandle | None = None
 
     @property
@@ -128,11 +137,21 @@ class NativeConnection:
             self.metrics.errors.labels(code).inc()
             self.outbound.close(_CLOSE_CODES.get(code, CloseCode.POLICY_VIOLATION))
 
-    def subscribe(self, collections: Sequence[str]) -> None:
-        """Receive the fan-out of ``collections`` from now on."""
+    def subscribe(
+        self, collections: Sequence[str], selections: dict[str, Selection] | None = None
+    ) -> None:
+        """Receive the fan-out of ``collections`` from now on (of the records in
+        ``selections`` for the collections it names)."""
         assert self.grant is not None
-        self.fanout.subscribe(self.grant.tenant, collections, self)
+        self.fanout.subscribe(self.grant.tenant, collections, self, selections)
         self.subscribed.update(collections)
+
+    def dropped(self, keys: list[tuple[str, str]]) -> None:
+        """See :meth:`crdt_sync.server.fanout.FilteredSubscriber.dropped`."""
+        if self.protocol.state is not State.OPEN or self.outbound.too_slow:
+            return
+        self.protocol.send_dropped(keys)
+        self.flush()
 
     def unsubscribe(self) -> None:
         """Receive no fan-out anymore (closing, token expired, too slow)."""
@@ -261,8 +280,8 @@ class NativeEndpoint:
                 await self._on_hello(conn, event, started)
             case PushReceived(items):
                 await self._on_push(conn, items, started)
-            case Subscribed(collections, cursor):
-                await self._on_subscribe(conn, collections, cursor, started)
+            case Subscribed(collections, cursor, subscriptions, since):
+                await self._on_subscribe(conn, collections, cursor, subscriptions, since, started)
             case StateVectorsReceived(items, done):
                 await self._on_state_vectors(conn, items, done, started)
             case _:
@@ -284,7 +303,13 @@ class NativeEndpoint:
         conn.grant = grant
         conn.replica = event.replica
         conn.outbound.peer = f"replica {event.replica!r}"
-        conn.protocol.accept(grant.tenant, sorted(grant.collections))
+        scopes = [(c, to_wire(f)) for c, f in sorted(grant.scopes.items())]
+        conn.protocol.accept(
+            grant.tenant,
+            sorted(grant.collections),
+            scopes,
+            cache_max_age=self.config.cache_max_age_for(grant.tenant),
+        )
         remaining = grant.expires_at - time.time()
         if remaining < 1e9:
             loop = asyncio.get_running_loop()
@@ -364,16 +389,39 @@ class NativeEndpoint:
         conn: NativeConnection,
         collections: Sequence[str],
         cursor: int | None,
+        subscriptions: tuple[Subscription, ...] | None,
+        since: int | None,
         started: float,
     ) -> None:
-        assert conn.grant is not None
-        tenant = conn.grant.tenant
-        conn.subscribe(collections)
+        grant = conn.grant
+        assert grant is not None
+        tenant = grant.tenant
+        now = self.config.clock()
+        try:
+            # What the selections hold now also filters the live fan-out from now on.
+            live = {
+                c: s.resolve(now, grant.claims)
+                for c in collections
+                if (s := selection_for(grant, c, subscriptions)).filtered
+            }
+        except InvalidQuery as exc:  # a grant filter needs a claim the token lacks
+            conn.protocol.fail("forbidden", str(exc))
+            return
+        conn.subscribe(collections, live)
         # Subscribed first: anything committed after `head` reaches us by fan-out.
         head = await self.storage.head(tenant)
         if cursor is not None and cursor > head:
             cursor = None  # the relay's data is older than the client's cursor: list all
-        changed = await self.storage.changed_since(tenant, collections, cursor, conn.replica)
+        plan = await catch_up(
+            self.storage,
+            grant,
+            conn.replica,
+            tuple(collections),
+            cursor,
+            subscriptions,
+            since,
+            now,
+        )
         # Records purged since the cursor (a replica with no cursor has none of them).
         removed = (
             await self.storage.removed_since(tenant, collections, cursor)
@@ -382,13 +430,16 @@ class NativeEndpoint:
         )
         if conn.protocol.state is not State.OPEN:
             return
+        at = plan.at if subscriptions is not None or plan.live else None
         if removed:
             conn.protocol.send_removed(removed)
-        if changed:
-            conn.catchups.append(head)
-            conn.protocol.send_changed(changed, head, done=True)
+        if plan.dropped:
+            conn.protocol.send_dropped(plan.dropped)
+        if plan.changed:
+            conn.catchups.append((head, at))
+            conn.protocol.send_changed(plan.changed, head, done=True)
         else:
-            conn.protocol.send_synced(head)
+            conn.protocol.send_synced(head, at)
         self._latency("sub", started)
 
     async def _on_state_vectors(
@@ -400,7 +451,15 @@ class NativeEndpoint:
     ) -> None:
         assert conn.grant is not None
         tenant = conn.grant.tenant
-        states = await self.storage.get_states(tenant, [(i.collection, i.record_id) for i in items])
+        hidden = await self._outside_access(conn, items)
+        states = await self.storage.get_states(
+            tenant,
+            [
+                (i.collection, i.record_id)
+                for i in items
+                if (i.collection, i.record_id) not in hidden
+            ],
+        )
         diffs: list[Delivery] = []
         for item in items:
             state = states.get((item.collection, item.record_id))
@@ -413,10 +472,34 @@ class NativeEndpoint:
         if diffs:
             conn.protocol.send_updates(diffs, None)
         if done:
-            cursor = conn.catchups.popleft() if conn.catchups else await self.storage.head(tenant)
+            if conn.catchups:
+                cursor, at = conn.catchups.popleft()
+            else:
+                cursor, at = await self.storage.head(tenant), None
             if conn.protocol.state is State.OPEN:
-                conn.protocol.send_synced(cursor)
+                conn.protocol.send_synced(cursor, at)
         self._latency("sv", started)
+
+    async def _outside_access(
+        self, conn: NativeConnection, items: Sequence[StateVectorItem]
+    ) -> set[RecordKey]:
+        """The records among ``items`` the connection's grant does not let it read."""
+        assert conn.grant is not None
+        now = self.config.clock()
+        scopes = {
+            c: scope
+            for c in {i.collection for i in items}
+            if (scope := resolved_scope(conn.grant, c, now)) is not None
+        }
+        if not scopes:
+            return set()
+        keys = [(i.collection, i.record_id) for i in items if i.collection in scopes]
+        fields = await self.storage.fields(conn.grant.tenant, keys)
+        return {
+            RecordKey(*key)
+            for key in keys
+            if key in fields and not readable(scopes[key[0]], fields[key])
+        }
 
 
 def _frame_label(frame: bytes | str) -> str:

@@ -87,7 +87,7 @@ class Relay:
         self.metrics.watch_storage(self.storage.numbers)
         #: Records open on Yjs connections (y-websocket, Hocuspocus) and their awareness.
         self.yjs_rooms = YjsRooms()
-        self.fanout = Fanout(self.yjs_rooms)
+        self.fanout = Fanout(self.yjs_rooms, config.clock)
         # Frames being handled, writes waiting for their commit, acks not yet queued.
         self._inflight = InFlight()
         self.gateway = Gateway(
@@ -97,6 +97,7 @@ class Relay:
             self._inflight,
             verifier=config.verifier,
             validator=config.validator,
+            clock=config.clock,
         )
         self.native = NativeEndpoint(
             config, self.storage, self.gateway, self.fanout, self.metrics, self._inflight

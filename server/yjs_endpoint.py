@@ -136,9 +136,13 @@ class YjsConnection(Link):
         if tombstone is not None:
             self._deny(deleted_reason((collection, record_id), tombstone))
             return
+        if not await self.gateway.readable(grant, collection, record_id):
+            self._deny("forbidden: the record is outside this token's access")
+            return
         self.grant = grant
         self.key = (grant.tenant, collection, record_id)
-        self.rooms.join(self.key, self)  # first: anything committed from now on reaches us
+        # First: anything committed from now on reaches us (while the record stays readable).
+        self.rooms.join(self.key, self, grant.scope(collection))
         state = await self.gateway.record_state(*self.key)
         if self.session.closing or self.closing:
             return
@@ -194,7 +198,7 @@ class YjsConnection(Link):
             # about to carry; that SyncStep2 (computed against the relay's state) includes it.
             return
         except UpdateRejected as exc:
-            self._deny(f"rejected: {exc.reason}")
+            self._deny(f"{exc.code}: {exc.reason}")
             return
         except InvalidState:
             self.close(CloseCode.GOING_AWAY, "the relay is shutting down")

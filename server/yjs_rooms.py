@@ -9,9 +9,11 @@ relays awareness between members. Awareness lives here only, never in storage.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from crdt_sync.query import Filter
 from crdt_sync.yjs.awareness import AwarenessRoom
 
 RoomKey = tuple[str, str, str]
@@ -41,6 +43,8 @@ class RoomMember(Protocol):
 @dataclass(eq=False, slots=True)
 class _Room:
     members: set[RoomMember] = field(default_factory=set)
+    # members whose grant restricts the record (record-level access): their scope filter
+    scopes: dict[RoomMember, Filter] = field(default_factory=dict)
     awareness: AwarenessRoom[RoomMember] = field(default_factory=lambda: AwarenessRoom())
 
 
@@ -62,13 +66,19 @@ class YjsRooms:
         room = self._rooms.get(key)
         return frozenset(room.members) if room else frozenset()
 
-    def join(self, key: RoomKey, member: RoomMember) -> None:
-        """Add ``member`` to the room of ``key`` (it receives updates from now on)."""
+    def join(self, key: RoomKey, member: RoomMember, scope: Filter | None = None) -> None:
+        """Add ``member`` to the room of ``key`` (it receives updates from now on).
+
+        ``scope``: the member's record-level access to the record (its grant's filter, claims
+        bound); once the record's fields leave it, the member gets no more of its updates.
+        """
         room = self._rooms.get(key)
         if room is None:
             room = self._rooms[key] = _Room()
             self._tenants[key[0]] = self._tenants.get(key[0], 0) + 1
         room.members.add(member)
+        if scope is not None:
+            room.scopes[member] = scope
 
     def leave(self, key: RoomKey, member: RoomMember) -> None:
         """Remove ``member``; broadcast the removal of the awareness states it announced."""
@@ -76,6 +86,7 @@ class YjsRooms:
         if room is None or member not in room.members:
             return
         room.members.discard(member)
+        room.scopes.pop(member, None)
         removal = room.awareness.remove_connection(member)
         if removal is not None:
             for other in room.members:
@@ -88,12 +99,21 @@ class YjsRooms:
             else:
                 del self._tenants[key[0]]
 
-    def deliver_update(self, key: RoomKey, update: bytes) -> None:
-        """Send a committed update to every member of ``key``, the sender included."""
+    def deliver_update(
+        self,
+        key: RoomKey,
+        update: bytes,
+        readable: Callable[[Filter], bool] | None = None,
+    ) -> None:
+        """Send a committed update to every member of ``key``, the sender included; with
+        ``readable``, a member with a scope gets it only if ``readable(scope)``."""
         room = self._rooms.get(key)
         if room is None:
             return
         for member in list(room.members):
+            scope = room.scopes.get(member)
+            if scope is not None and readable is not None and not readable(scope):
+                continue
             member.deliver_update(update)
 
     def remove_record(self, key: RoomKey, reason: str) -> None:

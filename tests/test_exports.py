@@ -7,12 +7,16 @@ import crdt_sync.client
 import crdt_sync
 
 CORE = {
-    "ArrayEditor", "AuthError", "BatchError", "Conflict", "ConflictLogEntry", "ConnectionClosed",
+    "ArrayEditor", "AuthError", "BatchError", "CacheEvent", "CacheEventKind", "CachePolicy",
+    "Conflict", "ConflictLogEntry", "ConnectionClosed",
     "CorruptStoreError", "CrdtSyncError", "HybridClock", "InvalidEdit", "InvalidMessage",
     "InvalidState", "LocalStore", "LwwPolicy", "MapEditor", "MessageTooBig", "OfflineError",
     "Outbox", "OutboxEntry", "OutboxError", "OutboxStatus", "ProtocolError", "Record",
     "RecordDeleted", "RecordEditor", "RecordNotFound", "RemoteUpdate", "SchemaVersionError",
-    "StoreError", "TextField", "Timestamp", "UnsupportedVersion", "UpdateBlocked", "UpdateRejected",
+    "StoreError",
+    "TextField", "Timestamp", "UnsupportedVersion", "UnsyncedChangesError", "UpdateBlocked",
+    "UpdateRejected", "InvalidQuery", "SearchHit", "LiveQuery", "QueryResult", "RecordChanged",
+    "field", "Query", "Claim",
 }  # fmt: skip
 
 

@@ -11,14 +11,17 @@ What the store keeps of a deleted record: its rows stay (a deleted document is s
 the deleter saw is gone) so that late writes from replicas that had not seen the deletion can
 still be merged and logged, until the relay says it purged the tombstone
 (:func:`forget_purged`, ``removed`` in docs/protocol.md). Then every row goes
-(:func:`~crdt_sync.store.removal.remove_records`); pending changes of such a record are
-settled first: each write they hold is logged as lost to the deletion, and their outbox entries
-leave the outbox. Nothing is dropped silently.
+(:func:`~crdt_sync.store.removal.remove_records` with ``drop_pending``); pending changes of
+such a record are settled first: each write they hold is logged as lost to the deletion, and
+their outbox entries leave the outbox. Nothing is dropped silently.
 
 The store's ``records.deleted`` column (the tombstone key) and an in-memory map of it let reads
 skip deleted records without decoding documents: set by the local delete, by a remote update
 carrying a tombstone (read from its bytes, :func:`~crdt_sync.records.layout.tombstones_in`),
-cleared by discarding an unacknowledged delete.
+cleared by discarding an unacknowledged delete. A deleted record has no projection row
+(:mod:`crdt_sync.store.projection`): it is removed in the transaction that deletes the record
+(local edit, remote update) and never written while the record is deleted, so local queries,
+counts, search, live queries and ``get()`` no longer see it; live queries hear it leave.
 
 These functions are the :class:`~crdt_sync.store.sqlite.LocalStore`'s own: they use its
 internals (its lock, group commit and caches), and ``LocalStore.delete`` /
@@ -39,6 +42,7 @@ from ..records.clock import Timestamp
 from ..records.layout import Conflict, layout_of
 from ..records.lww import describe_time
 from ..yjs.integrate import apply_updates
+from .projection import Row
 from .removal import remove_records
 
 if TYPE_CHECKING:
@@ -138,7 +142,9 @@ async def forget_purged(
         if not present:
             return []
 
-        def write(db: sqlite3.Connection) -> tuple[list[ConflictLogEntry], list[Key]]:
+        def write(
+            db: sqlite3.Connection,
+        ) -> tuple[list[ConflictLogEntry], dict[Key, Row | None]]:
             new = []
             for row in rows:
                 cursor = db.execute(
@@ -155,12 +161,22 @@ async def forget_purged(
                     " conflict_log) - ?",
                     (limit,),
                 )
-            return new, remove_records(db, present, drop_pending=True)
+            # A record whose tombstone never got here still has its projection row: live
+            # queries hear that it left.
+            before = {key: _projection_row(db, key) for key in present}
+            remove_records(db, present, drop_pending=True)
+            return new, before
 
         new, removed = await store._write(write, present)
-        for key in removed:
+        store._removals += 1  # a read racing the removal caches nothing
+        for key, before in removed.items():
             store._cache.pop(key, None)
             store._deleted.pop(key, None)
+            store._accessed.pop(key, None)
+            store._stale_vectors.discard(key)
+            store._scan_now.pop(key, None)
+            if before is not None:
+                store._changed(*key, "remote", before, None)
     await store.outbox._load_counts()  # entries of removed records left the outbox
     for logged in new:
         for listener in list(store._conflict_listeners):
@@ -168,7 +184,14 @@ async def forget_purged(
                 listener(logged)
             except Exception:
                 log.exception("%s: a conflict listener failed", store.path)
-    return removed
+    return list(removed)
+
+
+def _projection_row(db: sqlite3.Connection, key: Key) -> Row | None:
+    found = db.execute(
+        "SELECT fields, nested FROM projection WHERE collection = ? AND id = ?", key
+    ).fetchone()
+    return None if found is None else (str(found[0]), found[1])
 
 
 async def _lost_to_purged(store: LocalStore, key: Key, tombstone: str | None) -> list[Conflict]:

@@ -1,83 +1,81 @@
-"""Removing records from the local store: every row a record owns, in one place.
+"""Removing records from the local store: every row of theirs, in the caller's transaction.
 
-:func:`remove_records` is THE function that drops records' local rows. Anything that takes
-records out of the store goes through it: the removal of deleted records whose tombstone the
-relay purged (:meth:`~crdt_sync.store.sqlite.LocalStore.forget_purged`), and later cache
-eviction, retention and ``clear_cache()``. A table that holds per-record rows (a projection of
-the fields, a full-text index, access times...) adds its ``DELETE`` to :data:`RECORD_TABLES`
-(or, for a table keyed otherwise, to :func:`remove_records`), so no caller can forget it.
+:func:`remove_records` is the one place that knows which tables hold rows of a record
+(:data:`PER_RECORD_TABLES`), so eviction, cache clearing and deletion cannot forget one. The
+conflict log is kept (:data:`KEPT_TABLES`: the app shows it, and it is bounded by itself), and
+so is the outbox: a record with entries in it has unsynced changes, and removing it is refused.
 
-**No silent loss**: by default a record with pending local changes (an entry in the outbox) is
-*kept*, whatever the caller asked; only a caller that has settled those changes itself (logged
-them as lost, as the purge of a deleted record does) passes ``drop_pending=True``. The
-conflict log is never touched: it is the record of what was lost.
-
-Runs inside the caller's transaction, on the store's SQLite thread (a group-commit write
-body), so the removal commits or rolls back with the rest of the caller's change.
+The one exception is a deleted record whose tombstone the relay purged
+(:meth:`~crdt_sync.store.sqlite.LocalStore.forget_purged`): the relay refuses its pending
+changes for good, so that caller first logs each write they hold as lost to the deletion, then
+passes ``drop_pending=True`` and the record's outbox entries leave with it. Nothing else may.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
-__all__ = ["RECORD_TABLES", "remove_records"]
+from ..errors import InvalidState
+from .projection import remove_rows
 
-#: Tables whose rows belong to one record, keyed by ``(collection, id)``. ``records`` is last:
-#: a record without a ``records`` row does not exist for any reader.
-RECORD_TABLES: Sequence[str] = ("updates", "conflict_scan", "outbox", "records")
+__all__ = ["KEPT_TABLES", "PER_RECORD_TABLES", "remove_records"]
 
-_CHUNK = 400  # (collection, id) pairs per statement
+#: Tables with rows per record (``collection``, ``id`` columns) that leave with the record:
+#: deleted by key, except the projection and its full-text rows (``projection``,
+#: ``record_text``), which :func:`crdt_sync.store.projection.remove_rows` deletes.
+PER_RECORD_TABLES = ("records", "updates", "conflict_scan", "projection", "record_text")
+_BY_KEY = ("records", "updates", "conflict_scan")
+
+#: Tables with ``collection``, ``id`` columns whose rows stay: the outbox (never removed:
+#: unsynced changes, except with ``drop_pending``) and the conflict log (history the app shows).
+KEPT_TABLES = ("outbox", "conflict_log")
+
+# Keys per statement (SQLite allows 32,766 parameters; two per key).
+_CHUNK = 400
 
 
 def remove_records(
-    db: sqlite3.Connection,
-    keys: Iterable[tuple[str, str]],
-    *,
-    drop_pending: bool = False,
-) -> list[tuple[str, str]]:
-    """Delete every local row of the records ``keys`` (see the module docstring).
+    db: sqlite3.Connection, keys: Sequence[tuple[str, str]], *, drop_pending: bool = False
+) -> None:
+    """Delete every row of these ``(collection, record_id)`` records from each per-record
+    table, inside the caller's transaction (on the store's SQLite thread). Records not in the
+    store are ignored.
 
     Args:
         db: the store's connection, inside a write transaction.
-        keys: ``(collection, record_id)`` pairs; records not in the store are ignored.
-        drop_pending: also remove records that have outbox entries, and those entries. Only
-            for a caller that has already made sure their changes are not silently lost.
+        keys: the records.
+        drop_pending: also delete their outbox entries instead of refusing. Only for a
+            caller that has already logged what those entries wrote as lost (the purge of a
+            deleted record, see the module docstring).
 
-    Returns:
-        The keys of the records removed (those that were in the store and allowed), in order.
+    Raises:
+        InvalidState: without ``drop_pending``, one of them has unsynced changes (outbox
+            entries); nothing is removed by this call (the check comes first).
     """
-    wanted = list(dict.fromkeys(keys))
-    removed: list[tuple[str, str]] = []
-    for start in range(0, len(wanted), _CHUNK):
-        chunk = wanted[start : start + _CHUNK]
-        present = _present(db, chunk)
-        if not drop_pending:
-            present -= _pending(db, chunk)
-        batch = [key for key in chunk if key in present]
-        if not batch:
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), _CHUNK):
+        chunk = unique[start : start + _CHUNK]
+        if drop_pending:
             continue
-        for table in RECORD_TABLES:
-            db.executemany(f"DELETE FROM {table} WHERE collection = ? AND id = ?", batch)
-        removed.extend(batch)
-    return removed
+        row = db.execute(
+            f"SELECT collection, id FROM outbox WHERE {_match(len(chunk))} LIMIT 1",
+            [part for key in chunk for part in key],
+        ).fetchone()
+        if row is not None:
+            raise InvalidState(
+                f"record {row[0]}/{row[1]} has unsynced changes: it cannot be removed"
+            )
+    tables = (*_BY_KEY, "outbox") if drop_pending else _BY_KEY
+    for start in range(0, len(unique), _CHUNK):
+        chunk = unique[start : start + _CHUNK]
+        params = [part for key in chunk for part in key]
+        for table in tables:
+            db.execute(f"DELETE FROM {table} WHERE {_match(len(chunk))}", params)
+        remove_rows(db, chunk)
 
 
-def _present(db: sqlite3.Connection, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-    return {
-        (str(c), str(r))
-        for key in keys
-        for c, r in db.execute(
-            "SELECT collection, id FROM records WHERE collection = ? AND id = ?", key
-        )
-    }
-
-
-def _pending(db: sqlite3.Connection, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-    return {
-        (str(c), str(r))
-        for key in keys
-        for c, r in db.execute(
-            "SELECT collection, id FROM outbox WHERE collection = ? AND id = ? LIMIT 1", key
-        )
-    }
+def _match(count: int) -> str:
+    # OR of primary-key equalities: each is an index lookup (a row-value IN (VALUES ...) list
+    # is a full scan in SQLite, see docs/architecture.md).
+    return " OR ".join(["(collection = ? AND id = ?)"] * count)

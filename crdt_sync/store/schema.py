@@ -11,7 +11,7 @@ from __future__ import annotations
 APPLICATION_ID = 0x43525359
 
 #: The schema version this code writes and reads.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: ``MIGRATIONS[n]`` upgrades a file from version ``n`` to ``n + 1``.
 MIGRATIONS: dict[int, list[str]] = {
@@ -114,6 +114,30 @@ MIGRATIONS: dict[int, list[str]] = {
         ) WITHOUT ROWID""",
     ],
     2: [
+        # The projection (crdt_sync.store.projection): each record's top-level fields, what
+        # queries read. ``fields``: a JSON object of the scalar ones (text, numbers, booleans,
+        # null), which the app's declared indexes are on; ``nested``: a JSON object of the
+        # others (maps, lists, bytes...) or NULL. The times are copies of ``records``'.
+        """CREATE TABLE projection (
+            rowid       INTEGER PRIMARY KEY,
+            collection  TEXT NOT NULL,
+            id          TEXT NOT NULL,
+            fields      TEXT NOT NULL,
+            nested      TEXT,
+            created_at  REAL NOT NULL,
+            updated_at  REAL NOT NULL,
+            accessed_at REAL NOT NULL,
+            UNIQUE (collection, id)
+        )""",
+        # Full-text search over the declared text fields of each record; rowid = projection's.
+        """CREATE VIRTUAL TABLE record_text USING fts5 (
+            collection UNINDEXED, id UNINDEXED, body,
+            tokenize = 'unicode61 remove_diacritics 2'
+        )""",
+        # Existing records get their projection row from the scan that follows remote updates.
+        "INSERT OR IGNORE INTO conflict_scan (collection, id) SELECT collection, id FROM records",
+    ],
+    3: [
         # Deletion (docs/records.md, "Deleting a record"): the key of the record's tombstone
         # (its greatest, an HLC timestamp) once its document holds one, else NULL. Written
         # with the local delete or the remote update that brings the tombstone, so reads skip

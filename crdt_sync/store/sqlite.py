@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ import random
 import sqlite3
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,16 +36,20 @@ from typing import Any, TypeVar
 import aiosqlite
 from pycrdt import Doc, TransactionEvent, get_state, merge_updates
 
+from ..cache_policy import CachePolicy
 from ..errors import (
     BatchError,
     CorruptStoreError,
+    InvalidQuery,
     InvalidState,
     OutboxError,
     RecordNotFound,
     SchemaVersionError,
     StoreError,
+    UnsyncedChangesError,
 )
 from ..outbox import OutboxEntry, OutboxStatus
+from ..query import Filter, Query, parse_where, resolve
 from ..records.clock import DEFAULT_MAX_SKEW_MS, HybridClock, Timestamp
 from ..records.layout import Conflict, Written, layout_of, read_fields, tombstones_in
 from ..records.lww import Kind, LwwPolicy
@@ -56,10 +61,15 @@ from ..yjs.merge import merge
 from ..yjs.updates import EMPTY_UPDATE, decode_state_vector
 from . import batch as batches
 from . import deletion
+from .cache_keeper import CacheKeeper, CacheReport
 from .checkpoints import Checkpointer
 from .group_commit import GroupCommit, Key, WriteBody
 from .idle_compaction import IdleCompactor
 from .idle_work import IdleWork
+from .live_query import LiveQuery
+from .local_query import SearchHit, count_rows, query_rows, record_from_row, search_rows
+from .projection import ProjectionSpec, Row, encode_fields, fts_query, write_or_remove_row
+from .record_changes import ChangeListeners, Origin, RecordChanged
 from .schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from .sqlite_thread import on_thread
 
@@ -160,8 +170,18 @@ class LocalStore:
         time_source: Callable[[], float],
         conflict_log_limit: int,
         cache_size: int,
+        projection: ProjectionSpec,
     ) -> None:
         self.path = path
+        #: The indexes and full-text fields declared at open.
+        self.projection = projection
+        self._record_listeners = ChangeListeners()
+        # A second connection, read-only, used on the event loop's thread for point reads
+        # (get): a primary-key lookup costs less than a hop to the writer's thread.
+        self._reader: sqlite3.Connection | None = None
+        self._watched: Counter[str] = Counter()  # collections with live queries
+        self._scan_now: dict[tuple[str, str], None] = {}
+        self._scanning: asyncio.Task[None] | None = None
         self.replica_id = replica_id
         self.lww_policy = policy
         self._conn: aiosqlite.Connection | None = conn
@@ -200,6 +220,9 @@ class LocalStore:
         self.outbox = Outbox(self)
         #: Remote timestamps refused by the HLC because they were too far ahead.
         self.skewed_timestamps = 0
+        #: Retention, quota and expiry of the cached records (crdt_sync.store.cache_keeper).
+        self.cache = CacheKeeper(self, CachePolicy())
+        self._removals = 0  # bumped when records are removed: a read racing it caches nothing
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -213,7 +236,10 @@ class LocalStore:
         max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
         conflict_log_limit: int = 1000,
         cache_size: int = 256,
+        indexes: Mapping[str, Iterable[str | Sequence[str]]] | None = None,
+        text_fields: Mapping[str, Iterable[str]] | None = None,
         time_source: Callable[[], float] = time.time,
+        cache: CachePolicy | None = None,
     ) -> LocalStore:
         """Open (or create) the store file at ``path``.
 
@@ -224,14 +250,22 @@ class LocalStore:
             max_skew_ms: how far ahead of local time a remote LWW timestamp may be adopted.
             conflict_log_limit: how many LWW conflicts to keep (oldest dropped first).
             cache_size: how many record documents to keep in memory.
+            indexes: per collection, the fields (or tuples of fields) to index for queries,
+                e.g. ``{"appointments": ["date", ("assigned_to", "date")]}``.
+            text_fields: per collection, the fields full-text search looks in, e.g.
+                ``{"jobs": ["title", "notes"]}``.
             time_source: the wall clock (seconds), replaceable in tests.
+            cache: retention, quota and warnings of the cache (default: :class:`CachePolicy`,
+                30-day retention, no quota); applied in the background while the store is open.
 
         Raises:
             SchemaVersionError: the file was written by a newer crdt-sync.
             CorruptStoreError: the file is not a crdt-sync store, or is damaged.
+            InvalidQuery: an index or text field declaration that cannot be used.
         """
         file = Path(path)
         policy = lww if isinstance(lww, LwwPolicy) else LwwPolicy(lww)
+        spec = ProjectionSpec.of(indexes, text_fields)
         try:
             conn = await aiosqlite.connect(file, isolation_level=None)
         except sqlite3.Error as exc:
@@ -254,10 +288,13 @@ class LocalStore:
             clock = HybridClock(stored, last, max_skew_ms=max_skew_ms)
             # Crash recovery: an upload in flight when the process died is queued again.
             await conn.execute("UPDATE outbox SET status = 'queued' WHERE status = 'uploading'")
+            await on_thread(conn, _apply_spec, spec)
         except BaseException:
             await conn.close()
             raise
-        store = cls(file, conn, stored, policy, clock, time_source, conflict_log_limit, cache_size)
+        store = cls(
+            file, conn, stored, policy, clock, time_source, conflict_log_limit, cache_size, spec
+        )
         await store.outbox._load_counts()
         # Conflict scans a crash interrupted resume now.
         due = await conn.execute_fetchall("SELECT collection, id FROM conflict_scan")
@@ -266,11 +303,15 @@ class LocalStore:
             "SELECT collection, id, deleted FROM records WHERE deleted IS NOT NULL"
         )
         store._deleted = {(str(c), str(r)): str(d) for c, r, d in deleted}
+        if cache is not None:
+            store.cache.policy = cache
+        await store.cache.start()
         return store
 
     async def close(self) -> None:
         """Close the file. The store cannot be used afterwards."""
         if self._conn is not None:
+            await self.cache.close()
             await self._compactor.close()
             if self._refresher is not None:
                 self._refresher.cancel()
@@ -279,6 +320,10 @@ class LocalStore:
                 self._refreshing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._refreshing
+            if self._scanning is not None:
+                self._scanning.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._scanning
             await self._conflict_scan.close()
             await self._writer.drain()
             if self._accessed:
@@ -287,6 +332,9 @@ class LocalStore:
             await self._checkpointer.close()
             conn, self._conn = self._conn, None
             self._cache.clear()
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
             await conn.close()
 
     async def __aenter__(self) -> LocalStore:
@@ -295,12 +343,78 @@ class LocalStore:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def wipe(self) -> None:
-        """Delete this account's local data (logout): closes the store and removes its files."""
+    async def wipe(self, *, force: bool = False) -> None:
+        """Delete this account's local data (logout): closes the store and removes its files.
+
+        Refused while changes are not synced yet, unless ``force`` (they are lost then).
+
+        Raises:
+            UnsyncedChangesError: unsynced changes exist and ``force`` is false (says how
+                many); the store stays as it was (open if it was).
+        """
+        if not force:
+            if self._conn is not None:
+                entries, records = await self.unsynced()
+                if entries:
+                    raise UnsyncedChangesError(self.path, entries, records)
+            await self.close()
+            # Checked again on the file: an edit may have committed while closing.
+            entries, records = _unsynced_in_file(self.path)
+            if entries:
+                raise UnsyncedChangesError(self.path, entries, records)
         await self.close()
         for suffix in ("", "-wal", "-shm", "-journal"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(f"{self.path}{suffix}")
+
+    async def unsynced(self) -> tuple[int, int]:
+        """``(outbox entries, records with entries)``: the changes the relay does not have."""
+        row = _first(
+            await self.conn.execute_fetchall(
+                "SELECT COUNT(*), (SELECT COUNT(*) FROM (SELECT DISTINCT collection, id"
+                " FROM outbox)) FROM outbox"
+            )
+        )
+        return int(row[0]), int(row[1])
+
+    async def absent(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Those of these records that were removed from the cache (evicted, expired,
+        cleared) and are not here (see :meth:`CacheKeeper.absent
+        <crdt_sync.store.cache_keeper.CacheKeeper.absent>`)."""
+        return await self.cache.absent(keys)
+
+    async def clear_cache(self) -> CacheReport:
+        """Remove every record without unsynced changes (records with outbox entries, whatever
+        their status, stay, with everything they need). Raises an ``evicted`` cache event."""
+        return await self.cache.clear()
+
+    async def _removing(
+        self,
+        body: Callable[[sqlite3.Connection], tuple[Mapping[tuple[str, str], Row | None], _T]],
+    ) -> _T:
+        """Run ``body`` as one write with edits held off; it removes records (with
+        :func:`~crdt_sync.store.removal.remove_records`) and returns their keys, each with its
+        projection row before the removal (or None), and a result. Then the removed records
+        are forgotten in memory, so they load again from disk (a re-download) instead of from
+        a stale document or state vector, and live queries hear that they left (origin
+        ``local``)."""
+        async with self._edit_lock:  # no edit builds on a document being removed
+            removed, result = await self._write(body)
+            self._removals += 1
+            for key, before in removed.items():
+                self._cache.pop(key, None)
+                self._accessed.pop(key, None)
+                self._stale_vectors.discard(key)
+                self._scan_now.pop(key, None)
+                if before is not None:
+                    self._changed(*key, "local", before, None)
+        return result
+
+    @property
+    def watched(self) -> bool:
+        """Whether anything listens to record changes (live queries): removals then report
+        the removed records' fields."""
+        return bool(self._record_listeners)
 
     @property
     def conn(self) -> aiosqlite.Connection:
@@ -323,6 +437,7 @@ class LocalStore:
                     if self._accessed:
                         accessed, self._accessed = self._accessed, {}
                         await conn.executemany(_ACCESSED_SQL, _accessed_rows(accessed))
+                        await conn.executemany(_PROJECTION_ACCESSED_SQL, _accessed_rows(accessed))
                     yield conn
                 except BaseException:
                     await conn.execute("ROLLBACK")
@@ -375,20 +490,47 @@ class LocalStore:
     async def get(self, collection: str, record_id: str) -> Record:
         """The record's current fields, from the local store (works offline).
 
+        From the record's document when it is in memory, else from its projection row
+        (:meth:`query`), which holds the same fields without decoding the document.
+
         Raises:
             RecordNotFound: the record is not in this store.
         """
-        await self._writer.settled((collection, record_id))  # read what was written
+        key = (collection, record_id)
+        await self._writer.settled(key)  # read what was written
+        tombstone = self._deleted.get(key)
+        if tombstone is not None:
+            raise deletion.deleted_error(collection, record_id, tombstone)
+        now = self._time()
+        if key not in self._cache and not self._conflict_scan.is_due(key):
+            # Not in memory and its projection row is up to date: read that, not the document.
+            record = await self._point_read(record_from_row, collection, record_id, now)
+            if record is not None:
+                self._accessed[key] = now
+                return record
         row = await self._record_row(collection, record_id)
         if row is None:
             raise RecordNotFound(collection, record_id)
         if row[6] is not None:
             raise deletion.deleted_error(collection, record_id, row[6])
         doc = await self._doc(collection, record_id)
-        now = self._time()
         # Written with the next write transaction (or at close): a read costs no write.
-        self._accessed[(collection, record_id)] = now
+        self._accessed[key] = now
         return self._snapshot(collection, record_id, doc, row, accessed_at=now)
+
+    async def _point_read(
+        self, body: Callable[[sqlite3.Connection, str, str, float], _T], *args: Any
+    ) -> _T:
+        """Run a short read on the reader connection, on this thread (committed data, as
+        every read here); on the writer's thread if the reader cannot be used."""
+        conn = self.conn
+        try:
+            if self._reader is None:
+                self._reader = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+                self._reader.execute("PRAGMA query_only = 1")
+            return body(self._reader, *args)
+        except sqlite3.OperationalError:  # busy (a checkpoint): not worth waiting here
+            return await on_thread(conn, body, *args)
 
     async def exists(self, collection: str, record_id: str) -> bool:
         """Whether the record is in this store (and not deleted)."""
@@ -431,26 +573,101 @@ class LocalStore:
             return [row[0] async for row in cursor]
 
     async def records(self, collection: str) -> list[Record]:
-        """Every record of ``collection`` in this store, sorted by id."""
-        return [await self._read(collection, rid) for rid in await self.ids(collection)]
+        """Every record of ``collection`` in this store, sorted by id (from the projection:
+        see :meth:`query`)."""
+        return await self.query(collection)
 
     async def search(
         self,
         collection: str,
         text: str | None = None,
-        where: Mapping[str, Any] | None = None,
+        where: Filter | Mapping[str, Any] | None = None,
     ) -> list[Record]:
-        """Records of ``collection`` whose string fields contain ``text`` (case-insensitive)
-        and whose fields equal every ``where`` item. Local data only."""
+        """Records of ``collection`` whose string fields (nested ones too) contain ``text``
+        (case-insensitive substring) and that match ``where``. Local data only.
+
+        Reads every matching record's projection row; for word search ranked by relevance
+        over declared fields, use :meth:`search_text`."""
         needle = text.casefold() if text else None
         found = []
-        for record in await self.records(collection):
-            if where and any(record.get(k) != v for k, v in where.items()):
-                continue
+        for record in await self.query(collection, where):
             if needle and not any(needle in v.casefold() for v in _strings(record.fields)):
                 continue
             found.append(record)
         return found
+
+    async def query(
+        self,
+        collection: str,
+        where: Filter | Mapping[str, Any] | None = None,
+        *,
+        order_by: str | Sequence[str] = (),
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Record]:
+        """The records of ``collection`` matching ``where``, read from the projection (no
+        document is decoded). Local data only; works offline.
+
+        ``where``: a filter (:func:`crdt_sync.query.field`) or ``{"field": value}``;
+        windows are evaluated now. ``order_by``: field names, ``"-date"`` for descending
+        (ties by id, in the direction of the last field). Results carry ``pending``
+        (unsynced local changes) and their times, not their ``state_vector`` (empty: see
+        :meth:`get`). Declare indexes (``open(indexes=...)``) on the fields you filter and
+        order by.
+
+        Raises:
+            InvalidQuery: a malformed filter or order.
+        """
+        q = Query(collection, parse_where(where), _order(order_by), limit, offset)
+        resolved = await self._prepare_query(collection, q.where)
+        return await on_thread(self.conn, query_rows, q, resolved, dict(self._accessed))
+
+    async def count(self, collection: str, where: Filter | Mapping[str, Any] | None = None) -> int:
+        """How many records of ``collection`` match ``where`` (see :meth:`query`)."""
+        resolved = await self._prepare_query(collection, parse_where(where))
+        return await on_thread(self.conn, count_rows, collection, resolved)
+
+    async def search_text(
+        self,
+        collection: str,
+        text: str,
+        *,
+        where: Filter | Mapping[str, Any] | None = None,
+        limit: int = 20,
+        prefix: bool = True,
+        marks: tuple[str, str] = ("[", "]"),
+    ) -> list[SearchHit]:
+        """Full-text search in the fields declared with ``open(text_fields=...)``: records of
+        ``collection`` holding every word of ``text`` (case and accents folded; the last word
+        as a prefix unless ``prefix`` is false), that match ``where``, best first, each with a
+        snippet whose matches are wrapped in ``marks``. Local data only.
+
+        Raises:
+            InvalidQuery: ``collection`` has no declared text fields, or a malformed filter.
+        """
+        if collection not in self.projection.text_fields:
+            raise InvalidQuery(
+                f"collection {collection!r} has no text fields to search: declare them with"
+                f" LocalStore.open(text_fields={{{collection!r}: [...]}})"
+            )
+        match = fts_query(text, prefix=prefix)
+        if match is None or limit <= 0:
+            return []
+        resolved = await self._prepare_query(collection, parse_where(where))
+        return await on_thread(
+            self.conn, search_rows, collection, match, resolved, limit, marks, dict(self._accessed)
+        )
+
+    async def _prepare_query(self, collection: str, where: Filter | None) -> Filter | None:
+        """Bring the collection's projection up to date (writes in flight landed, remote
+        updates scanned) and resolve ``where``'s windows at the store's current time."""
+        await self._writer.drain()
+        due = [key for key in self._conflict_scan.due if key[0] == collection]
+        if due:
+            await self.scan_conflicts(due)
+        if where is None:
+            return None
+        return resolve(where, now=dt.datetime.fromtimestamp(self._time(), dt.UTC))
 
     async def state_vector(self, collection: str, record_id: str) -> bytes:
         """The record's state vector (empty if the record is not here)."""
@@ -574,47 +791,68 @@ class LocalStore:
         return await self._conflict_scan.run_due(keys)
 
     async def _scan(self, keys: Sequence[tuple[str, str]]) -> int:
+        """Bring records changed by remote updates up to date: log their conflicts, move the
+        clock past their timestamps, write their projection rows; in one write."""
         now = self._time()
         now_ms = int(now * 1000)
         rows: list[tuple[Any, ...]] = []
-        for collection, record_id in keys:
-            try:
-                doc = await self._doc(collection, record_id, remember=False)
-            except RecordNotFound:
-                continue
-            layout = layout_of(doc)
-            for entry in layout.all_entries():
-                if not self._clock.observe(entry.ts, now_ms):
-                    self.skewed_timestamps += 1
-            for c in layout.conflicts():
-                rows.append((collection, record_id, *_conflict_columns(c), now))
-        clock = self._clock.state().encode()
+        projected: list[tuple[str, str, Row | None]] = []
+        spec = self.projection
         limit = self._conflict_log_limit
         scanned = [(c, r) for c, r in keys]
+        # Under the edit lock: no edit or remote apply of these records comes between reading
+        # their documents and queueing the write (it would be overwritten by older rows).
+        # Inside an edit (a query in the edit's block) the edit holds it, and writes after.
+        inside_edit = (
+            self._editing_task is not None and self._editing_task is asyncio.current_task()
+        )
+        async with contextlib.nullcontext() if inside_edit else self._edit_lock:
+            for collection, record_id in keys:
+                try:
+                    doc = await self._doc(collection, record_id, remember=False)
+                except RecordNotFound:
+                    continue
+                layout = layout_of(doc)
+                for entry in layout.all_entries():
+                    if not self._clock.observe(entry.ts, now_ms):
+                        self.skewed_timestamps += 1
+                for c in layout.conflicts():
+                    rows.append((collection, record_id, *_conflict_columns(c), now))
+                # A deleted record has no projection row (removed when its tombstone came).
+                row = None if layout.deletion() is not None else encode_fields(layout.read())
+                projected.append((collection, record_id, row))
+            clock = self._clock.state().encode()
+            replaced: list[Row | None] = []
 
-        def write_log(db: sqlite3.Connection) -> list[ConflictLogEntry]:
-            new = []
-            for row in rows:
-                cursor = db.execute(
-                    "INSERT OR IGNORE INTO conflict_log (collection, id, conflict_key, path,"
-                    " lost_kind, lost_value, lost_ts, won_kind, won_value, won_ts, detected_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    row,
-                )
-                if cursor.rowcount:
-                    new.append(_conflict_entry((cursor.lastrowid, *row)))
-            if new:
-                db.execute(
-                    "DELETE FROM conflict_log WHERE rowid <= (SELECT MAX(rowid) FROM"
-                    " conflict_log) - ?",
-                    (limit,),
-                )
-            db.executemany("DELETE FROM conflict_scan WHERE collection = ? AND id = ?", scanned)
-            db.execute(_SAVE_CLOCK_SQL, (clock,))
-            return new
+            def write_log(db: sqlite3.Connection) -> list[ConflictLogEntry]:
+                new = []
+                for row in rows:
+                    cursor = db.execute(
+                        "INSERT OR IGNORE INTO conflict_log (collection, id, conflict_key, path,"
+                        " lost_kind, lost_value, lost_ts, won_kind, won_value, won_ts,"
+                        " detected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        row,
+                    )
+                    if cursor.rowcount:
+                        new.append(_conflict_entry((cursor.lastrowid, *row)))
+                if new:
+                    db.execute(
+                        "DELETE FROM conflict_log WHERE rowid <= (SELECT MAX(rowid) FROM"
+                        " conflict_log) - ?",
+                        (limit,),
+                    )
+                for collection, record_id, fields in projected:
+                    replaced.append(write_or_remove_row(db, spec, collection, record_id, fields))
+                db.executemany("DELETE FROM conflict_scan WHERE collection = ? AND id = ?", scanned)
+                db.execute(_SAVE_CLOCK_SQL, (clock,))
+                return new
 
-        new = await self._write(write_log)
+            committed = self._submit(write_log)
+        new = await asyncio.shield(committed)
         self._clock_written = clock
+        for (collection, record_id, fields), before in zip(projected, replaced, strict=True):
+            if before != fields:
+                self._changed(collection, record_id, "remote", before, fields)
         for logged in new:
             for listener in list(self._conflict_listeners):
                 try:
@@ -622,6 +860,80 @@ class LocalStore:
                 except Exception:
                     log.exception("%s: a conflict listener failed", self.path)
         return len(new)
+
+    # ----------------------------------------------------------------- record changes
+
+    def on_record_change(self, listener: Callable[[RecordChanged], None]) -> Callable[[], None]:
+        """Call ``listener`` after each commit that changed a record's fields, local edits
+        and remote updates alike (remote ones once their scan ran: at the next pause, or
+        sooner when a query or a watcher asks); returns a function that removes it."""
+        return self._record_listeners.add(listener)
+
+    def watch(
+        self,
+        collection: str,
+        where: Filter | Mapping[str, Any] | None = None,
+        *,
+        order_by: str | Sequence[str] = (),
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> LiveQuery:
+        """A live :meth:`query`: its result now, then again after each local edit or remote
+        update that affects it (the record matched before or matches after), with the changes
+        (origin ``"local"``/``"remote"``, fields changed). Remote updates of a watched
+        collection are scanned at once rather than at the next pause.
+
+        ``async for result in store.watch("jobs", {"status": "open"}): show(result.records)``
+
+        Raises:
+            InvalidQuery: a malformed filter or order.
+        """
+        filter_ = parse_where(where)
+        Query(collection, filter_, _order(order_by), limit, offset)  # checks them now
+
+        async def run() -> list[Record]:
+            return await self.query(
+                collection, filter_, order_by=order_by, limit=limit, offset=offset
+            )
+
+        def subscribe(listener: Callable[[RecordChanged], None]) -> Callable[[], None]:
+            remove = self._record_listeners.add(listener)
+            self._watched[collection] += 1
+
+            def unsubscribe() -> None:
+                remove()
+                self._watched[collection] -= 1
+
+            return unsubscribe
+
+        return LiveQuery(collection, filter_, run, subscribe, self._time)
+
+    def _scan_soon(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Scan these records now (in a task) rather than at the next pause: a live query
+        waits for their projection."""
+        self._scan_now.update(dict.fromkeys(keys))
+        if self._scan_now and self._scanning is None and self._conn is not None:
+            self._scanning = asyncio.get_running_loop().create_task(self._scan_watched())
+
+    async def _scan_watched(self) -> None:
+        try:
+            while self._scan_now and self._conn is not None:
+                keys, self._scan_now = list(self._scan_now), {}
+                await self.scan_conflicts(keys)
+        except InvalidState:
+            pass  # closed meanwhile
+        except Exception:
+            log.exception("%s: scanning watched records failed", self.path)
+        finally:
+            self._scanning = None
+
+    def _changed(
+        self, collection: str, record_id: str, origin: Origin, before: Row | None, after: Row | None
+    ) -> None:
+        if self._record_listeners:
+            self._record_listeners.publish(
+                RecordChanged(collection, record_id, origin, before, after)
+            )
 
     # ----------------------------------------------------------------- local edits
 
@@ -758,6 +1070,10 @@ class LocalStore:
         else:
             self._clock_written = clock
         client_id = doc.client_id
+        # A deleted record has no projection row: queries, search and get() skip it.
+        row = None if deleted else encode_fields(read_fields(doc))
+        spec = self.projection
+        replaced: list[Row | None] = []
 
         def commit(db: sqlite3.Connection) -> int:
             if new:
@@ -787,6 +1103,7 @@ class LocalStore:
                     "UPDATE records SET deleted = ? WHERE collection = ? AND id = ?",
                     (deleted, collection, record_id),
                 )
+            replaced.append(write_or_remove_row(db, spec, collection, record_id, row))
             return seq
 
         future = self._submit(commit, [(collection, record_id)])
@@ -798,6 +1115,8 @@ class LocalStore:
                 self._clock_written = None  # not known to be on disk: write it next time
             else:
                 self._compactor.rows_added([(collection, record_id)])
+                if replaced and (replaced[0] != row or deleted):
+                    self._changed(collection, record_id, "local", replaced[0], row)
             self.outbox._committed(done, collection, record_id, now, update)
 
         future.add_done_callback(landed)
@@ -858,6 +1177,8 @@ class LocalStore:
                 key = (u.collection, u.record_id)
                 tombstones[key] = max([*found, tombstones.get(key, "")])
         deleted_rows = [(t, c, r, t) for (c, r), t in tombstones.items()]
+        spec = self.projection
+        unprojected: dict[tuple[str, str], Row | None] = {}
 
         def write_rows(db: sqlite3.Connection) -> None:
             # One upsert per record: created if new, else its times and state vector.
@@ -880,6 +1201,9 @@ class LocalStore:
                     " AND (deleted IS NULL OR deleted < ?)",
                     deleted_rows,
                 )
+                # Deleted: out of queries, counts and search in this same transaction.
+                for key in tombstones:
+                    unprojected[key] = write_or_remove_row(db, spec, *key, None)
             if setting_rows:
                 db.executemany(_SET_SETTING_SQL, setting_rows)
 
@@ -910,6 +1234,10 @@ class LocalStore:
                 self._refresh_vectors_soon(stale)
                 self._compactor.rows_added(keys)
                 self._conflict_scan.add(keys)
+                self._scan_soon(k for k in keys if self._watched[k[0]])
+                for key, before in unprojected.items():
+                    if before is not None:
+                        self._changed(*key, "remote", before, None)
             if on_committed is not None:
                 on_committed(error)
 
@@ -1026,6 +1354,18 @@ class LocalStore:
             size = (await c3.fetchone() or (0,))[0]
         return int((pages - free) * size)
 
+    # ----------------------------------------------------------------- dropping records
+
+    async def drop_records(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Remove these records from the store (they left what the replica keeps), except
+        those with unsynced local changes, which are kept; returns the kept ones.
+
+        The check and the removal are one transaction after every write submitted before
+        (:meth:`CacheKeeper.remove <crdt_sync.store.cache_keeper.CacheKeeper.remove>`): live
+        queries hear that the records left, their documents leave memory.
+        """
+        return await self.cache.remove(keys)
+
     # ----------------------------------------------------------------- sync state
 
     async def get_setting(self, key: str) -> str | None:
@@ -1137,6 +1477,7 @@ class LocalStore:
             await self._writer.settled(key)
             return await self._doc(collection, record_id)
         conn = conn or self.conn
+        removals = self._removals
         row = await self._base(conn, collection, record_id)
         rows = await conn.execute_fetchall(
             "SELECT data, bundle FROM updates WHERE collection = ? AND id = ? ORDER BY rowid", key
@@ -1157,6 +1498,7 @@ class LocalStore:
             and self._editing != key
             and (conn is not self.conn or not self._in_transaction)
             and not self._writer.in_flight(key)
+            and self._removals == removals
         ):
             self._remember(key, doc)
         return doc
@@ -1255,11 +1597,17 @@ class LocalStore:
                         "UPDATE records SET deleted = ? WHERE collection = ? AND id = ?",
                         (tombstone.encode() if tombstone else None, collection, record_id),
                     )
+                    row = None if tombstone is not None else encode_fields(read_fields(current))
+                    replaced = await on_thread(
+                        conn, write_or_remove_row, self.projection, collection, record_id, row
+                    )
                     waits = _first(await conn.execute_fetchall(_WAITS_SQL, (collection, record_id)))
             except BaseException:
                 self._cache.pop((collection, record_id), None)
                 raise
             deletion.set_deleted(self, (collection, record_id), tombstone)
+            if replaced != row:
+                self._changed(collection, record_id, "local", replaced, row)
             self.outbox._errors -= 1  # the entry is queued again
             self.outbox._waits_changed({(collection, record_id): (waits[0], waits[1])})
 
@@ -1617,6 +1965,34 @@ async def _prepare(conn: aiosqlite.Connection, path: Path) -> None:
             raise
 
 
+def _unsynced_in_file(path: Path) -> tuple[int, int]:
+    """``(outbox entries, records)`` of a closed store file (0, 0 if there is no file)."""
+    if not path.exists():
+        return 0, 0
+    db = sqlite3.connect(path)
+    try:
+        row = db.execute(
+            "SELECT COUNT(*), (SELECT COUNT(*) FROM (SELECT DISTINCT collection, id"
+            " FROM outbox)) FROM outbox"
+        ).fetchone()
+    except sqlite3.Error as exc:
+        raise StoreError(path, f"cannot count unsynced changes: {exc}") from exc
+    finally:
+        db.close()
+    return int(row[0]), int(row[1])
+
+
+def _apply_spec(db: sqlite3.Connection, spec: ProjectionSpec) -> None:
+    """Make the file's projection indexes and full-text rows match ``spec`` (one transaction)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        spec.apply(db)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 async def _meta(conn: aiosqlite.Connection, key: str) -> str | None:
     async with conn.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
         row = await cursor.fetchone()
@@ -1649,6 +2025,9 @@ _SET_SETTING_SQL = (
 _ACCESSED_SQL = (
     "UPDATE records SET accessed_at = max(accessed_at, ?) WHERE collection = ? AND id = ?"
 )
+_PROJECTION_ACCESSED_SQL = (
+    "UPDATE projection SET accessed_at = max(accessed_at, ?) WHERE collection = ? AND id = ?"
+)
 
 
 def _accessed_rows(accessed: dict[tuple[str, str], float]) -> list[tuple[Any, ...]]:
@@ -1657,7 +2036,9 @@ def _accessed_rows(accessed: dict[tuple[str, str], float]) -> list[tuple[Any, ..
 
 def _flush_accessed(db: sqlite3.Connection, accessed: dict[tuple[str, str], float]) -> None:
     if accessed:
-        db.executemany(_ACCESSED_SQL, _accessed_rows(accessed))
+        rows = _accessed_rows(accessed)
+        db.executemany(_ACCESSED_SQL, rows)
+        db.executemany(_PROJECTION_ACCESSED_SQL, rows)
 
 
 def _bundle(updates: Sequence[bytes]) -> bytes:
@@ -1730,6 +2111,10 @@ def _state_vector_of(updates: Sequence[bytes], client_id: int) -> bytes:
     doc: Doc[Any] = Doc(client_id=client_id)
     apply_updates(doc, updates)
     return doc.get_state()
+
+
+def _order(order_by: str | Sequence[str]) -> tuple[str, ...]:
+    return (order_by,) if isinstance(order_by, str) else tuple(order_by)
 
 
 def _first(rows: Iterable[Any]) -> Any:

@@ -9,7 +9,16 @@
 
 from __future__ import annotations
 
-from .base import Purged, RecordKey, RecordPurged, RelayStorage, Row, StorageNumbers
+from .base import (
+    Committed,
+    IndexedFields,
+    Purged,
+    RecordKey,
+    RecordPurged,
+    RelayStorage,
+    Row,
+    StorageNumbers,
+)
 from .memory import MemoryRelayStorage
 from .sqlite import DB_FILENAME, DEFAULT_FORGET_ORIGINS_AFTER, SQLiteRelayStorage
 from .state_cache import DEFAULT_STATE_CACHE_BYTES, StateCache
@@ -18,6 +27,8 @@ __all__ = [
     "DB_FILENAME",
     "DEFAULT_FORGET_ORIGINS_AFTER",
     "DEFAULT_STATE_CACHE_BYTES",
+    "Committed",
+    "IndexedFields",
     "MemoryRelayStorage",
     "Purged",
     "RecordKey",

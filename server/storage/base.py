@@ -34,9 +34,36 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from crdt_sync.errors import StoreError
+from crdt_sync.subscriptions import Selection
 
 RecordKey = tuple[str, str]
 """``(collection, record_id)``."""
+
+IndexedFields = dict[str, int | float | str]
+"""A record's indexed top-level fields (``crdt_sync.subscriptions.indexed_values``)."""
+
+
+class Committed(list[int]):
+    """What a committed write's future gives: its change seqs, in order (it is that list),
+    and :attr:`fields`: per record of the write, its indexed top-level fields before the
+    commit (``None`` for a record the commit created) and after it. The fan-out uses them to
+    send a record to the subscribers whose selection holds it, and ``drop`` to those whose
+    selection held it before and no longer does. :attr:`states`: for the records whose
+    indexed fields the commit changed, their whole committed state as updates (their merge),
+    sent to a subscriber whose selection they just entered (it may have nothing of them)."""
+
+    __slots__ = ("fields", "states")
+
+    def __init__(
+        self,
+        seqs: Iterable[int] = (),
+        fields: dict[RecordKey, tuple[IndexedFields | None, IndexedFields]] | None = None,
+        states: dict[RecordKey, list[bytes]] | None = None,
+    ) -> None:
+        super().__init__(seqs)
+        self.fields: dict[RecordKey, tuple[IndexedFields | None, IndexedFields]] = fields or {}
+        self.states: dict[RecordKey, list[bytes]] = states or {}
+
 
 Row = tuple[str, str, bytes]
 """``(collection, record_id, update)``: one update to store."""
@@ -107,7 +134,10 @@ class RelayStorage(Protocol):
         ...
 
     def submit(self, tenant: str, origin: str, items: Sequence[Row]) -> asyncio.Future[list[int]]:
-        """Queue a write; the future resolves with its change seqs, in order, after the commit.
+        """Queue a write; the future resolves with its change seqs, in order, after the commit
+        (a :class:`Committed`, which also carries the records' indexed fields).
+
+        The records' indexed top-level fields are rewritten in the same transaction.
 
         Writes commit in submission order, so a seq never names a change committed after a
         later one. The relay uses this form to keep reading frames while commits are in flight.
@@ -144,14 +174,15 @@ class RelayStorage(Protocol):
         tenant: str,
         collections: Iterable[str],
         cursor: int | None,
-        exclude_origin: str,
+        exclude_origin: str | None,
     ) -> list[RecordKey]:
         """Records of ``collections`` changed after ``cursor`` by a replica other than one,
         sorted.
 
         ``cursor=None`` means every record of those collections. Records changed only by
         ``exclude_origin`` since the cursor are left out (an implementation may forget old
-        origins and list such records too: a few extra diffs, never a missed change).
+        origins and list such records too: a few extra diffs, never a missed change);
+        ``exclude_origin=None`` leaves out nobody.
         """
         ...
 
@@ -174,6 +205,18 @@ class RelayStorage(Protocol):
 
     async def purged(self, tenant: str, keys: Iterable[RecordKey]) -> dict[RecordKey, str]:
         """The tombstone of each purged record among ``keys``."""
+        ...
+
+    async def members(self, tenant: str, selection: Selection) -> set[str]:
+        """The ids of the stored records of ``selection.collection`` that the resolved
+        ``selection`` holds, judged on their indexed fields (an indexed query)."""
+        ...
+
+    async def fields(
+        self, tenant: str, keys: Iterable[RecordKey]
+    ) -> dict[RecordKey, IndexedFields]:
+        """The indexed top-level fields of each stored record among ``keys`` as last
+        committed (a record without any is present with ``{}``)."""
         ...
 
     @property

@@ -20,9 +20,20 @@ from dataclasses import dataclass
 
 from crdt_sync.errors import InvalidState, StoreError
 from crdt_sync.records.layout import tombstones_in
+from crdt_sync.subscriptions import Selection
 from crdt_sync.yjs.merge import merge
 
-from .base import Purged, RecordKey, RecordPurged, RelayStorage, Row, StorageNumbers
+from ..record_fields import indexed_fields
+from .base import (
+    Committed,
+    IndexedFields,
+    Purged,
+    RecordKey,
+    RecordPurged,
+    RelayStorage,
+    Row,
+    StorageNumbers,
+)
 
 _NAME = "<memory>"  # what StoreError names as the storage's path
 
@@ -48,6 +59,7 @@ class MemoryRelayStorage(RelayStorage):
         self._updates: dict[tuple[str, str, str], list[bytes]] = {}
         # (tenant, collection, record_id) -> origin -> newest seq it wrote there
         self._changes: dict[tuple[str, str, str], dict[str, int]] = {}
+        self._fields: dict[tuple[str, str, str], IndexedFields] = {}
         self._commits = 0
         # (tenant, collection, record_id) -> [tombstone key, first stored at]
         self._tombstones: dict[tuple[str, str, str], list[str | float]] = {}
@@ -115,6 +127,7 @@ class MemoryRelayStorage(RelayStorage):
             return
         batch, self._queue = self._queue, []
         now = time.time()
+        kept = []
         for write in batch:
             purged = [r for c, r, _ in write.items if (write.tenant, c, r) in self._purged]
             if purged:  # purged since it was accepted: nothing of the write is stored
@@ -123,6 +136,15 @@ class MemoryRelayStorage(RelayStorage):
                         RecordPurged(_NAME, f"records {purged} were purged (deleted)")
                     )
                 continue
+            kept.append(write)
+        before: dict[tuple[str, str, str], IndexedFields | None] = {}
+        for write in kept:
+            for collection, record_id, _ in write.items:
+                key = (write.tenant, collection, record_id)
+                if key not in before:
+                    before[key] = self._fields.get(key) if key in self._updates else None
+        results = []
+        for write in kept:
             head = self._heads.get(write.tenant, 0)
             seqs = []
             for collection, record_id, update in write.items:
@@ -136,8 +158,23 @@ class MemoryRelayStorage(RelayStorage):
                     known = self._tombstones.setdefault(key, ["", now])
                     known[0] = max(str(known[0]), *found)
             self._heads[write.tenant] = head
+            results.append(seqs)
+        for key in before:
+            indexed = indexed_fields(self._updates[key])
+            # A deleted record keeps the fields it had (server/record_fields.py).
+            self._fields[key] = indexed if indexed is not None else self._fields.get(key, {})
+        for write, seqs in zip(kept, results, strict=True):
+            fields = {
+                (c, r): (before[(write.tenant, c, r)], self._fields[(write.tenant, c, r)])
+                for c, r, _ in write.items
+            }
+            states = {
+                key: list(self._updates[(write.tenant, *key)])
+                for key, (old, new) in fields.items()
+                if old != new
+            }
             if not write.future.done():
-                write.future.set_result(seqs)
+                write.future.set_result(Committed(seqs, fields, states))
         self._commits += 1
 
     # -- reads ---------------------------------------------------------------------------
@@ -156,7 +193,7 @@ class MemoryRelayStorage(RelayStorage):
         tenant: str,
         collections: Iterable[str],
         cursor: int | None,
-        exclude_origin: str,
+        exclude_origin: str | None,
     ) -> list[RecordKey]:
         """See :meth:`RelayStorage.changed_since`."""
         names = set(collections)
@@ -180,7 +217,7 @@ class MemoryRelayStorage(RelayStorage):
                 continue
             tenant = key[0]
             head = self._heads[tenant] = self._heads.get(tenant, 0) + 1
-            for table in (self._updates, self._changes, self._tombstones):
+            for table in (self._updates, self._changes, self._tombstones, self._fields):
                 table.pop(key, None)
             self._purged[key] = (str(tombstone), head)
             done.append(Purged(*key, str(tombstone), head))
@@ -209,6 +246,26 @@ class MemoryRelayStorage(RelayStorage):
     async def head(self, tenant: str) -> int:
         """See :meth:`RelayStorage.head`."""
         return self._heads.get(tenant, 0)
+
+    async def members(self, tenant: str, selection: Selection) -> set[str]:
+        """See :meth:`RelayStorage.members` (a scan: this storage is for tests)."""
+        return {
+            record_id
+            for (owner, collection, record_id) in self._updates
+            if owner == tenant
+            and collection == selection.collection
+            and selection.keeps(record_id, self._fields.get((owner, collection, record_id), {}))
+        }
+
+    async def fields(
+        self, tenant: str, keys: Iterable[RecordKey]
+    ) -> dict[RecordKey, IndexedFields]:
+        """See :meth:`RelayStorage.fields`."""
+        return {
+            key: dict(self._fields.get((tenant, *key), {}))
+            for key in dict.fromkeys(keys)
+            if (tenant, *key) in self._updates
+        }
 
     @property
     def healthy(self) -> bool:

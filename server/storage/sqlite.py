@@ -54,9 +54,27 @@ from crdt_sync.errors import InvalidState, StoreError
 from crdt_sync.records.layout import tombstones_in
 from crdt_sync.store.checkpoints import Checkpointer
 from crdt_sync.store.sqlite_thread import on_thread
+from crdt_sync.subscriptions import Selection
 from crdt_sync.yjs.merge import merge
 
-from .base import Purged, RecordKey, RecordPurged, RelayStorage, Row, StorageNumbers
+from ..record_fields import FieldReader
+from .base import (
+    Committed,
+    IndexedFields,
+    Purged,
+    RecordKey,
+    RecordPurged,
+    RelayStorage,
+    Row,
+    StorageNumbers,
+)
+from .field_index import (
+    FIELDS_SCHEMA,
+    backfill_fields_in_thread,
+    members_query,
+    read_fields_in_thread,
+    rewrite_fields_in_thread,
+)
 from .state_cache import DEFAULT_STATE_CACHE_BYTES, StateCache
 
 log = logging.getLogger(__name__)
@@ -65,10 +83,13 @@ log = logging.getLogger(__name__)
 DEFAULT_FORGET_ORIGINS_AFTER = 1_000_000
 _FORGET_SEQS = 10_000  # seqs per forget_origins transaction (short: commits wait for it)
 
-SCHEMA_VERSION = 1
+#: 2: record_fields (server/storage/field_index.py); 3: tombstones and purged (deletion,
+#: docs/relay.md "Deletion and purge").
+SCHEMA_VERSION = 3
 DB_FILENAME = "relay.sqlite3"
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tenants (tenant TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -101,10 +122,12 @@ CREATE TABLE IF NOT EXISTS purged (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS purged_by_seq ON purged (tenant, seq);
 """
+    + FIELDS_SCHEMA
+)
 
 #: Tables whose rows belong to one record (keyed by tenant, collection, record_id): a purge
 #: deletes from each. A table added for records (e.g. queryable field values) joins this list.
-RECORD_TABLES = ("snapshots", "log", "changes", "tombstones")
+RECORD_TABLES = ("snapshots", "log", "changes", "tombstones", "record_fields")
 _PURGE_BATCH = 500  # records per purge transaction (short: commits wait for it)
 
 _PREMERGE_SLICE = 16  # cached states merged per loop iteration after commits
@@ -218,6 +241,8 @@ class SQLiteRelayStorage(RelayStorage):
         self._heads: dict[str, int] = {}  # committed seq per tenant (loaded lazily)
         self._log_lengths: dict[tuple[str, str, str], int] = {}
         self._lock = asyncio.Lock()  # one transaction at a time on the writer connection
+        # The field index's decoder, used on the writer connection's thread only.
+        self._field_reader = FieldReader()
 
     async def open(self) -> None:
         """Open the database, create the schema, start the writer task."""
@@ -236,6 +261,17 @@ class SQLiteRelayStorage(RelayStorage):
             if row is None:
                 await db.execute(
                     "INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+                )
+            elif int(row[0]) in (1, 2):
+                # The tables are created above (IF NOT EXISTS); their rows are filled here,
+                # once. Schema 1 had no field index: fill it from every record's state.
+                if int(row[0]) == 1:
+                    await on_thread(db, backfill_fields_in_thread, states_query)
+                # Schemas 1 and 2 had no tombstone table: find the tombstones already stored
+                # (their TTL counts from now).
+                await on_thread(db, backfill_tombstones_in_thread, time.time())
+                await db.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),)
                 )
             elif int(row[0]) != SCHEMA_VERSION:
                 raise StoreError(self.path, f"relay schema {row[0]} is not {SCHEMA_VERSION}")
@@ -374,7 +410,7 @@ class SQLiteRelayStorage(RelayStorage):
         tenant: str,
         collections: Iterable[str],
         cursor: int | None,
-        exclude_origin: str,
+        exclude_origin: str | None,
     ) -> list[RecordKey]:
         """See :meth:`RelayStorage.changed_since`."""
         db = self._require(self._reader_db)
@@ -388,6 +424,13 @@ class SQLiteRelayStorage(RelayStorage):
                 f"WHERE tenant = ? AND collection IN ({marks}) ORDER BY collection, record_id"
             )
             params: list[object] = [tenant, *names]
+        elif exclude_origin is None:
+            sql = (
+                "SELECT DISTINCT collection, record_id FROM changes "
+                f"WHERE tenant = ? AND seq > ? AND collection IN ({marks}) "
+                "ORDER BY collection, record_id"
+            )
+            params = [tenant, cursor, *names]
         else:
             sql = (
                 "SELECT DISTINCT collection, record_id FROM changes "
@@ -397,6 +440,23 @@ class SQLiteRelayStorage(RelayStorage):
             params = [tenant, cursor, exclude_origin, *names]
         rows = await db.execute_fetchall(sql, params)
         return [(str(c), str(r)) for c, r in rows]
+
+    async def members(self, tenant: str, selection: Selection) -> set[str]:
+        """See :meth:`RelayStorage.members`: one indexed query (:func:`members_query`)."""
+        db = self._require(self._reader_db)
+        sql, params = members_query(tenant, selection)
+        rows = await db.execute_fetchall(sql, params)
+        return {str(r) for (r,) in rows if r is not None}
+
+    async def fields(
+        self, tenant: str, keys: Iterable[RecordKey]
+    ) -> dict[RecordKey, IndexedFields]:
+        """See :meth:`RelayStorage.fields`."""
+        db = self._require(self._reader_db)
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        return await on_thread(db, read_fields_in_thread, tenant, wanted)
 
     async def forget_origins(self, tenant: str, before_seq: int) -> int:
         """Collapse change rows older than ``before_seq`` into one origin-less row per record.
@@ -441,6 +501,7 @@ class SQLiteRelayStorage(RelayStorage):
                 heads = dict(self._heads)
                 batch = await on_thread(db, _purge_in_thread, deleted_before, heads)
                 self._heads = heads
+            self._field_reader.forget((p.tenant, p.collection, p.record_id) for p in batch)
             for purged in batch:
                 key = (purged.tenant, purged.collection, purged.record_id)
                 self.states.removed(key)
@@ -587,7 +648,14 @@ class SQLiteRelayStorage(RelayStorage):
             # catch-up that reads a new record does not go to the database.
             cache = self.states
             probe = [key for key in touched if key not in cache] if cache.max_bytes else []
-            existing, purged = await on_thread(
+            # Each touched record's committed updates before this write (from the cache when
+            # it has them, else read in the transaction) and the write's own, for the field
+            # index rewritten in the same transaction.
+            new_updates: dict[tuple[str, str, str], list[bytes]] = {}
+            for tenant, collection, record_id, _seq, update in log_rows:
+                new_updates.setdefault((tenant, collection, record_id), []).append(update)
+            reindex = [(key, cache.parts(key), updates) for key, updates in new_updates.items()]
+            existing, fields, states, purged = await on_thread(
                 db,
                 _commit_in_thread,
                 log_rows,
@@ -596,6 +664,8 @@ class SQLiteRelayStorage(RelayStorage):
                 probe,
                 tombstone_rows,
                 list(touched),
+                reindex,
+                self._field_reader,
             )
         except Exception as exc:
             log.exception("relay storage commit failed (%d writes)", len(batch))
@@ -628,7 +698,12 @@ class SQLiteRelayStorage(RelayStorage):
         self.stats.updates += len(log_rows)
         for request, seqs in zip(batch, results, strict=True):
             if not request.future.done():
-                request.future.set_result(seqs)
+                t = request.tenant
+                request_fields = {(c, r): fields[(t, c, r)] for c, r, _ in request.items}
+                request_states = {
+                    (c, r): states[(t, c, r)] for c, r, _ in request.items if (t, c, r) in states
+                }
+                request.future.set_result(Committed(seqs, request_fields, request_states))
         if due:
             self._compact_due.update(dict.fromkeys(due))
             self._compact_wakeup.set()
@@ -740,19 +815,30 @@ def _commit_in_thread(
     probe: list[tuple[str, str, str]],
     tombstone_rows: list[tuple[str, str, str, str, float]],
     touched: list[tuple[str, str, str]],
-) -> tuple[set[tuple[str, str, str]], set[tuple[str, str, str]]]:
+    reindex: list[tuple[tuple[str, str, str], list[bytes] | None, list[bytes]]],
+    reader: FieldReader,
+) -> tuple[
+    set[tuple[str, str, str]],
+    dict[tuple[str, str, str], tuple[IndexedFields | None, IndexedFields]],
+    dict[tuple[str, str, str], list[bytes]],
+    set[tuple[str, str, str]],
+]:
     """One group-commit transaction (runs on the writer connection's thread).
 
     Returns:
-        The records among ``probe`` that existed before this transaction, and the records
-        among ``touched`` that are purged: if there are any, nothing was written.
+        The records among ``probe`` that existed before this transaction, the indexed
+        fields of every record written, before and after it, the whole state of those
+        whose fields changed, and the records among ``touched`` that are purged: if there
+        are any, nothing was written.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
         purged = _purged_among(conn, touched)
         if purged:
             conn.execute("ROLLBACK")
-            return set(), purged
+            return set(), {}, {}, purged
+        states: dict[tuple[str, str, str], list[bytes]] = {}
+        fields = rewrite_fields_in_thread(conn, reindex, states_query, reader, states)
         existing: set[tuple[str, str, str]] = set()
         for start in range(0, len(probe), _KEYS_PER_QUERY):
             chunk = probe[start : start + _KEYS_PER_QUERY]
@@ -790,8 +876,9 @@ def _commit_in_thread(
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
+        reader.forget(key for key, _, _ in reindex)  # their documents hold what was not stored
         raise
-    return existing, set()
+    return existing, fields, states, set()
 
 
 def _purged_among(
@@ -812,6 +899,35 @@ def _purged_among(
             )
         )
     return found
+
+
+def backfill_tombstones_in_thread(conn: sqlite3.Connection, now: float) -> int:
+    """Record the tombstones of the stored records (opening a schema 1 or 2 storage, which
+    had no ``tombstones`` table), with ``deleted_at = now``; one transaction. Reads each
+    stored update's bytes (:func:`~crdt_sync.records.layout.tombstones_in`), no document is
+    built. Returns the number of deleted records found."""
+    found: dict[tuple[str, str, str], str] = {}
+    for table, column in (("snapshots", "state"), ("log", "data")):
+        for tenant, collection, record_id, data in conn.execute(
+            f"SELECT tenant, collection, record_id, {column} FROM {table}"
+        ):
+            keys = tombstones_in(bytes(data))
+            if keys:
+                key = (str(tenant), str(collection), str(record_id))
+                found[key] = max([*keys, found.get(key, "")])
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany(
+            "INSERT INTO tombstones (tenant, collection, record_id, tombstone, deleted_at) "
+            "VALUES (?,?,?,?,?) ON CONFLICT (tenant, collection, record_id) "
+            "DO UPDATE SET tombstone = MAX(tombstone, excluded.tombstone)",
+            [(*key, tombstone, now) for key, tombstone in found.items()],
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return len(found)
 
 
 def _purge_in_thread(

@@ -72,6 +72,14 @@ class StateCache:
         self._evict()
         return merged
 
+    def parts(self, key: tuple[str, str, str]) -> list[bytes] | None:
+        """The record's cached updates (their merge is its state) without merging them or
+        touching the LRU order; ``None`` if it is not cached."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        return [entry] if isinstance(entry, bytes) else list(entry)
+
     @property
     def unmerged(self) -> int:
         """Entries holding updates still to merge."""

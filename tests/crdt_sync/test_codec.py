@@ -12,6 +12,7 @@ from crdt_sync.errors import InvalidMessage, MessageTooBig
 from crdt_sync.messages import (
     Ack,
     Changed,
+    Dropped,
     Error,
     Hello,
     Limits,
@@ -33,6 +34,8 @@ from crdt_sync.messages import (
     Updates,
     Welcome,
 )
+from crdt_sync.query import field
+from crdt_sync.subscriptions import Subscription
 
 ALL_MESSAGES: list[Message] = [
     Hello("tok.en", "replica-1"),
@@ -54,6 +57,23 @@ ALL_MESSAGES: list[Message] = [
     Synced(99),
     Removed((RemovedItem("jobs", "job-1", "0000000003e8.000001.tech-17"),), cursor=None),
     Removed((), cursor=7),
+    Synced(99, at=1_796_203_200_000),
+    Dropped((RecordKey("appointments", "a-1"),)),
+    Subscribe(
+        ("jobs", "appointments"),
+        17,
+        (
+            Subscription("jobs", ids=["job-1"]),
+            Subscription("appointments", where=field("date").window(0, 3, tz="Europe/Paris")),
+        ),
+        since=1_796_203_200_000,
+    ),
+    Welcome(
+        "acme",
+        ("jobs",),
+        Limits(1 << 20, 500),
+        scopes=(("jobs", ["eq", "owner", {"claim": "sub"}]),),
+    ),
 ]
 
 
@@ -251,3 +271,25 @@ def test_removed_wire_shape_and_bad_items() -> None:
     assert_invalid({"t": "removed", "items": [["jobs", "j1"]], "cursor": None})
     assert_invalid({"t": "removed", "items": [["jobs", "", "ts"]], "cursor": None})
     assert_invalid({"t": "removed", "items": [["jobs", "j1", 3]], "cursor": None})
+
+
+class TestSubscriptionFields:
+    def test_old_frames_are_unchanged(self) -> None:
+        assert codec.encode(Synced(5)) == pack({"t": "synced", "cursor": 5})
+        assert codec.encode(Subscribe(("jobs",), None)) == pack(
+            {"t": "sub", "collections": ["jobs"], "cursor": None}
+        )
+
+    def test_malformed_subscriptions_are_bad_frames(self) -> None:
+        frame = {"t": "sub", "collections": ["jobs"], "cursor": None}
+        assert_invalid(
+            {**frame, "subs": [["jobs", ["window", "d", 0, 1, "Mars/Base", "date"], None]]},
+            "time zone",
+        )
+        assert_invalid({**frame, "subs": "jobs"}, "subs")
+        assert_invalid({**frame, "since": True})
+        assert_invalid({"t": "drop", "items": [["jobs"]]})
+        assert_invalid({"t": "synced", "cursor": 1, "at": "now"})
+        welcome = codec.encode(Welcome("acme", ("jobs",), Limits(1 << 20, 500)))
+        obj = msgpack.unpackb(welcome)
+        assert_invalid({**obj, "scopes": {"jobs": ["nope"]}}, "scope")

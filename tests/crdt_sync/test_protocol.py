@@ -19,6 +19,7 @@ from crdt_sync.errors import InvalidMessage, InvalidState, MessageTooBig
 from crdt_sync.messages import (
     Ack,
     Changed,
+    Dropped,
     Error,
     Hello,
     Limits,
@@ -43,6 +44,7 @@ from crdt_sync.protocol import (
     Acked,
     ChangedReceived,
     ClientProtocol,
+    DroppedReceived,
     ErrorReceived,
     HelloReceived,
     PongReceived,
@@ -57,6 +59,8 @@ from crdt_sync.protocol import (
     UpdatesReceived,
     Welcomed,
 )
+from crdt_sync.query import field as query_field
+from crdt_sync.subscriptions import Subscription
 
 
 def assert_failed(proto: ClientProtocol | ServerProtocol, code: str) -> None:
@@ -812,3 +816,43 @@ class TestErrors:
             client = ClientProtocol("r1", "tok")
             client.receive_data(data)
             assert client.state is State.CLOSING
+
+
+class TestSubscriptions:
+    """``sub`` with subscriptions, ``synced`` with ``at``, ``drop`` (docs/protocol.md,
+    "Subscriptions")."""
+
+    def test_subscriptions_reach_the_server_and_drops_the_client(self) -> None:
+        pair = ProtocolPair.open()
+        window = Subscription("jobs", where=query_field("date").window(0, 3, tz="Europe/Paris"))
+        pair.client.subscribe(("jobs", "contacts"), 7, [window], since=1_000)
+        pair.client_to_server()
+        assert pair.server_events() == [Subscribed(("jobs", "contacts"), 7, (window,), 1_000)]
+        pair.server.send_dropped([("jobs", "j1"), ("jobs", "j2")])
+        pair.server.send_synced(9, at=2_000)
+        pair.server_to_client()
+        assert pair.client_events() == [
+            DroppedReceived((RecordKey("jobs", "j1"), RecordKey("jobs", "j2"))),
+            SyncedReceived(9, 2_000),
+        ]
+
+    def test_drops_are_batched_to_the_limits(self) -> None:
+        pair = ProtocolPair.open(max_items=2)
+        pair.server.send_dropped([("jobs", f"j{i}") for i in range(5)])
+        frames = pair.server_to_client()
+        assert [len(f.items) for f in frames if isinstance(f, Dropped)] == [2, 2, 1]
+
+    def test_a_subscription_outside_the_grant_is_forbidden(self) -> None:
+        pair = ProtocolPair.open()
+        pair.client.subscribe(("payroll",), None, [Subscription("payroll", ids=["p1"])])
+        pair.client_to_server()
+        assert_failed(pair.server, "forbidden")
+
+    def test_a_subscription_on_a_collection_not_subscribed_is_a_bad_frame(self) -> None:
+        pair = ProtocolPair.open()
+        with pytest.raises(ValueError):
+            pair.client.subscribe(("jobs",), None, [Subscription("contacts")])
+        pair.server.receive_data(
+            codec.encode(Subscribe(("jobs",), None, (Subscription("contacts"),)))
+        )
+        assert_failed(pair.server, "bad_frame")

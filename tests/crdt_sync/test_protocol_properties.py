@@ -33,6 +33,7 @@ from crdt_sync.errors import InvalidMessage, MessageTooBig
 from crdt_sync.messages import (
     Ack,
     Changed,
+    Dropped,
     Error,
     Hello,
     Limits,
@@ -56,6 +57,7 @@ from crdt_sync.protocol import (
     Acked,
     ChangedReceived,
     ClientProtocol,
+    DroppedReceived,
     ErrorReceived,
     HelloReceived,
     PongReceived,
@@ -69,6 +71,8 @@ from crdt_sync.protocol import (
     UpdatesReceived,
     Welcomed,
 )
+from crdt_sync.query import field as query_field
+from crdt_sync.subscriptions import Subscription
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -124,6 +128,33 @@ valid_messages: st.SearchStrategy[Message] = st.one_of(
         st.none() | ints,
     ),
     st.builds(Synced, ints),
+    st.builds(Synced, ints, st.none() | ints),
+    st.builds(Dropped, st.lists(st.builds(RecordKey, names, names), max_size=3).map(tuple)),
+    st.lists(names, min_size=1, max_size=3).flatmap(
+        lambda cs: st.builds(
+            Subscribe,
+            st.just(tuple(cs)),
+            st.none() | small_ints,
+            st.lists(
+                st.one_of(
+                    st.builds(Subscription, st.sampled_from(cs)),
+                    st.builds(
+                        lambda c, ids: Subscription(c, ids=ids),
+                        st.sampled_from(cs),
+                        st.lists(names, max_size=3),
+                    ),
+                    st.builds(
+                        lambda c, d: Subscription(c, where=query_field("date").window(0, d)),
+                        st.sampled_from(cs),
+                        st.integers(0, 30),
+                    ),
+                ),
+                max_size=3,
+            ).map(tuple)
+            | st.none(),
+            st.none() | ints,
+        )
+    ),
 )
 
 msgpack_values = st.recursive(
@@ -250,6 +281,7 @@ CLIENT_EVENTS = (
     ChangedReceived,
     UpdatesReceived,
     SyncedReceived,
+    DroppedReceived,
     PongReceived,
     ErrorReceived,
 )

@@ -44,7 +44,14 @@ async def test_a_delete_syncs_and_wins_over_a_concurrent_edit(
             job["status"] = "done"
 
         await a.go_offline()
+        mine = a.changes()
+        local = asyncio.ensure_future(anext(mine))
         await a.delete("jobs", "job-1")
+        async with asyncio.timeout(10):  # a local change, every field gone, deleted
+            assert await local == RecordChange(
+                "jobs", "job-1", "local", frozenset({"status", "notes"}), deleted=True
+            )
+        await mine.aclose()
         with pytest.raises(RecordDeleted, match="was deleted by replica a"):
             await a.get("jobs", "job-1")
         assert not await a.exists("jobs", "job-1")
@@ -194,3 +201,50 @@ def _local_rows(tmp_path: Path, name: str, record_id: str) -> int:
             db.execute(f"SELECT COUNT(*) FROM {table} WHERE id = ?", (record_id,)).fetchone()[0]
             for table in ("records", "updates", "outbox")
         )
+
+
+@pytest.mark.asyncio
+async def test_a_replica_following_a_query_gets_the_deletion_and_logs_its_lost_edit(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    # docs/relay.md, "Deletion and purge": a deleted record keeps matching the subscriptions
+    # it matched, so a device that holds it through a query gets the tombstone (the record
+    # leaves its queries) and its own concurrent edit is logged as lost, never silently gone.
+    from crdt_sync.client import Subscription
+
+    subscriptions = [Subscription("jobs", where={"status": "open"})]
+    token = relay.token("acme", ["jobs"])
+    async with (
+        open_replica(tmp_path, "office", relay, collections=["jobs"]) as office,
+        open_replica(
+            tmp_path, "tech", relay, token=token, collections=None, subscriptions=subscriptions
+        ) as tech,
+    ):
+        for rid in ("job-1", "job-2"):
+            async with office.edit("jobs", rid) as job:
+                job["status"] = "open"
+        await office.wait_synced()
+        await until(lambda: tech.exists("jobs", "job-2"), [tech], what="tech to get the jobs")
+        assert [r.id for r in await tech.query("jobs", {"status": "open"})] == ["job-1", "job-2"]
+
+        await tech.go_offline()
+        async with tech.edit("jobs", "job-1") as job:  # concurrent with the delete below
+            job["notes"] = "parts ordered"
+        await office.delete("jobs", "job-1")
+        await office.wait_synced()
+        tech.go_online()
+        await tech.wait_synced()
+        await tech.sync_now()
+
+        async def lost_logged() -> bool:
+            return any(
+                c.won_deleted and c.lost_value == "parts ordered"
+                for c in await tech.conflicts("jobs", "job-1")
+            )
+
+        await until(lost_logged, [tech], what="tech to log its edit as lost to the deletion")
+        assert [r.id for r in await tech.query("jobs", {"status": "open"})] == ["job-2"]
+        assert await tech.count("jobs") == 1
+        with pytest.raises(RecordDeleted):
+            await tech.get("jobs", "job-1")
+        assert tech.status.current.pending == 0  # its edit was taken (and lost to the deletion)

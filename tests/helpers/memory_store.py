@@ -170,6 +170,9 @@ class MemoryStore:
     async def state_vectors(self, keys: Sequence[tuple[str, str]]) -> list[bytes]:
         return [self.docs[key].get_state() if key in self.docs else b"" for key in keys]
 
+    async def absent(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [key for key in dict.fromkeys(keys) if key not in self.docs]
+
     async def apply_remote(
         self,
         updates: Iterable[tuple[str, str, bytes]],
@@ -205,6 +208,17 @@ class MemoryStore:
 
     async def get_setting(self, key: str) -> str | None:
         return self.settings.get(key)
+
+    async def ids(self, collection: str) -> list[str]:
+        return sorted(r for c, r in self.docs if c == collection)
+
+    async def drop_records(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        pending = {(e.collection, e.record_id) for e in await self.outbox.entries()}
+        kept = [key for key in dict.fromkeys(keys) if key in pending]
+        for key in keys:
+            if key not in pending:
+                self.docs.pop(key, None)
+        return kept
 
     async def set_setting(self, key: str, value: str) -> None:
         self.settings[key] = value

@@ -39,13 +39,14 @@ def open_replica(
     relay: RelayProcess | str,
     *,
     tenant: str = "acme",
-    collections: Sequence[str] = ("jobs", "contacts"),
+    collections: Sequence[str] | None = ("jobs", "contacts"),
     url: str | None = None,
     **overrides: Any,
 ) -> Any:
-    """``Replica.open`` on ``tmp_path / f"{name}.db"`` with a token for ``tenant``."""
+    """``Replica.open`` on ``tmp_path / f"{name}.db"`` with a token for ``tenant``
+    (``collections=None``: pass ``subscriptions`` and a ``token``)."""
     if isinstance(relay, RelayProcess):
-        token: Any = overrides.pop("token", None) or relay.token(tenant, collections)
+        token: Any = overrides.pop("token", None) or relay.token(tenant, collections or ())
         target = url or relay.url
     else:
         token = overrides.pop("token")
@@ -54,7 +55,7 @@ def open_replica(
         tmp_path / f"{name}.db",
         url=target,
         token=token,
-        collections=list(collections),
+        collections=list(collections) if collections is not None else None,
         replica_id=name,
         **replica_options(**overrides),
     )

@@ -7,26 +7,33 @@ compaction is exercised under every answer) and the in-memory one. PostgreSQL jo
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 from crdt_sync.server.storage import (
+    Committed,
     MemoryRelayStorage,
     Purged,
     RecordPurged,
     RelayStorage,
     SQLiteRelayStorage,
 )
+from helpers.record_updates import RecordWriter, record_update
 from helpers.yjs_updates import text_edits, text_of
 from pycrdt import Doc, Text, get_state, get_update
 
 from crdt_sync.errors import InvalidState
+from crdt_sync.query import Claim, Eq
+from crdt_sync.query import field as query_field
 from crdt_sync.records.clock import HybridClock
 from crdt_sync.records.layout import layout_of, tombstones_in
 from crdt_sync.records.lww import Kind
+from crdt_sync.subscriptions import Selection, Subscription
 
 
 def _new(kind: str, tmp_path: Path) -> RelayStorage:
@@ -204,3 +211,113 @@ async def test_a_write_to_a_purged_record_fails_whole_and_stores_nothing(
         await late
     assert await fine == [head + 1]  # the other write of the group commits
     assert await storage.get_states("acme", [("jobs", "j1")]) == {}
+
+
+# -- the field index (subscriptions, record-level grants) ---------------------------------
+
+
+@pytest.mark.asyncio
+async def test_commits_index_top_level_fields_and_report_before_and_after(
+    storage: RelayStorage,
+) -> None:
+    job = RecordWriter("jobs")
+    first = await storage.write("acme", "r1", [("jobs", "j1", job.write(status="open", n=3))])
+    assert isinstance(first, Committed) and list(first) == [1]
+    assert first.fields == {("jobs", "j1"): (None, {"status": "open", "n": 3})}
+    second = await storage.write(
+        "acme", "r1", [("jobs", "j1", job.write(status="done", tags=["a"], flag=True))]
+    )
+    assert second.fields[("jobs", "j1")] == (
+        {"status": "open", "n": 3},
+        {"status": "done", "n": 3, "flag": 1},
+    )
+    # Not a record (a Yjs app's own document): indexed as having no fields.
+    await storage.write("acme", "r1", [("notes", "n1", text_edits(1)[0])])
+    assert await storage.fields("acme", [("jobs", "j1"), ("notes", "n1"), ("jobs", "x")]) == {
+        ("jobs", "j1"): {"status": "done", "n": 3, "flag": 1},
+        ("notes", "n1"): {},
+    }
+    assert await storage.fields("globex", [("jobs", "j1")]) == {}
+
+
+@pytest.mark.asyncio
+async def test_members_of_a_selection(storage: RelayStorage) -> None:
+    rows = [
+        ("jobs", "j1", record_update(owner="amy", date="2026-12-02", status="open")),
+        ("jobs", "j2", record_update(owner="bob", date="2026-12-03", status="open")),
+        ("jobs", "j3", record_update(owner="amy", date="2026-12-09", status="done")),
+        ("jobs", "j4", text_edits(1)[0]),
+        ("contacts", "c1", record_update(owner="amy")),
+    ]
+    await storage.write("acme", "r1", rows)
+    await storage.write("globex", "r1", rows)
+    now = dt.datetime(2026, 12, 2, 12, tzinfo=dt.UTC)
+
+    async def members(subs: list[Subscription], scope: Any = None) -> set[str]:
+        selection = Selection.of("jobs", subs, scope).resolve(now, {"sub": "amy"})
+        return await storage.members("acme", selection)
+
+    assert await members([Subscription("jobs")]) == {"j1", "j2", "j3", "j4"}
+    assert await members([Subscription("jobs", where=query_field("date").window(0, 2))]) == {
+        "j1",
+        "j2",
+    }
+    assert await members([Subscription("jobs", ids=["j3", "j4", "nope"])]) == {"j3", "j4"}
+    assert await members(
+        [Subscription("jobs", ids=["j2"]), Subscription("jobs", where={"status": "done"})]
+    ) == {"j2", "j3"}
+    owner = Eq("owner", Claim("sub"))
+    assert await members([Subscription("jobs")], owner) == {"j1", "j3"}
+    assert await members([Subscription("jobs", ids=["j2", "j3"])], owner) == {"j3"}
+    assert await members([]) == set()
+
+
+@pytest.mark.asyncio
+async def test_changed_since_by_anyone(storage: RelayStorage) -> None:
+    u = text_edits(1)[0]
+    await storage.write("acme", "alice", [("jobs", "a1", u)])
+    await storage.write("acme", "bob", [("jobs", "b1", u)])
+    assert await storage.changed_since("acme", ["jobs"], 0, "alice") == [("jobs", "b1")]
+    assert await storage.changed_since("acme", ["jobs"], 0, None) == [
+        ("jobs", "a1"),
+        ("jobs", "b1"),
+    ]
+
+
+@pytest.mark.asyncio
+async def test_a_deleted_record_keeps_its_fields_until_purged_then_nothing(
+    storage: RelayStorage,
+) -> None:
+    # docs/relay.md, "Deletion and purge": a tombstoned record keeps the indexed fields it had,
+    # so the replicas holding it through a query keep getting it (the tombstone, then writes
+    # that lose to it, which they log), and a losing write never moves it; the purge removes
+    # its field rows with everything else.
+    writer = RecordWriter()
+    await storage.write("acme", "r1", [("jobs", "j1", writer.write(status="open"))])
+    await storage.write("acme", "r1", [("jobs", "j2", record_update(status="open"))])
+    now = dt.datetime(2026, 12, 2, 12, tzinfo=dt.UTC)
+
+    async def members(sub: Subscription) -> set[str]:
+        return await storage.members("acme", Selection.of("jobs", [sub], None).resolve(now, {}))
+
+    open_jobs = Subscription("jobs", where={"status": "open"})
+    done_jobs = Subscription("jobs", where={"status": "done"})
+    assert await members(open_jobs) == {"j1", "j2"}
+    late = RecordWriter(replica="late")  # has the record, will not see its deletion
+    late.doc.apply_update(writer.doc.get_update())
+    done = await storage.write("acme", "r1", [("jobs", "j1", writer.delete())])
+    assert isinstance(done, Committed)
+    assert done.fields[("jobs", "j1")] == ({"status": "open"}, {"status": "open"})
+    assert await storage.fields("acme", [("jobs", "j1")]) == {("jobs", "j1"): {"status": "open"}}
+    assert await members(open_jobs) == {"j1", "j2"}
+    # A write made without seeing the deletion shows in the document, not in the index.
+    lost = await storage.write("acme", "r2", [("jobs", "j1", late.write(status="done"))])
+    assert isinstance(lost, Committed)
+    assert lost.fields[("jobs", "j1")] == ({"status": "open"}, {"status": "open"})
+    assert await members(open_jobs) == {"j1", "j2"} and await members(done_jobs) == set()
+    [purged] = await storage.purge_tombstones(time.time() + 60)
+    assert (purged.collection, purged.record_id) == ("jobs", "j1")
+    assert await storage.fields("acme", [("jobs", "j1")]) == {}
+    assert await members(open_jobs) == {"j2"}
+    assert await members(Subscription("jobs")) == {"j2"}
+    assert await members(Subscription("jobs", ids=["j1"])) == set()

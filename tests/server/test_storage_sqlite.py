@@ -7,22 +7,29 @@ one adds: persistence across a reopen, compaction, checkpoints, forgotten origin
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import random
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 from crdt_sync.server.storage import SQLiteRelayStorage
+from crdt_sync.server.storage.field_index import members_query
 from crdt_sync.server.storage.sqlite import (
     _merge_in_thread,
     _store_compacted_in_thread,
 )
+from helpers.record_updates import RecordWriter, record_update
 from helpers.yjs_updates import text_edits, text_of, text_update
 from pycrdt import Doc, Map
 
 from crdt_sync.errors import InvalidState
+from crdt_sync.query import Claim, Eq
+from crdt_sync.query import field as query_field
 from crdt_sync.store.sqlite_thread import on_thread
+from crdt_sync.subscriptions import Selection, Subscription
 
 
 @pytest.mark.asyncio
@@ -443,5 +450,119 @@ async def test_forgetting_origins_runs_in_short_transactions_and_can_be_turned_o
                 "SELECT origin, COUNT(*) FROM changes GROUP BY origin = ''"
             ).fetchall()
         assert sorted(count for _, count in origins) == [3, 6]  # r0..r2 forgotten; 6 recent
+    finally:
+        await storage.close()
+
+
+# -- the field index ---------------------------------------------------------------------
+
+
+def subscription_plan(path: Path, tenant: str, selection: Selection) -> list[str]:
+    sql, params = members_query(tenant, selection)
+    with sqlite3.connect(path) as db:
+        return [str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+
+
+@pytest.mark.asyncio
+async def test_evaluating_a_subscription_is_an_indexed_query(tmp_path: Path) -> None:
+    """The plan of a rolling window AND a status, plus pinned ids, within an owner grant:
+    every table access is a SEARCH on an index, never a SCAN, and no document is read."""
+    storage = SQLiteRelayStorage(tmp_path)
+    await storage.open()
+    try:
+        rows = [
+            ("jobs", f"j{i}", record_update(owner=f"u{i % 7}", date=f"2026-12-{1 + i % 28:02}"))
+            for i in range(300)
+        ]
+        await storage.write("acme", "r1", rows)
+        subs = [
+            Subscription(
+                "jobs",
+                where=query_field("date").window(0, 3) & query_field("owner").is_in(["u1", "u2"]),
+            ),
+            Subscription("jobs", ids=["j1", "j2"]),
+        ]
+        selection = Selection.of("jobs", subs, Eq("owner", Claim("sub"))).resolve(
+            dt.datetime(2026, 12, 2, tzinfo=dt.UTC), {"sub": "u1"}
+        )
+        assert await storage.members("acme", selection) == {
+            r
+            for c, r, _ in rows
+            if r in ("j1",) or (int(r[1:]) % 7 == 1 and 2 <= 1 + int(r[1:]) % 28 <= 5)
+        }
+    finally:
+        await storage.close()
+    plan = subscription_plan(storage.path, "acme", selection)
+    accesses = [line for line in plan if line.startswith(("SCAN", "SEARCH"))]
+    assert accesses, plan
+    for line in accesses:
+        # A SCAN is only of a subquery's rows or of the ids' json_each, never of a table.
+        assert line.startswith("SEARCH") or "(subquery" in line or "json_each" in line, plan
+        assert "snapshots" not in line and " log" not in line, plan
+    assert any("record_fields_by_value" in line for line in accesses), plan
+    print("\n".join(plan))
+
+
+@pytest.mark.asyncio
+async def test_a_schema_1_storage_is_indexed_when_opened(tmp_path: Path) -> None:
+    storage = SQLiteRelayStorage(tmp_path)
+    await storage.open()
+    await storage.write("acme", "r1", [("jobs", "j1", record_update(status="open"))])
+    await storage.close()
+    with sqlite3.connect(storage.path) as db:  # as a relay of schema 1 left it
+        db.execute("DROP TABLE record_fields")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+    storage = SQLiteRelayStorage(tmp_path)
+    await storage.open()
+    try:
+        assert await storage.fields("acme", [("jobs", "j1")]) == {
+            ("jobs", "j1"): {"status": "open"}
+        }
+    finally:
+        await storage.close()
+
+
+async def _old_storage(tmp_path: Path, schema: int) -> SQLiteRelayStorage:
+    """A storage as a relay of ``schema`` (1: no field index, 2: no tombstones) left it,
+    holding a live record j2 and a record j1 deleted by a replica (the tombstone pushed to
+    the old relay)."""
+    storage = SQLiteRelayStorage(tmp_path)
+    await storage.open()
+    writer = RecordWriter()
+    await storage.write("acme", "r1", [("jobs", "j1", writer.write(status="open"))])
+    await storage.write("acme", "r1", [("jobs", "j2", record_update(status="open"))])
+    await storage.write("acme", "r1", [("jobs", "j1", writer.delete())])
+    await storage.close()
+    with sqlite3.connect(storage.path) as db:
+        db.execute("DROP TABLE tombstones")
+        db.execute("DROP TABLE purged")
+        if schema == 1:
+            db.execute("DROP TABLE record_fields")
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(schema),))
+    return SQLiteRelayStorage(tmp_path)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("schema", [1, 2])
+async def test_an_older_storage_gets_its_tombstones_when_opened(
+    tmp_path: Path, schema: int
+) -> None:
+    storage = await _old_storage(tmp_path, schema)
+    await storage.open()
+    try:
+        with sqlite3.connect(storage.path) as db:
+            assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("3",)
+        assert await storage.purge_tombstones(time.time() - 60) == []  # TTL from the upgrade
+        [purged] = await storage.purge_tombstones(time.time() + 60)
+        assert (purged.collection, purged.record_id) == ("jobs", "j1")
+        assert await storage.purged("acme", [("jobs", "j1")]) == {("jobs", "j1"): purged.tombstone}
+        now = dt.datetime(2026, 12, 2, 12, tzinfo=dt.UTC)
+        selection = Selection.of("jobs", [Subscription("jobs", where={"status": "open"})], None)
+        assert await storage.members("acme", selection.resolve(now, {})) == {"j2"}
+        with sqlite3.connect(storage.path) as db:
+            for table in ("snapshots", "log", "changes", "tombstones", "record_fields"):
+                assert db.execute(
+                    f"SELECT COUNT(*) FROM {table} WHERE record_id = 'j1'"
+                ).fetchone() == (0,), table
     finally:
         await storage.close()

@@ -18,6 +18,7 @@ from crdt_sync.errors import (
     OutboxError,
     RecordNotFound,
     SchemaVersionError,
+    UnsyncedChangesError,
 )
 from crdt_sync.outbox import OutboxStatus
 from crdt_sync.records.record import read_fields
@@ -252,7 +253,10 @@ class TestFile:
         s = await LocalStore.open(tmp_path / "w.db")
         async with s.edit("jobs", "j") as job:
             job["a"] = 1
-        await s.wipe()
+        with pytest.raises(UnsyncedChangesError, match="1 unsynced change"):
+            await s.wipe()  # the edit is not synced: refused, nothing removed
+        assert (await s.get("jobs", "j"))["a"] == 1
+        await s.wipe(force=True)
         assert sorted(p.name for p in tmp_path.iterdir()) == []  # noqa: ASYNC240
         with pytest.raises(InvalidState):
             await s.get("jobs", "j")

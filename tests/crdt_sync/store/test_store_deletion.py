@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from crdt_sync.errors import InvalidEdit, RecordDeleted, RecordNotFound
+from crdt_sync.errors import InvalidEdit, InvalidState, RecordDeleted, RecordNotFound
 from crdt_sync.records.layout import layout_of, tombstones_in
-from crdt_sync.store.removal import RECORD_TABLES, remove_records
+from crdt_sync.store.removal import PER_RECORD_TABLES, remove_records
 from crdt_sync.store.sqlite import LocalStore
 
 
@@ -25,7 +25,7 @@ def _rows(path: Path, record_id: str) -> int:
     with sqlite3.connect(path) as db:
         return sum(
             db.execute(f"SELECT COUNT(*) FROM {table} WHERE id = ?", (record_id,)).fetchone()[0]
-            for table in RECORD_TABLES
+            for table in (*PER_RECORD_TABLES, "outbox")
         )
 
 
@@ -151,19 +151,29 @@ async def test_forget_purged_removes_rows_and_logs_pending_changes(tmp_path: Pat
 
 
 @pytest.mark.asyncio
-async def test_remove_records_keeps_records_with_pending_changes(tmp_path: Path) -> None:
+async def test_remove_records_refuses_pending_changes_unless_drop_pending(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "a.db"
+    keys = [("jobs", "job-1"), ("jobs", "job-2"), ("jobs", "x")]
     async with await LocalStore.open(path, replica_id="tech-a") as store:
         await _job(store, "job-1")
         await _job(store, "job-2")
         await store.outbox.acknowledge([(await store.outbox.entries())[0].seq])
 
-        def remove(db: sqlite3.Connection) -> list[tuple[str, str]]:
-            return remove_records(db, [("jobs", "job-1"), ("jobs", "job-2"), ("jobs", "x")])
+        def remove(db: sqlite3.Connection) -> None:
+            remove_records(db, keys)
 
-        assert await store._write(remove) == [("jobs", "job-1")]
+        with pytest.raises(InvalidState, match="job-2"):
+            await store._write(remove)
+        assert _rows(path, "job-1") > 0 and _rows(path, "job-2") > 0  # nothing removed
+
+        def remove_pending(db: sqlite3.Connection) -> None:
+            remove_records(db, keys, drop_pending=True)  # the purge's caller only
+
+        await store._write(remove_pending)
         assert _rows(path, "job-1") == 0
-        assert _rows(path, "job-2") > 0  # pending: never dropped by default
+        assert _rows(path, "job-2") == 0  # its outbox entry too
 
 
 @pytest.mark.asyncio

@@ -61,7 +61,9 @@ def _edit(doc: Doc[Any], op: tuple[Any, ...]) -> None:
     text = doc.get("notes", type=Text)
     fields = doc.get("fields", type=Map)
     items = doc.get("items", type=Array)
-    chars = str(text)
+    # Embeds hold one position each but are not in str(text): count them, or a deletion
+    # runs past the end (and Yrs panics instead of raising).
+    chars = "".join(c if isinstance(c, str) else "\x00" for c, _ in text.diff())
 
     def offset(index: int) -> int:  # pycrdt text positions are UTF-8 byte offsets
         return len(chars[:index].encode())
