@@ -99,11 +99,12 @@ def record_from_row(
 ) -> Record | None:
     """The record read from its projection row, or None if it has none (or its state vector
     is not stored yet): read its document instead."""
-    row = db.execute(
+    rows = db.execute(
         _SELECT + ", r.state_vector" + _FROM + " JOIN records r ON r.collection = p.collection"
         " AND r.id = p.id WHERE p.collection = ? AND p.id = ?",
         (collection, record_id),
-    ).fetchone()
+    ).fetchall()  # all: a statement left unfinished would hold a read snapshot (and the WAL)
+    row = rows[0] if rows else None
     if row is None or row[7] is None:
         return None
     return _record(collection, row, {(collection, record_id): accessed_at}, bytes(row[7]))

@@ -193,7 +193,9 @@ def encode_fields(fields: Mapping[str, Any]) -> Row:
 
 
 def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode("utf-8")
+    # Keys sorted: one record's row is the same text however its document orders its fields
+    # (Yrs maps iterate in hash order), so an unchanged record is seen as unchanged.
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode("utf-8")
 
 
 def _tag(value: Any) -> Any:

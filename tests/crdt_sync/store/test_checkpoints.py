@@ -103,3 +103,35 @@ async def test_no_checkpoint_runs_after_close(tmp_path: Path) -> None:
     assert (checkpointer.runs, checkpointer.failures) == (0, 0)
     assert _rows_in_main_file(path) == 0
     writer.close()
+
+
+async def test_a_wal_past_its_limit_is_copied_back_and_truncated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PASSIVE checkpoint leaves the WAL file as large as it grew (and under a steady stream
+    of commits it never restarts: a 10 MB store grew a 370 MB WAL importing 10,000 records);
+    past the limit the checkpointer waits for the writer's transaction and truncates it."""
+    import crdt_sync.store.checkpoints as checkpoints
+
+    path = tmp_path / "db.sqlite3"
+    writer = _wal_database(path, 0)
+    writer.execute("CREATE TABLE blob (b BLOB)")
+    for _ in range(120):
+        writer.execute("INSERT INTO blob VALUES (randomblob(20000))")
+    wal = Path(f"{path}-wal")
+    checkpointer = Checkpointer(path, every=1)
+    try:
+        size = wal.stat().st_size  # noqa: ASYNC240
+        assert size >= 2 * 2**20
+        monkeypatch.setattr(checkpoints, "WAL_RESTART_BYTES", 2**30)
+        await checkpointer.checkpoint()  # PASSIVE only: copied back, the file keeps its size
+        assert wal.stat().st_size == size  # noqa: ASYNC240
+        monkeypatch.setattr(checkpoints, "WAL_RESTART_BYTES", 2**20)
+        writer.execute("INSERT INTO blob VALUES (randomblob(20000))")
+        await checkpointer.checkpoint()
+        assert wal.stat().st_size == 0  # noqa: ASYNC240
+        assert checkpointer.failures == 0
+        assert writer.execute("SELECT COUNT(*) FROM blob").fetchone()[0] == 121
+    finally:
+        await checkpointer.close()
+        writer.close()

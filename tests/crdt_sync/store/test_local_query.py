@@ -397,3 +397,12 @@ async def test_async_for_over_a_watch(tmp_path: Path) -> None:
                 rec["x"] = 1
         await asyncio.wait_for(task, 5)
         assert seen == [0, 1, 2]
+
+
+def test_a_projection_row_does_not_depend_on_field_order() -> None:
+    from crdt_sync.store.projection import decode_fields, encode_fields
+
+    a = encode_fields({"b": 1, "a": {"y": 2, "x": b"\x01"}, "c": [3]})
+    b = encode_fields({"c": [3], "a": {"x": b"\x01", "y": 2}, "b": 1})
+    assert a == b
+    assert decode_fields(a) == {"a": {"x": b"\x01", "y": 2}, "b": 1, "c": [3]}
