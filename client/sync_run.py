@@ -312,8 +312,11 @@ class SyncRun:
                         [(c, r, EMPTY_STATE_VECTOR) for c, r in absent]
                     )
                     await self.connection.flush()
-            case UpdatesReceived(items, cursor):  # catch-up diffs
+            case UpdatesReceived(items, cursor):  # catch-up diffs, and live updates meanwhile
                 keys = await self.store.apply_remote(items)
+                # Sent during the catch-up: listed, or committed after the listing and kept by
+                # the relay's live selection; either way not to be dropped at `synced`.
+                self.working_set.listed(keys)
                 size = sum(len(i.update) for i in items)
                 self._advance(records_done=len(keys), bytes_done=size)
                 self.owner.records_changed(keys)
