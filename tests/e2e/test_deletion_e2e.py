@@ -224,8 +224,14 @@ async def test_a_replica_following_a_query_gets_the_deletion_and_logs_its_lost_e
             async with office.edit("jobs", rid) as job:
                 job["status"] = "open"
         await office.wait_synced()
-        await until(lambda: tech.exists("jobs", "job-2"), [tech], what="tech to get the jobs")
-        assert [r.id for r in await tech.query("jobs", {"status": "open"})] == ["job-1", "job-2"]
+
+        async def both_open() -> bool:
+            return [r.id for r in await tech.query("jobs", {"status": "open"})] == [
+                "job-1",
+                "job-2",
+            ]
+
+        await until(both_open, [tech], what="tech to get the jobs")
 
         await tech.go_offline()
         async with tech.edit("jobs", "job-1") as job:  # concurrent with the delete below
