@@ -92,12 +92,18 @@ class RecordChange:
     """A record changed in the store: by a local edit (``origin="local"``, reported once
     committed, with the top-level ``fields`` that changed) or by updates from the relay
     (``origin="remote"``, reported as soon as they are applied; ``fields`` is None: read the
-    record, or use :meth:`Replica.watch` for field-level changes)."""
+    record, or use :meth:`Replica.watch` for field-level changes).
+
+    ``deleted`` is true when the record reads as gone after the change: a deletion from
+    another replica (or from this one, :meth:`Replica.delete`), a write that lost to a
+    deletion, or the relay's purge of a deleted record.
+    """
 
     collection: str
     record_id: str
     origin: Origin = "remote"
     fields: frozenset[str] | None = None
+    deleted: bool = False
 
 
 class Replica:
@@ -364,6 +370,18 @@ class Replica:
         """
         return self.store.edit(collection, record_id, create=create)
 
+    async def delete(self, collection: str, record_id: str) -> None:
+        """Delete the record: a tombstone that syncs like any edit (pending until the relay
+        acknowledges it); reads say it is gone at once. A concurrent edit elsewhere loses to
+        the deletion and is logged in the conflict log (docs/records.md, "Deleting a
+        record"). Reported to :meth:`on_change` listeners once committed, with
+        ``origin="local"`` and ``deleted=True``; live queries see the record leave.
+
+        Raises:
+            RecordNotFound: the record is not in the local store.
+        """
+        await self.store.delete(collection, record_id)
+
     def batch(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Edits made in the block are durable together, when it exits (the store's
         :meth:`~crdt_sync.store.sqlite.LocalStore.batch`): for imports and bulk changes. Each
@@ -414,11 +432,15 @@ class Replica:
 
     def _local_change(self, change: RecordChanged) -> None:
         if change.origin == "local":
-            self._publish(RecordChange(change.collection, change.record_id, "local", change.fields))
+            deleted = self.store.is_deleted(change.collection, change.record_id)
+            self._publish(
+                RecordChange(change.collection, change.record_id, "local", change.fields, deleted)
+            )
 
-    def _publish_changes(self, keys: Sequence[tuple[str, str]]) -> None:
+    def _publish_changes(self, keys: Sequence[tuple[str, str]], *, removed: bool = False) -> None:
         for collection, record_id in keys:
-            self._publish(RecordChange(collection, record_id))
+            deleted = removed or self.store.is_deleted(collection, record_id)
+            self._publish(RecordChange(collection, record_id, deleted=deleted))
 
     def _publish(self, change: RecordChange) -> None:
         for queue in self._change_queues:
@@ -778,6 +800,10 @@ class _SyncReports:
     def records_changed(self, keys: Sequence[tuple[str, str]]) -> None:
         """Remote updates changed these records."""
         self._replica._publish_changes(keys)
+
+    def records_removed(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Records deleted and purged on the relay left the store."""
+        self._replica._publish_changes(keys, removed=True)
 
     def sync_error(self, code: str, reason: str) -> None:
         """The relay sent an error frame."""

@@ -29,7 +29,9 @@ local edit), so store updates never race each other. Its :class:`SyncPhase` goes
    cursor persisted by the last completed sync; each ``changed`` is answered with the records'
    state vectors from the store; ``updates`` are applied with ``store.apply_remote`` (one
    transaction per frame); ``synced`` persists its cursor (setting :data:`CURSOR_SETTING`) and
-   the replica is online.
+   the replica is online. ``removed`` (records deleted and purged on the relay, listed before
+   ``changed``) are removed from the store (``store.forget_purged``: pending changes of them
+   are logged as lost to the deletion and leave the outbox).
 3. **Live** (``LIVE``): updates from others are applied as they come, their cursor (if the
    frame carries one) written in the same transaction; local edits are pushed as soon as they
    are committed. A live update of a record the store evicted from its cache
@@ -56,6 +58,7 @@ from crdt_sync.protocol import (
     DroppedReceived,
     ErrorReceived,
     Rejected,
+    RemovedReceived,
     State,
     SyncedReceived,
     UpdatesReceived,
@@ -88,6 +91,8 @@ DEFAULT_WINDOW = 256
 
 # Reject code of an entry that builds on an update the relay does not have (not an error).
 _BLOCKED = "blocked"
+# Reject code of an entry of a record deleted and purged on the relay: settled, not an error.
+_DELETED = "deleted"
 
 
 class SyncPhase(enum.Enum):
@@ -153,6 +158,9 @@ class SyncOwner(Protocol):
     def records_changed(self, keys: Sequence[tuple[str, str]]) -> None:
         """Remote updates changed these records in the store."""
 
+    def records_removed(self, keys: Sequence[tuple[str, str]]) -> None:
+        """These records, deleted and purged on the relay, left the store."""
+
     def sync_error(self, code: str, reason: str) -> None:
         """The relay sent an ``error`` (fatal or not)."""
 
@@ -191,6 +199,7 @@ class SyncRun:
         # change under us (resolve/discard), and those are not queued, so entries stay valid.
         self._backlog: dict[int, OutboxEntry] = {}
         self._sent: set[int] = set()  # pushed on this connection, neither acked nor rejected
+        self._records: dict[int, tuple[str, str]] = {}  # the record of each entry in _sent
         self._acking: set[int] = set()  # acked, the (lazy) acknowledgement not yet committed
         self._relist = True  # list the outbox at the next pump (start, or relist())
         self.working_set = WorkingSet(store, subscriptions, collections, CURSOR_SETTING)
@@ -247,6 +256,8 @@ class SyncRun:
                 await self._maybe_download()
             case Acked(seqs):
                 self._sent.difference_update(seqs)
+                for seq in seqs:
+                    self._records.pop(seq, None)
                 self._acking.update(seqs)
                 # Not waited for: in order with later writes; the count moves once committed.
                 acked = self.store.outbox.acknowledge(seqs, lazy=True)
@@ -257,12 +268,17 @@ class SyncRun:
                 await self._settled()
             case Rejected(items):
                 self._sent.difference_update(i.seq for i in items)
-                refused = [i for i in items if i.code != _BLOCKED]
+                records = {i.seq: self._records.pop(i.seq, ("", "")) for i in items}
+                refused = [i for i in items if i.code not in (_BLOCKED, _DELETED)]
                 blocked = [i for i in items if i.code == _BLOCKED]
+                deleted = [i for i in items if i.code == _DELETED]
                 if blocked:  # not errors: queued again, pushed after the next listing
                     await self.store.outbox.mark_blocked([(i.seq, i.reason) for i in blocked])
+                if deleted:  # the relay sent ``removed`` first; this settles what remains
+                    gone = dict.fromkeys(records[i.seq] for i in deleted if records[i.seq][0])
+                    await self._forget_purged([(c, r, None) for c, r in gone])
                 await self._mark_errors(refused)
-                self._uploaded([i.seq for i in refused])
+                self._uploaded([i.seq for i in refused + deleted])
                 await self._settled()
             case ChangedReceived(items, _cursor, done):
                 self.working_set.listed(items)
@@ -296,11 +312,16 @@ class SyncRun:
                         [(c, r, EMPTY_STATE_VECTOR) for c, r in absent]
                     )
                     await self.connection.flush()
-            case UpdatesReceived(items, cursor):  # catch-up diffs
+            case UpdatesReceived(items, cursor):  # catch-up diffs, and live updates meanwhile
                 keys = await self.store.apply_remote(items)
+                # Sent during the catch-up: listed, or committed after the listing and kept by
+                # the relay's live selection; either way not to be dropped at `synced`.
+                self.working_set.listed(keys)
                 size = sum(len(i.update) for i in items)
                 self._advance(records_done=len(keys), bytes_done=size)
                 self.owner.records_changed(keys)
+            case RemovedReceived(items):
+                await self._forget_purged(list(items))
             case DroppedReceived(items):
                 self._dropped(await self.working_set.drop(items))
             case SyncedReceived(cursor, at):
@@ -312,6 +333,12 @@ class SyncRun:
                 self.owner.sync_error(code, reason)
             case _:
                 pass  # pongs: the heartbeat only needs something received
+
+    async def _forget_purged(self, items: Sequence[tuple[str, str, str | None]]) -> None:
+        removed = await self.store.forget_purged(items)
+        if removed:
+            self.owner.records_removed(removed)
+            self.owner.outbox_counted()
 
     def _dropped(self, keys: Sequence[tuple[str, str]]) -> None:
         if keys:
@@ -376,6 +403,7 @@ class SyncRun:
             return 0, False
         seqs = [e.seq for e in batch]
         self._sent.update(seqs)
+        self._records.update((e.seq, (e.collection, e.record_id)) for e in batch)
         items = [(e.seq, e.collection, e.record_id, e.update) for e in batch]
         too_big: list[tuple[int, str]] = []
         try:
@@ -393,6 +421,7 @@ class SyncRun:
         self.store.outbox.mark_uploading(seqs, lazy=True)
         for seq, reason in too_big:
             self._sent.discard(seq)
+            self._records.pop(seq, None)
             await self.store.outbox.mark_error(seq, "too_big", reason)
         self._count(batch)
         self.owner.outbox_counted()

@@ -108,6 +108,14 @@ class SyncStore(Protocol):
         """
         ...
 
+    async def forget_purged(
+        self, items: Iterable[tuple[str, str, str | None]]
+    ) -> list[tuple[str, str]]:
+        """The relay purged these deleted records (``(collection, record_id, tombstone)``):
+        remove them, logging what their pending changes wrote as lost to the deletion and
+        settling those outbox entries. Returns the records removed."""
+        ...
+
     async def get_setting(self, key: str) -> str | None:
         """A committed setting, or None."""
         ...

@@ -64,6 +64,7 @@ _WHERE = {
             "OfflineError",
             "OutboxError",
             "ProtocolError",
+            "RecordDeleted",
             "RecordNotFound",
             "SchemaVersionError",
             "StoreError",
@@ -109,6 +110,7 @@ if TYPE_CHECKING:
     from .errors import OfflineError as OfflineError
     from .errors import OutboxError as OutboxError
     from .errors import ProtocolError as ProtocolError
+    from .errors import RecordDeleted as RecordDeleted
     from .errors import RecordNotFound as RecordNotFound
     from .errors import SchemaVersionError as SchemaVersionError
     from .errors import StoreError as StoreError

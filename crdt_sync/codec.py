@@ -46,6 +46,8 @@ from .messages import (
     RecordKey,
     Reject,
     RejectItem,
+    Removed,
+    RemovedItem,
     StateVectorItem,
     StateVectors,
     Subscribe,
@@ -113,6 +115,8 @@ def _wire(msg: Message) -> dict[str, Any]:
             return {"t": "synced", "cursor": cursor, "at": at}
         case Dropped(items):
             return {"t": "drop", "items": items}
+        case Removed(items, cursor):
+            return {"t": "removed", "items": items, "cursor": cursor}
         case Ping(ping_id):
             return {"t": "ping", "id": ping_id}
         case Pong(ping_id):
@@ -413,6 +417,20 @@ def _updates(obj: dict[str, Any]) -> Updates:
     return Updates(tuple(items), cursor=_opt_int(_field(obj, "cursor"), "updates cursor"))
 
 
+def _removed(obj: dict[str, Any]) -> Removed:
+    items = []
+    for row in _list(_field(obj, "items"), "removed items"):
+        collection, record_id, tombstone = _row(row, "removed item", 3)
+        items.append(
+            RemovedItem(
+                _name(collection, "removed collection"),
+                _name(record_id, "removed record_id"),
+                _str(tombstone, "removed tombstone", MAX_NAME_LENGTH, allow_empty=True),
+            )
+        )
+    return Removed(tuple(items), cursor=_opt_int(_field(obj, "cursor"), "removed cursor"))
+
+
 def _synced(obj: dict[str, Any]) -> Synced:
     return Synced(
         _int(_field(obj, "cursor"), "synced cursor"), _opt_int(obj.get("at"), "synced at")
@@ -458,6 +476,7 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], Message]] = {
     "changed": _changed,
     "updates": _updates,
     "synced": _synced,
+    "removed": _removed,
     "drop": _dropped,
 }
 

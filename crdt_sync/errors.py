@@ -6,6 +6,7 @@ The hierarchy::
     ├── InvalidState          an API called in a state that does not allow it (caller bug)
     ├── InvalidEdit           an edit that cannot be applied (bad position, unsupported value type)
     ├── RecordNotFound        no record with that collection and id in this store
+    │   └── RecordDeleted         the record was deleted (a tombstone, docs/records.md)
     ├── InvalidQuery          a filter, query or index declaration that cannot be run
     ├── StoreError            the local store cannot be used; always names the file
     │   ├── SchemaVersionError    written by a newer crdt-sync
@@ -56,6 +57,25 @@ class RecordNotFound(CrdtSyncError):
         self.collection = collection
         self.record_id = record_id
         super().__init__(f"no record {record_id!r} in collection {collection!r}")
+
+
+class RecordDeleted(RecordNotFound):
+    """The record was deleted: its tombstone says when and by which replica (``deleted_by``
+    and ``deleted_at``, when known: a purged tombstone's may not be)."""
+
+    def __init__(
+        self,
+        collection: str,
+        record_id: str,
+        deleted_by: str | None = None,
+        deleted_at: str | None = None,
+    ) -> None:
+        super().__init__(collection, record_id)
+        self.deleted_by = deleted_by
+        self.deleted_at = deleted_at
+        by = f" by replica {deleted_by}" if deleted_by else ""
+        at = f" at {deleted_at}" if deleted_at else ""
+        self.args = (f"record {record_id!r} of collection {collection!r} was deleted{by}{at}",)
 
 
 class StoreError(CrdtSyncError):

@@ -38,6 +38,8 @@ __all__ = [
     "RecordKey",
     "Reject",
     "RejectItem",
+    "Removed",
+    "RemovedItem",
     "ServerMessage",
     "StateVectorItem",
     "StateVectors",
@@ -97,6 +99,18 @@ class UpdateItem(NamedTuple):
     collection: str
     record_id: str
     update: bytes
+
+
+class RemovedItem(NamedTuple):
+    """One purged record in a ``removed``: ``[collection, record_id, tombstone]``.
+
+    ``tombstone`` is the key of the record's tombstone (``"<ms>.<counter>.<replica>"``: when
+    it was deleted and by whom, docs/records.md).
+    """
+
+    collection: str
+    record_id: str
+    tombstone: str
 
 
 # -- client -> server ----------------------------------------------------------------------
@@ -244,6 +258,16 @@ class Updates:
 
 
 @dataclass(frozen=True, slots=True)
+class Removed:
+    """``removed``: these records were deleted and their tombstones purged: the relay has
+    nothing of them anymore and refuses their updates. The replica removes them (settling
+    its pending changes of them). ``cursor`` is None (catch-up, or a live purge)."""
+
+    items: tuple[RemovedItem, ...]
+    cursor: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Synced:
     """``synced``: catch-up complete up to ``cursor``; the client persists it.
 
@@ -267,7 +291,9 @@ class Dropped:
 ClientMessage = Hello | Push | Subscribe | StateVectors | Ping | Pong | Error
 """Messages a client sends (``Ping``, ``Pong`` and ``Error`` go both ways)."""
 
-ServerMessage = Welcome | Ack | Reject | Changed | Updates | Synced | Dropped | Ping | Pong | Error
+ServerMessage = (
+    Welcome | Ack | Reject | Changed | Updates | Removed | Synced | Dropped | Ping | Pong | Error
+)
 """Messages a relay sends."""
 
 Message = (
@@ -283,6 +309,7 @@ Message = (
     | Reject
     | Changed
     | Updates
+    | Removed
     | Synced
     | Dropped
 )

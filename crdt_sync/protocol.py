@@ -71,6 +71,7 @@ from .messages import (
     PushItem,
     RecordKey,
     RejectItem,
+    RemovedItem,
     StateVectorItem,
     UpdateItem,
 )
@@ -94,6 +95,7 @@ __all__ = [
     "PongReceived",
     "PushReceived",
     "Rejected",
+    "RemovedReceived",
     "ServerEvent",
     "ServerProtocol",
     "State",
@@ -202,6 +204,15 @@ class UpdatesReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class RemovedReceived:
+    """Client: these records were deleted and purged on the relay; remove them from the store
+    (settling pending changes of them: docs/records.md, "Deleting a record")."""
+
+    items: tuple[RemovedItem, ...]
+    cursor: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class SyncedReceived:
     """Client: catch-up is complete up to ``cursor``; persist it once the updates are applied.
 
@@ -293,6 +304,7 @@ ClientEvent = (
     | Rejected
     | ChangedReceived
     | UpdatesReceived
+    | RemovedReceived
     | SyncedReceived
     | DroppedReceived
     | PongReceived
@@ -349,6 +361,10 @@ def _update_size(item: UpdateItem) -> int:
 
 def _record_size(item: RecordKey) -> int:
     return _key_size(item.collection, item.record_id)
+
+
+def _removed_size(item: RemovedItem) -> int:
+    return _key_size(item.collection, item.record_id) + len(item.tombstone.encode())
 
 
 # -- the common part -----------------------------------------------------------------------
@@ -784,6 +800,8 @@ class ClientProtocol(_Protocol[ClientEvent]):
                 self._emit(ChangedReceived(items, cursor, done))
             case m.Updates(items, cursor):
                 self._emit(UpdatesReceived(items, cursor))
+            case m.Removed(items, cursor):
+                self._emit(RemovedReceived(items, cursor))
             case m.Synced(cursor, at):
                 self._catching_up = False
                 self._emit(SyncedReceived(cursor, at))
@@ -985,6 +1003,22 @@ class ServerProtocol(_Protocol[ServerEvent]):
         """
         self._require_open("send cursor")
         self._send(m.Updates((), cursor))
+
+    def send_removed(
+        self, items: Iterable[RemovedItem | tuple[str, str, str]], cursor: int | None = None
+    ) -> None:
+        """Tell the client these records were deleted and purged (``(collection, record_id,
+        tombstone)`` each), batched: in a catch-up before ``changed``/``synced``, or live after
+        a purge.
+
+        Raises:
+            InvalidState: the connection is not ``OPEN``.
+        """
+        self._require_open("send removed")
+        removed = [RemovedItem(*item) for item in items]
+        sizes = [_removed_size(item) for item in removed]
+        for batch in _batches(removed, sizes, self.max_items, self.max_frame):
+            self._send(m.Removed(tuple(batch), cursor))
 
     def send_synced(self, cursor: int, at: int | None = None) -> None:
         """Tell the client catch-up is complete up to ``cursor`` (after the answering updates).

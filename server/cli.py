@@ -20,6 +20,7 @@ from crdt_sync.query import And, Claim, Filter, from_wire
 from crdt_sync.query import field as query_field
 
 from . import tokens
+from .config import DEFAULT_TOMBSTONE_TTL
 from .relay import RelayConfig, serve_until_signalled
 from .relay_clock import TEST_NOW_ENV, relay_clock
 from .storage import DEFAULT_FORGET_ORIGINS_AFTER, DEFAULT_STATE_CACHE_BYTES
@@ -143,6 +144,15 @@ def _parser() -> argparse.ArgumentParser:
         help="changes of a tenant after which the relay forgets which replica made a change "
         "(keeps its change index about one row per record; a replica offline for longer gets "
         "its own older changes in its catch-up too); 0 never (default %(default)s)",
+    )
+    serve.add_argument(
+        "--tombstone-ttl",
+        type=_non_negative_float,
+        default=DEFAULT_TOMBSTONE_TTL / 86400,
+        metavar="DAYS",
+        help="days a deleted record's tombstone is kept before the relay purges the record "
+        '(its rows go; replicas offline for longer still converge: docs/relay.md, "Deletion '
+        'and purge"); fractions allowed; 0 never purges (default %(default)g)',
     )
     serve.add_argument(
         "--cache-max-age",
@@ -313,6 +323,7 @@ def relay_config(args: argparse.Namespace) -> RelayConfig:
         rate_limit=args.rate_limit,
         state_cache_bytes=int(args.state_cache_mb * 2**20),
         forget_origins_after=args.forget_origins_after,
+        tombstone_ttl=args.tombstone_ttl * 86400,
         cache_max_age=args.cache_max_age or None,
         tenant_cache_max_age=dict(args.tenant_cache_max_age),
         clock=relay_clock(os.environ.get(TEST_NOW_ENV)),

@@ -14,6 +14,9 @@ from .storage import DEFAULT_FORGET_ORIGINS_AFTER, DEFAULT_STATE_CACHE_BYTES
 from .tokens import Verifier
 from .validation import Validator
 
+#: Default ``tombstone_ttl``: 30 days (``--tombstone-ttl 30``).
+DEFAULT_TOMBSTONE_TTL = 30 * 86400.0
+
 
 @dataclass(slots=True)
 class RelayConfig:
@@ -42,6 +45,9 @@ class RelayConfig:
         ping_interval: websocket-level keepalive ping interval (seconds; None disables).
         ping_timeout: websocket-level pong timeout (seconds).
         shutdown_timeout: longest a graceful shutdown waits for commits and sends.
+        tombstone_ttl: seconds a deleted record's tombstone is kept before the relay purges
+            the record (``--tombstone-ttl``, given in days; docs/relay.md, "Deletion and
+            purge"); 0 never purges.
         cache_max_age: the longest (seconds) a replica may keep its offline cache after its
             last completed sync, for every tenant (sent in ``welcome``); None: no expiry.
         tenant_cache_max_age: per-tenant overrides of ``cache_max_age`` (None: no expiry for
@@ -68,6 +74,7 @@ class RelayConfig:
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
     shutdown_timeout: float = 10.0
+    tombstone_ttl: float = DEFAULT_TOMBSTONE_TTL
     cache_max_age: float | None = None
     tenant_cache_max_age: dict[str, float | None] = field(default_factory=dict)
     clock: Callable[[], dt.datetime] = system_clock

@@ -49,7 +49,7 @@ from typing import Protocol
 
 from pycrdt import merge_updates
 
-from crdt_sync.messages import PushItem
+from crdt_sync.messages import PushItem, RemovedItem
 from crdt_sync.query import Filter, matches, resolve
 from crdt_sync.subscriptions import Selection
 from crdt_sync.yjs.merge import merge
@@ -72,6 +72,10 @@ class Subscriber(Protocol):
     def deliver(self, updates: list[Delivery], cursor: int | None) -> None:
         """Send ``updates`` as one frame with ``cursor`` (``None``: not committed yet), or
         the cursor alone if ``updates`` is empty. A connection that is closing ignores it."""
+
+    def deliver_removed(self, items: list[RemovedItem]) -> None:
+        """Send ``removed`` for these purged records (no cursor: the next catch-up lists
+        them again for a replica that missed this). A connection that is closing ignores it."""
 
 
 class FilteredSubscriber(Subscriber, Protocol):
@@ -156,6 +160,20 @@ class Fanout:
             self._selections.pop(subscriber, None)
 
     # -- deliveries ------------------------------------------------------------------------
+
+    def removed(self, tenant: str, items: Sequence[RemovedItem], reasons: Sequence[str]) -> None:
+        """These records of ``tenant`` were purged: tell the native subscribers of their
+        collections at once, and refuse them on the Yjs connections that have them open
+        (``reasons[i]`` for ``items[i]``)."""
+        by_collection = self._subscriptions.get(tenant, {})
+        outgoing: dict[Subscriber, list[RemovedItem]] = {}
+        for item in items:
+            for peer in by_collection.get(item.collection, ()):
+                outgoing.setdefault(peer, []).append(item)
+        for peer, removed in outgoing.items():
+            peer.deliver_removed(removed)
+        for item, reason in zip(items, reasons, strict=True):
+            self.rooms.remove_record((tenant, item.collection, item.record_id), reason)
 
     def early(self, write: Write) -> None:
         """Queue the early copies of an accepted write (sent in the next loop iteration)."""

@@ -21,6 +21,11 @@ update mean the same to all of them:
   4. the validation hook (``--validator``) accepts it, given the record's committed state,
      else ``rejected`` (any other exception from the hook also rejects, logged).
 
+  Before all of these, an update of a record whose tombstone was purged is refused with
+  ``deleted`` (docs/relay.md, "Deletion and purge"): the relay has nothing of the record
+  anymore, and a deleted record is never revived. :class:`Admission` lists such records
+  (``removed``) so that the native endpoint tells the replica before it rejects.
+
   Refusals are counted (``crdt_sync_rejects_total{code}``). An accepted update counts as the
   relay's from then on (later updates may build on it), so it must be submitted right away.
 - :meth:`Gateway.submit` hands the accepted updates to the storage's group commit and, once
@@ -47,7 +52,7 @@ from dataclasses import dataclass, field
 from pycrdt import get_state, get_update
 
 from crdt_sync.errors import AuthError, InvalidMessage, InvalidState, UpdateForbidden
-from crdt_sync.messages import PushItem, RejectItem
+from crdt_sync.messages import PushItem, RejectItem, RemovedItem
 from crdt_sync.query import Filter
 from crdt_sync.yjs.updates import EMPTY_STATE_VECTOR, UpdateClocks, read_update_clocks
 
@@ -106,11 +111,13 @@ class Admission:
         accepted: the accepted updates, in order, with their clocks (they count as the
             relay's until :meth:`Gateway.submit` settles them).
         refused: ``(seq, code, reason)`` of the refused ones, in seq order.
+        removed: the purged records the refused ``deleted`` updates were for.
     """
 
     tenant: str
     accepted: list[tuple[PushItem, UpdateClocks]] = field(default_factory=list)
     refused: list[RejectItem] = field(default_factory=list)
+    removed: list[RemovedItem] = field(default_factory=list)
 
 
 class Gateway:
@@ -177,6 +184,16 @@ class Gateway:
 
     # -- reads -------------------------------------------------------------------------------
 
+    async def purged(self, tenant: str, collection: str, record_id: str) -> str | None:
+        """The record's tombstone if it was deleted and purged, else ``None``."""
+        found = await self.storage.purged(tenant, [(collection, record_id)])
+        return found.get((collection, record_id))
+
+    def forget_purged(self, keys: Sequence[tuple[str, str, str]]) -> None:
+        """These ``(tenant, collection, record_id)`` records were purged: forget their clocks
+        (an update of them is refused from now on, before its clocks are looked at)."""
+        self._clocks.forget(keys)
+
     async def record_state(self, tenant: str, collection: str, record_id: str) -> bytes | None:
         """The record's committed state (a Yjs v1 update), or ``None`` if it has none."""
         states = await self.storage.get_states(tenant, [(collection, record_id)])
@@ -203,7 +220,14 @@ class Gateway:
         admission = Admission(tenant)
         refused: list[tuple[int, str, str]] = []
         readable: list[tuple[PushItem, UpdateClocks]] = []
+        purged = await self.storage.purged(tenant, [(i.collection, i.record_id) for i in items])
+        for key, tombstone in purged.items():
+            admission.removed.append(RemovedItem(*key, tombstone))
         for item in items:
+            gone = purged.get((item.collection, item.record_id))
+            if gone is not None:
+                refused.append((item.seq, DELETED, deleted_reason(item, gone)))
+                continue
             try:
                 readable.append((item, _read_clocks(item.update)))
             except UpdateRejected as exc:
@@ -260,8 +284,14 @@ class Gateway:
         earlier = admitted.get(key, [])
         current: IndexedFields | None = before.get(key)
         if earlier:
-            current = indexed_fields([*([state] if state else []), *earlier])
+            so_far = indexed_fields([*([state] if state else []), *earlier])
+            if so_far is not None:
+                current = so_far
+        # A deleted record keeps the fields it had (server/record_fields.py): a deletion, or a
+        # write that loses to one, is judged on the record as it was.
         after = indexed_fields([*([state] if state else []), *earlier, update])
+        if after is None:
+            after = current if current is not None else {}
         reason = write_refusal(scope, current, after)
         return None if reason is None else UpdateForbidden(reason)
 
@@ -422,6 +452,21 @@ class Gateway:
 
         self.submit(admission, replica, origin, early=False, on_commit=committed)
         return result
+
+
+#: The reject code of an update of a record whose tombstone was purged.
+DELETED = "deleted"
+
+
+def deleted_reason(item: PushItem | tuple[str, str], tombstone: str) -> str:
+    """Why an update of a purged record is refused (the reason of a ``deleted`` reject)."""
+    collection, record_id = (
+        (item.collection, item.record_id) if isinstance(item, PushItem) else item
+    )
+    return (
+        f"deleted: record {record_id!r} of collection {collection!r} was deleted "
+        f"(tombstone {tombstone}) and purged; it can no longer be written"
+    )
 
 
 def missing_from(state: bytes, state_vector: bytes) -> bytes:

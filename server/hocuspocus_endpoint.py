@@ -45,6 +45,7 @@ from crdt_sync.yjs.hocuspocus import (
 from crdt_sync.yjs.updates import EMPTY_UPDATE
 from crdt_sync.yjs.y_websocket import CLOSE_PROTOCOL_ERROR
 
+from .gateway import deleted_reason
 from .tokens import Grant
 from .validation import UpdateBlocked, UpdateRejected
 from .yjs_link import EMPTY_AWARENESS, Link, LinkServices, answer_state_vector, new_replica_id
@@ -93,6 +94,13 @@ class _Document:
         session = self.link.session
         if not session.closing and session.is_open(self.name):
             session.send_awareness(self.name, update)
+            self.link.flush()
+
+    def deliver_removed(self, reason: str) -> None:
+        session = self.link.session
+        self.link._forget(self.name)
+        if not session.closing and session.is_open(self.name):
+            session.deny(self.name, reason)
             self.link.flush()
 
 
@@ -191,6 +199,8 @@ class HocuspocusConnection(Link):
             else:
                 if not grant.allows(parsed[0]):
                     reason = f"forbidden: the token does not grant collection {parsed[0]!r}"
+                elif (tombstone := await self.gateway.purged(grant.tenant, *parsed)) is not None:
+                    reason = deleted_reason(parsed, tombstone)
                 elif not await self.gateway.readable(grant, *parsed):
                     reason = "forbidden: the record is outside this token's access"
         if self.session.closing:

@@ -46,7 +46,7 @@ from websockets.frames import CloseCode
 
 from crdt_sync.codec import message_type
 from crdt_sync.errors import AuthError, InvalidQuery, InvalidState
-from crdt_sync.messages import PushItem, RecordKey, StateVectorItem
+from crdt_sync.messages import PushItem, RecordKey, RemovedItem, StateVectorItem
 from crdt_sync.protocol import (
     HelloReceived,
     PushReceived,
@@ -158,6 +158,13 @@ class NativeConnection:
         if self.grant is not None and self.subscribed:
             self.fanout.unsubscribe(self.grant.tenant, self.subscribed, self)
             self.subscribed.clear()
+
+    def deliver_removed(self, items: list[RemovedItem]) -> None:
+        """See :meth:`crdt_sync.server.fanout.Subscriber.deliver_removed`."""
+        if self.protocol.state is not State.OPEN or self.outbound.too_slow:
+            return
+        self.protocol.send_removed(items)
+        self.flush()
 
     def deliver(self, updates: list[Delivery], cursor: int | None) -> None:
         """See :meth:`crdt_sync.server.fanout.Subscriber.deliver`."""
@@ -322,6 +329,9 @@ class NativeEndpoint:
     ) -> None:
         assert conn.grant is not None
         admission = await self.gateway.admit(conn.grant, items)
+        if admission.removed and conn.protocol.state is State.OPEN:
+            # Before the ``deleted`` rejects: the replica settles its edits of these records.
+            conn.protocol.send_removed(admission.removed)
         if admission.refused and conn.protocol.state is State.OPEN:
             conn.protocol.reject(admission.refused)
         if not admission.accepted:
@@ -412,9 +422,17 @@ class NativeEndpoint:
             since,
             now,
         )
+        # Records purged since the cursor (a replica with no cursor has none of them).
+        removed = (
+            await self.storage.removed_since(tenant, collections, cursor)
+            if cursor is not None
+            else []
+        )
         if conn.protocol.state is not State.OPEN:
             return
         at = plan.at if subscriptions is not None or plan.live else None
+        if removed:
+            conn.protocol.send_removed(removed)
         if plan.dropped:
             conn.protocol.send_dropped(plan.dropped)
         if plan.changed:

@@ -71,6 +71,11 @@ class RecordClocks:
             self._vectors.popitem(last=False)
         return vector
 
+    def forget(self, keys: Iterable[RecordKey]) -> None:
+        """These records are gone (purged): drop their vectors."""
+        for key in keys:
+            self._vectors.pop(key, None)
+
     def accept(self, key: RecordKey, clocks: UpdateClocks) -> None:
         """An update of the record was accepted (submitted to the group commit): its clocks
         count as the relay's until :meth:`settled`."""

@@ -6,6 +6,13 @@ update: subscriptions and access grants are then evaluated by indexed queries, n
 decoding documents. This module is the one place that decodes a record for it: the record's
 updates go into a fresh ``pycrdt.Doc`` (in any order, :func:`crdt_sync.yjs.integrate.
 apply_updates`) and :func:`crdt_sync.records.layout.read_fields` reads what shows.
+
+A deleted record (a tombstone in its document, docs/records.md "Deleting a record") keeps the
+indexed fields it had when it was deleted, until the relay purges it: the replicas that held it
+through a query subscription or a scoped token keep receiving it (the tombstone, then writes
+that lose to it, which they log), and writes that lost to the deletion never change what it
+matches (docs/relay.md, "Deletion and purge"). The functions here say ``None`` for a deleted
+record: "its fields as they were".
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Any
 
 from pycrdt import Doc
 
-from crdt_sync.records.layout import read_fields
+from crdt_sync.records.layout import layout_of
 from crdt_sync.subscriptions import indexed_values
 from crdt_sync.yjs.integrate import apply_updates
 
@@ -27,13 +34,14 @@ IndexedFields = dict[str, int | float | str]
 """A record's indexed top-level fields: name -> scalar as SQLite compares it."""
 
 
-def indexed_fields(updates: Iterable[bytes]) -> IndexedFields:
+def indexed_fields(updates: Iterable[bytes]) -> IndexedFields | None:
     """The indexed top-level fields of the record whose updates these are (``{}`` if it has
-    none, or if its documents are not records, e.g. a Yjs app's own shapes)."""
+    none, or if its documents are not records, e.g. a Yjs app's own shapes); ``None`` if it is
+    deleted (its fields stay those it had before, see the module docstring)."""
     doc: Doc[Any] = Doc()
     try:
         apply_updates(doc, updates)
-        return dict(indexed_values(read_fields(doc)))
+        return _indexed(doc)
     except Exception:  # stored updates the record layout cannot read: nothing indexed
         log.debug("record fields not readable", exc_info=True)
         return {}
@@ -61,9 +69,10 @@ class FieldReader:
         key: tuple[str, str, str],
         load: Callable[[], list[bytes]],
         updates: list[bytes],
-    ) -> tuple[bool, IndexedFields]:
+    ) -> tuple[bool, IndexedFields | None]:
         """``(whether the record existed before, its indexed fields once ``updates`` are
-        applied)``; ``load()`` gives its committed updates when its document is not kept."""
+        applied)``, the fields ``None`` if it is deleted then; ``load()`` gives its committed
+        updates when its document is not kept."""
         doc = self._docs.pop(key, None)
         existed = doc is not None
         try:
@@ -73,7 +82,7 @@ class FieldReader:
                 existed = bool(parts)
                 apply_updates(doc, parts)
             apply_updates(doc, updates)
-            fields = dict(indexed_values(read_fields(doc)))
+            fields = _indexed(doc)
         except Exception:  # stored updates the record layout cannot read: nothing indexed
             log.debug("record fields not readable", exc_info=True)
             return existed, {}
@@ -87,3 +96,10 @@ class FieldReader:
         """Drop the documents of these records (a transaction that wrote them failed)."""
         for key in keys:
             self._docs.pop(key, None)
+
+
+def _indexed(doc: Doc[Any]) -> IndexedFields | None:
+    layout = layout_of(doc)
+    if layout.deletion() is not None:
+        return None
+    return dict(indexed_values(layout.read()))

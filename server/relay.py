@@ -53,6 +53,7 @@ from .gateway import Gateway, InFlight
 from .hocuspocus_endpoint import HocuspocusConnection, is_hocuspocus_path
 from .metrics import RelayMetrics
 from .native_endpoint import NativeEndpoint
+from .purge import TombstonePurger
 from .storage import RelayStorage, SQLiteRelayStorage
 from .yjs_endpoint import YjsConnection, is_yjs_path
 from .yjs_link import PING_INTERVAL, Link, LinkServices
@@ -101,6 +102,8 @@ class Relay:
         self.native = NativeEndpoint(
             config, self.storage, self.gateway, self.fanout, self.metrics, self._inflight
         )
+        #: Purges deleted records once their tombstone is ``tombstone_ttl`` old.
+        self.purger = TombstonePurger(self.storage, self.gateway, self.fanout, config.tombstone_ttl)
         self._link_services = LinkServices(self.gateway, self.yjs_rooms, self.metrics, config)
         self._yjs_links: set[Link] = set()
         self._server: Server | None = None
@@ -124,6 +127,7 @@ class Relay:
             close_timeout=5,
         )
         self._expire_awareness()
+        self.purger.start()
 
     def _expire_awareness(self) -> None:
         """Every few seconds: drop Yjs awareness states not renewed in time (as peers do)."""
@@ -156,6 +160,7 @@ class Relay:
         self._stopping = True
         self.native.stop()
         self.gateway.close()
+        await self.purger.stop()
         if self._awareness_timer is not None:
             self._awareness_timer.cancel()
         server = self._server

@@ -42,6 +42,7 @@ from crdt_sync.yjs.y_websocket import (
     YjsServerSession,
 )
 
+from .gateway import deleted_reason
 from .tokens import Grant
 from .validation import UpdateBlocked, UpdateRejected
 from .yjs_link import EMPTY_AWARENESS, Link, LinkServices, answer_state_vector, new_replica_id
@@ -95,6 +96,10 @@ class YjsConnection(Link):
 
     # -- driver ---------------------------------------------------------------------------
 
+    def deliver_removed(self, reason: str) -> None:
+        if not self.session.closing:
+            self._deny(reason)
+
     def _flush(self) -> None:
         for frame in self.session.data_to_send():
             self.send(frame)
@@ -126,6 +131,10 @@ class YjsConnection(Link):
             return
         if not grant.allows(collection):
             self._deny(f"forbidden: the token does not grant collection {collection!r}")
+            return
+        tombstone = await self.gateway.purged(grant.tenant, collection, record_id)
+        if tombstone is not None:
+            self._deny(deleted_reason((collection, record_id), tombstone))
             return
         if not await self.gateway.readable(grant, collection, record_id):
             self._deny("forbidden: the record is outside this token's access")

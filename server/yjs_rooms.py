@@ -35,6 +35,10 @@ class RoomMember(Protocol):
     def deliver_awareness(self, update: bytes) -> None:
         """Send an awareness update of the record."""
 
+    def deliver_removed(self, reason: str) -> None:
+        """The record was deleted and purged: refuse it to the client (``reason`` says so)
+        and leave the room."""
+
 
 @dataclass(eq=False, slots=True)
 class _Room:
@@ -111,6 +115,14 @@ class YjsRooms:
             if scope is not None and readable is not None and not readable(scope):
                 continue
             member.deliver_update(update)
+
+    def remove_record(self, key: RoomKey, reason: str) -> None:
+        """The record was purged: every member is refused it (and leaves)."""
+        room = self._rooms.get(key)
+        if room is None:
+            return
+        for member in list(room.members):
+            member.deliver_removed(reason)
 
     def apply_awareness(self, key: RoomKey, member: RoomMember, update: bytes, now: float) -> None:
         """Apply an awareness update from ``member`` and broadcast what changed to every member

@@ -8,6 +8,7 @@
 //   root 'array:["a","b"]' Y.Array the content of the list slot ["a","b"]
 //   root "conflicts"      Y.Map   conflicts a writer resolved, kept for every replica to list
 //   root "fields"         Y.Map   layout v1 records (read; their nested objects edited in place)
+//   root "deleted"        Y.Map   tombstones: HLC time of a deletion -> true (the record is gone)
 //
 // Content lives in root-level types named after the slot, so two peers that create the same
 // text, map or list offline both keep what they wrote; two peers that set the same field or map
@@ -29,6 +30,7 @@
 export const LWW_ROOT = "lww";
 export const CONFLICTS_ROOT = "conflicts";
 export const FIELDS_ROOT = "fields";
+export const DELETED_ROOT = "deleted";
 export const TEXT_PREFIX = "text:";
 export const ARRAY_PREFIX = "array:";
 /** Conflicts kept in a record's "conflicts" map; a writer drops the oldest beyond it. */
@@ -382,6 +384,7 @@ class Layout {
     this.registers = ydoc.getMap(LWW_ROOT);
     this.kept = ydoc.getMap(CONFLICTS_ROOT);
     this.legacy = ydoc.getMap(FIELDS_ROOT);
+    this.tombstones = ydoc.getMap(DELETED_ROOT);
     this.bySlot = new Map(); // slot name -> {slot, entries: Map(key -> entry)}
     this.slotOf = new Map(); // key -> slot name (null: malformed)
     this.children = new Map(); // parent slot name -> Map(child key -> count of slots below)
@@ -603,6 +606,10 @@ class Layout {
     for (const slot of slots.values()) {
       for (const c of this.slotConflicts(slot, roots)) if (!found.has(c.key)) found.set(c.key, c);
     }
+    const deletion = this.deletion();
+    if (deletion !== null) {
+      for (const c of this.lostToDeletion(deletion, roots)) if (!found.has(c.key)) found.set(c.key, c);
+    }
     this.kept.forEach((raw, key) => {
       if (found.has(key)) return;
       const kept = decodeConflict(key, raw, this.T);
@@ -610,6 +617,53 @@ class Layout {
     });
     return [...found.values()].sort(
       (a, b) => compareSlots(a.slot, b.slot) || compareStrings(a.key, b.key));
+  }
+
+  // deletion (docs/records.md, "Deleting a record")
+
+  /** The record's greatest tombstone key (when, by whom), or null if it is not deleted. */
+  deletion() {
+    let found = null;
+    this.tombstones.forEach((_value, key) => {
+      if (isKey(key) && (found === null || compareKeys(key, found) > 0)) found = key;
+    });
+    return found;
+  }
+
+  /** The writes that show in a deleted record: each was made without seeing the deletion
+   *  (a deleter removes what it saw), so each lost to it. Per value / text / list slot. */
+  lostToDeletion(deletion, roots = this.rootSlots()) {
+    const won = written(Kind.DELETED, null, deletion);
+    const found = [];
+    const walk = (slot) => {
+      const shown = this.shown(slot, roots);
+      if (!shown.present) return;
+      if (shown.kind === Kind.MAP && shown.legacy === undefined) {
+        for (const key of this.childKeys(slot, roots)) walk([...slot, key]);
+        return;
+      }
+      const winner = shown.winner;
+      const own = winner !== null && winner.kind === shown.kind;
+      const key = own ? winner.key : `${shown.kind}:${slotName(slot)}@${deletion ?? "purged"}`;
+      const lost = written(shown.kind, this.plain(slot, shown, roots), own ? winner.key : null);
+      found.push({ key, slot, lost, won });
+    };
+    for (const name of this.childKeys([], roots)) walk([name]);
+    return found;
+  }
+
+  /** Delete the record: supersede every slot (conflicts kept), add a tombstone whose key beats
+   *  every entry seen. Returns the tombstone's key. Inside a transaction. */
+  deleteRecord(stamp) {
+    let latest = this.deletion();
+    for (const key of this.slotOf.keys()) {
+      if (isKey(key) && (latest === null || compareKeys(key, latest) > 0)) latest = key;
+    }
+    let key = stamp(latest);
+    while (this.registers.has(key) || this.tombstones.has(key)) key = stamp(key);
+    for (const name of this.childKeys([])) this.supersede([name]);
+    this.tombstones.set(key, true);
+    return key;
   }
 
   // writing (inside a transaction)
@@ -1056,6 +1110,26 @@ export function fieldArray(ydoc, clock, path, { now } = {}) {
 export function fieldMap(ydoc, clock, path, { now } = {}) {
   const slot = toSlot(path);
   return transact(ydoc, () => parentOf(ydoc, clock, slot, { now }, true).map(slot[slot.length - 1]));
+}
+
+/**
+ * Delete the record (docs/records.md, "Deleting a record"): what this peer sees of it is
+ * removed and a tombstone added to the root map "deleted", in one transaction; the deletion
+ * wins over writes made without seeing it. Returns the tombstone's key (null if the record was
+ * deleted already: nothing is written).
+ */
+export function deleteRecord(ydoc, clock, { now } = {}) {
+  return transact(ydoc, () => {
+    const layout = new Layout(ydoc);
+    if (layout.deletion() !== null) return null;
+    return layout.deleteRecord((latest) =>
+      latest === null ? clock.tick(now ?? Date.now()) : clock.after(latest, now ?? Date.now()));
+  });
+}
+
+/** The key of the record's tombstone ("<ms>.<counter>.<replica>": when, by whom), or null. */
+export function recordDeletion(ydoc) {
+  return new Layout(ydoc).deletion();
 }
 
 /**

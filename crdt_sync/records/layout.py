@@ -13,6 +13,8 @@ A record's document has these roots (``docs/records.md`` is the full reference):
   them (:data:`KEPT_CONFLICTS` per record at most).
 - ``"fields"``: the layout v1 map (fields with nested ``Text``/``Map``/``Array`` objects),
   still read; its nested objects are edited in place.
+- ``"deleted"``: the record's tombstones, keyed by the HLC timestamp of the deletion (value
+  ``true``). A record with a tombstone is deleted, for good (:meth:`Layout.delete_record`).
 
 What a slot shows (:meth:`Layout.shown`): the entry with the greatest timestamp wins. A value
 entry shows its value; a container entry shows its container's content (a map's content is the
@@ -29,6 +31,12 @@ winner's, moves the slot's conflicts into ``"conflicts"``, removes every entry o
 of the slots below it, the v1 value, and the content of its containers (all of which it has
 seen), then adds its entry. So a write is removed only by a writer that saw it win, and
 everything else that ever lost stays readable as a conflict.
+
+Deleting a record (:meth:`Layout.delete_record`) is the same rule applied to every slot at
+once: the deleter removes everything it saw (keeping the slots' conflicts) and adds a
+tombstone. **The deletion wins**: whatever still shows in a deleted record was written by
+someone who had not seen the deletion, and each such write is a conflict lost to the deletion
+(:meth:`Layout.lost_to_deletion`, part of :meth:`Layout.conflicts`).
 """
 
 from __future__ import annotations
@@ -40,7 +48,8 @@ from typing import Any
 
 from pycrdt import Array, Doc, Map, Text
 
-from ..errors import InvalidEdit
+from ..errors import InvalidEdit, InvalidMessage
+from ..yjs.updates import root_map_keys
 from .clock import Timestamp
 from .lww import (
     CONTAINERS,
@@ -57,6 +66,7 @@ from .values import normalize, to_plain
 __all__ = [
     "ARRAY_PREFIX",
     "CONFLICTS_ROOT",
+    "DELETED_ROOT",
     "FIELDS_ROOT",
     "KEPT_CONFLICTS",
     "TEXT_PREFIX",
@@ -71,10 +81,13 @@ __all__ = [
     "read_fields",
     "slot_name",
     "text_root_name",
+    "tombstones_in",
 ]
 
 #: The layout v1 root map: fields, with nested Text/Map/Array objects under their keys.
 FIELDS_ROOT = "fields"
+#: Root map of the record's tombstones: HLC timestamp of a deletion -> ``True``.
+DELETED_ROOT = "deleted"
 #: Root map of the conflicts writers resolved (kept so that every replica can show them).
 CONFLICTS_ROOT = "conflicts"
 #: Prefix of the root-level ``Text`` of a text slot.
@@ -302,6 +315,7 @@ class Layout:
         "kept",
         "legacy",
         "registers",
+        "tombstones",
     )
 
     def __init__(self, doc: Doc[Any]) -> None:
@@ -309,6 +323,7 @@ class Layout:
         self.registers: Map[Any] = doc.get(LWW_ROOT, type=Map)
         self.kept: Map[Any] = doc.get(CONFLICTS_ROOT, type=Map)
         self.legacy: Map[Any] = doc.get(FIELDS_ROOT, type=Map)
+        self.tombstones: Map[Any] = doc.get(DELETED_ROOT, type=Map)
         self._by_slot: dict[Slot, dict[str, LwwEntry]] = {}
         self._slot_of: dict[str, Slot | None] = {}  # every key indexed (None: malformed)
         self._children: dict[Slot, dict[str, int]] = {}  # parent -> child key -> slots below
@@ -563,6 +578,10 @@ class Layout:
                 continue  # one entry, nothing else: nothing can have lost here
             for conflict in self._slot_conflicts(slot, roots):
                 found.setdefault(conflict.key, conflict)
+        deletion = self.deletion()
+        if deletion is not None:
+            for conflict in self._lost_to_deletion(deletion, roots):
+                found.setdefault(conflict.key, conflict)
         if not len(self.kept):
             return sorted(found.values(), key=lambda c: (c.slot, c.key))
         for key, raw in self.kept.items():
@@ -697,11 +716,112 @@ class Layout:
         with self.current():
             return self._supersede(slot)
 
+    # -- deletion --------------------------------------------------------------------------
+
+    def deletion(self) -> Timestamp | None:
+        """When the record was deleted and by whom (its greatest tombstone), or ``None`` if it
+        is not deleted. Malformed tombstone keys are ignored."""
+        if not len(self.tombstones):
+            return None
+        found: Timestamp | None = None
+        for key in self.tombstones.keys():  # noqa: SIM118 (typed keys)
+            try:
+                ts = Timestamp.decode(key)
+            except InvalidEdit:
+                continue
+            if found is None or ts > found:
+                found = ts
+        return found
+
+    def delete_record(self, stamp: Stamp) -> Timestamp:
+        """Delete the record, inside a transaction: remove everything the writer sees (every
+        slot superseded as by :meth:`write`, so their conflicts are kept) and add a tombstone
+        whose timestamp beats every entry seen. Returns the tombstone's timestamp."""
+        with self.current():
+            latest: Timestamp | None = self.deletion()
+            for entry in self._all_entries():
+                if latest is None or entry.ts > latest:
+                    latest = entry.ts
+            ts = stamp(latest)
+            while ts.encode() in self._slot_of or ts.encode() in self.tombstones:
+                ts = stamp(ts)
+            for key in self._child_keys(()):
+                self._supersede((key,))
+            self.tombstones[ts.encode()] = True
+            return ts
+
+    def supersede_all(self) -> None:
+        """Remove every slot's content as a deleter does (conflicts kept), without adding a
+        tombstone: what a deleter whose tombstone is gone (purged) had removed."""
+        with self.current():
+            for key in self._child_keys(()):
+                self._supersede((key,))
+
+    def lost_to_deletion(self, deletion: Timestamp | None) -> list[Conflict]:
+        """The writes that show in a deleted record: each was made without seeing the
+        deletion (a deleter removes what it saw), so each lost to it. ``deletion`` is the
+        tombstone's timestamp (``None``: unknown). Reported per slot that holds a value, a text
+        or a list (a map's slots are reported one by one)."""
+        with self.current():
+            return self._lost_to_deletion(deletion, self._root_slots())
+
+    def _lost_to_deletion(
+        self, deletion: Timestamp | None, roots: dict[Slot, set[Kind]]
+    ) -> list[Conflict]:
+        won = Written(Kind.DELETED, None, deletion)
+        after = deletion.encode() if deletion else "purged"
+        found: list[Conflict] = []
+
+        def walk(slot: Slot) -> None:
+            shown = self._shown(slot, roots)
+            if not shown.present:
+                return
+            if shown.kind is Kind.MAP and not shown.is_legacy:
+                for key in self._child_keys(slot, roots):
+                    walk((*slot, key))
+                return
+            winner = shown.winner
+            if winner is not None and winner.kind is shown.kind:
+                key, ts = winner.key, winner.ts
+            else:  # content without an entry of its own (written into a cleared container)
+                key, ts = f"{shown.kind.value}:{slot_name(slot)}@{after}", None
+            lost = Written(shown.kind, self._plain(slot, shown, roots), ts)
+            found.append(Conflict(key, slot, lost, won))
+
+        for name in self._child_keys((), roots):
+            walk((name,))
+        return found
+
     # -- the record ------------------------------------------------------------------------
 
     def read(self) -> dict[str, Any]:
         """Every field of the record that shows something, as plain values."""
         return self.read_map(())
+
+
+def tombstones_in(update: bytes) -> list[str]:
+    """The tombstone keys a Yjs update adds to a record (``"deleted"`` entries), read from its
+    bytes without building a document: how a store or the relay learns that an update
+    deletes its record. Cheap for the other updates (a byte search rules them out)."""
+    if _DELETED_NAME not in update:
+        return []
+    try:
+        keys = root_map_keys(update, DELETED_ROOT)
+    except InvalidMessage:
+        return []
+    return [key for key in keys if _is_timestamp(key)]
+
+
+def _is_timestamp(key: str) -> bool:
+    try:
+        Timestamp.decode(key)
+    except InvalidEdit:
+        return False
+    return True
+
+
+# The root's name as Yjs writes it (varString: its length, then UTF-8 bytes).
+_DELETED_NAME = bytes([len(DELETED_ROOT)]) + DELETED_ROOT.encode()
 
 
 def layout_of(doc: Doc[Any]) -> Layout:

@@ -24,6 +24,7 @@ from typing import Any
 from pycrdt import Array, Doc, Map, Text
 
 from ..errors import InvalidEdit
+from .clock import Timestamp
 from .layout import Layout, Shown, Stamp, layout_of, read_fields
 from .lww import Kind, LwwPolicy, Slot
 from .text import TextField
@@ -236,14 +237,30 @@ class RecordEditor(MapEditor):
     list that merges.
     """
 
-    __slots__ = ("_collection", "_policy")
+    __slots__ = ("_collection", "_policy", "deleted")
 
     def __init__(self, doc: Doc[Any], collection: str, policy: LwwPolicy, stamp: Stamp) -> None:
         super().__init__(layout_of(doc), (), stamp)
         self._collection = collection
         self._policy = policy
+        #: The tombstone's timestamp once :meth:`delete_record` deleted the record.
+        self.deleted: Timestamp | None = None
+
+    def delete_record(self) -> Timestamp:
+        """Delete the whole record (``LocalStore.delete`` does this in an edit of its own):
+        everything this replica sees of it is removed, its conflicts kept, and a tombstone
+        added (docs/records.md, "Deleting a record"). Nothing more can be written in this edit.
+        Returns the tombstone's timestamp."""
+        self._refuse_if_deleted()
+        self.deleted = self._layout.delete_record(self._stamp)
+        return self.deleted
+
+    def _refuse_if_deleted(self) -> None:
+        if self.deleted is not None:
+            raise InvalidEdit(f"the record of {self._collection!r} was deleted in this edit")
 
     def _check_container(self, slot: Slot, kind: Kind) -> None:
+        self._refuse_if_deleted()
         if self._policy.is_lww(self._collection, slot[0]):
             whole = {Kind.TEXT: "a str", Kind.MAP: "a whole dict", Kind.ARRAY: "a whole list"}
             raise InvalidEdit(
@@ -252,6 +269,7 @@ class RecordEditor(MapEditor):
             )
 
     def _assign(self, slot: Slot, value: Any) -> None:
+        self._refuse_if_deleted()
         if self._policy.is_lww(self._collection, slot[0]):
             if isinstance(value, TextField):
                 value = str(value)

@@ -275,6 +275,25 @@ def write_row(
     return replaced
 
 
+def write_or_remove_row(
+    db: sqlite3.Connection, spec: ProjectionSpec, collection: str, record_id: str, row: Row | None
+) -> Row | None:
+    """:func:`write_row`, or with ``row`` None (the record is deleted: docs/records.md,
+    "Deleting a record") remove its projection and full-text rows, so that queries, counts,
+    search and ``get()`` no longer find it. Returns the row replaced or removed (None: there
+    was none), or ``row`` itself if unchanged."""
+    if row is not None:
+        return write_row(db, spec, collection, record_id, row)
+    found = db.execute(
+        "SELECT fields, nested FROM projection WHERE collection = ? AND id = ?",
+        (collection, record_id),
+    ).fetchone()
+    if found is None:
+        return None
+    remove_rows(db, [(collection, record_id)])
+    return (str(found[0]), found[1])
+
+
 def remove_rows(db: sqlite3.Connection, keys: Iterable[tuple[str, str]]) -> None:
     """Delete these records' projection and full-text rows. On the SQLite thread."""
     for collection, record_id in keys:

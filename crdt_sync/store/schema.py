@@ -11,7 +11,7 @@ from __future__ import annotations
 APPLICATION_ID = 0x43525359
 
 #: The schema version this code writes and reads.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: ``MIGRATIONS[n]`` upgrades a file from version ``n`` to ``n + 1``.
 MIGRATIONS: dict[int, list[str]] = {
@@ -136,5 +136,12 @@ MIGRATIONS: dict[int, list[str]] = {
         )""",
         # Existing records get their projection row from the scan that follows remote updates.
         "INSERT OR IGNORE INTO conflict_scan (collection, id) SELECT collection, id FROM records",
+    ],
+    3: [
+        # Deletion (docs/records.md, "Deleting a record"): the key of the record's tombstone
+        # (its greatest, an HLC timestamp) once its document holds one, else NULL. Written
+        # with the local delete or the remote update that brings the tombstone, so reads skip
+        # deleted records without decoding documents.
+        "ALTER TABLE records ADD COLUMN deleted TEXT",
     ],
 }

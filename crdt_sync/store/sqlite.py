@@ -51,7 +51,7 @@ from ..errors import (
 from ..outbox import OutboxEntry, OutboxStatus
 from ..query import Filter, Query, parse_where, resolve
 from ..records.clock import DEFAULT_MAX_SKEW_MS, HybridClock, Timestamp
-from ..records.layout import Conflict, Written, layout_of, read_fields
+from ..records.layout import Conflict, Written, layout_of, read_fields, tombstones_in
 from ..records.lww import Kind, LwwPolicy
 from ..records.record import Record, RecordEditor
 from ..records.rollback import compensate
@@ -60,6 +60,7 @@ from ..yjs.lib0 import Reader, write_var_bytes
 from ..yjs.merge import merge
 from ..yjs.updates import EMPTY_UPDATE, decode_state_vector
 from . import batch as batches
+from . import deletion
 from .cache_keeper import CacheKeeper, CacheReport
 from .checkpoints import Checkpointer
 from .group_commit import GroupCommit, Key, WriteBody
@@ -67,7 +68,7 @@ from .idle_compaction import IdleCompactor
 from .idle_work import IdleWork
 from .live_query import LiveQuery
 from .local_query import SearchHit, count_rows, query_rows, record_from_row, search_rows
-from .projection import ProjectionSpec, Row, encode_fields, fts_query, write_row
+from .projection import ProjectionSpec, Row, encode_fields, fts_query, write_or_remove_row
 from .record_changes import ChangeListeners, Origin, RecordChanged
 from .schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from .sqlite_thread import on_thread
@@ -213,6 +214,9 @@ class LocalStore:
         # Records changed by remote updates whose conflicts are not logged yet.
         self._conflict_scan = IdleWork(self._scan, "conflict scan", batch=_SCAN_BATCH)
         self._conflict_listeners: list[Callable[[ConflictLogEntry], None]] = []
+        # Deleted records still in the store -> their tombstone key (docs/records.md): as
+        # committed plus what is being committed, like the documents in memory.
+        self._deleted: dict[tuple[str, str], str] = {}
         self.outbox = Outbox(self)
         #: Remote timestamps refused by the HLC because they were too far ahead.
         self.skewed_timestamps = 0
@@ -295,6 +299,10 @@ class LocalStore:
         # Conflict scans a crash interrupted resume now.
         due = await conn.execute_fetchall("SELECT collection, id FROM conflict_scan")
         store._conflict_scan.add((str(c), str(r)) for c, r in due)
+        deleted = await conn.execute_fetchall(
+            "SELECT collection, id, deleted FROM records WHERE deleted IS NOT NULL"
+        )
+        store._deleted = {(str(c), str(r)): str(d) for c, r, d in deleted}
         if cache is not None:
             store.cache.policy = cache
         await store.cache.start()
@@ -490,6 +498,9 @@ class LocalStore:
         """
         key = (collection, record_id)
         await self._writer.settled(key)  # read what was written
+        tombstone = self._deleted.get(key)
+        if tombstone is not None:
+            raise deletion.deleted_error(collection, record_id, tombstone)
         now = self._time()
         if key not in self._cache and not self._conflict_scan.is_due(key):
             # Not in memory and its projection row is up to date: read that, not the document.
@@ -500,6 +511,8 @@ class LocalStore:
         row = await self._record_row(collection, record_id)
         if row is None:
             raise RecordNotFound(collection, record_id)
+        if row[6] is not None:
+            raise deletion.deleted_error(collection, record_id, row[6])
         doc = await self._doc(collection, record_id)
         # Written with the next write transaction (or at close): a read costs no write.
         self._accessed[key] = now
@@ -520,13 +533,42 @@ class LocalStore:
             return await on_thread(conn, body, *args)
 
     async def exists(self, collection: str, record_id: str) -> bool:
-        """Whether the record is in this store."""
-        return await self._record_row(collection, record_id) is not None
+        """Whether the record is in this store (and not deleted)."""
+        row = await self._record_row(collection, record_id)
+        return row is not None and row[6] is None
+
+    def is_deleted(self, collection: str, record_id: str) -> bool:
+        """Whether the record is in this store, deleted (its tombstone is here; reads say it
+        is gone). From memory, no query."""
+        return (collection, record_id) in self._deleted
+
+    async def delete(self, collection: str, record_id: str) -> None:
+        """Delete the record: a tombstone, synced like any edit (one outbox entry, pending
+        until the relay acknowledges it). Reads say the record is gone at once
+        (:class:`~crdt_sync.errors.RecordDeleted`). A concurrent edit from another replica
+        loses to the deletion and is logged in the conflict log (docs/records.md, "Deleting a
+        record"). Deleting a deleted record does nothing.
+
+        Raises:
+            RecordNotFound: the record is not in this store.
+        """
+        await deletion.delete(self, collection, record_id)
+
+    async def forget_purged(
+        self, items: Iterable[tuple[str, str, str | None]]
+    ) -> list[tuple[str, str]]:
+        """The relay purged these deleted records (``(collection, record_id, tombstone key or
+        None)``): remove them from this store. Pending local changes of such a record are not
+        lost silently: each write they hold is logged in the conflict log as lost to the
+        deletion, then their outbox entries leave the outbox. Returns the records removed."""
+        return await deletion.forget_purged(self, items)
 
     async def ids(self, collection: str) -> list[str]:
-        """The ids of every record of ``collection`` in this store, sorted."""
+        """The ids of every record of ``collection`` in this store, sorted (deleted records
+        left out)."""
         async with self.conn.execute(
-            "SELECT id FROM records WHERE collection = ? ORDER BY id", (collection,)
+            "SELECT id FROM records WHERE collection = ? AND deleted IS NULL ORDER BY id",
+            (collection,),
         ) as cursor:
             return [row[0] async for row in cursor]
 
@@ -689,7 +731,7 @@ class LocalStore:
         self, collection: str, record_id: str, state_vector: bytes | None = None
     ) -> bytes:
         """The record as one update, or only what a peer with ``state_vector`` misses."""
-        if not await self.exists(collection, record_id):
+        if await self._record_row(collection, record_id) is None:
             raise RecordNotFound(collection, record_id)
         doc = await self._doc(collection, record_id)
         return doc.get_update(state_vector) if state_vector else doc.get_update()
@@ -754,7 +796,7 @@ class LocalStore:
         now = self._time()
         now_ms = int(now * 1000)
         rows: list[tuple[Any, ...]] = []
-        projected: list[tuple[str, str, Row]] = []
+        projected: list[tuple[str, str, Row | None]] = []
         spec = self.projection
         limit = self._conflict_log_limit
         scanned = [(c, r) for c, r in keys]
@@ -776,7 +818,9 @@ class LocalStore:
                         self.skewed_timestamps += 1
                 for c in layout.conflicts():
                     rows.append((collection, record_id, *_conflict_columns(c), now))
-                projected.append((collection, record_id, encode_fields(layout.read())))
+                # A deleted record has no projection row (removed when its tombstone came).
+                row = None if layout.deletion() is not None else encode_fields(layout.read())
+                projected.append((collection, record_id, row))
             clock = self._clock.state().encode()
             replaced: list[Row | None] = []
 
@@ -798,7 +842,7 @@ class LocalStore:
                         (limit,),
                     )
                 for collection, record_id, fields in projected:
-                    replaced.append(write_row(db, spec, collection, record_id, fields))
+                    replaced.append(write_or_remove_row(db, spec, collection, record_id, fields))
                 db.executemany("DELETE FROM conflict_scan WHERE collection = ? AND id = ?", scanned)
                 db.execute(_SAVE_CLOCK_SQL, (clock,))
                 return new
@@ -907,6 +951,7 @@ class LocalStore:
 
         Raises:
             RecordNotFound: the record does not exist and ``create`` is false.
+            RecordDeleted: the record was deleted (a deleted record is never edited again).
             InvalidState: called inside another edit of this store.
             StoreError: the edit could not be written (it is not kept in memory either).
         """
@@ -926,16 +971,18 @@ class LocalStore:
                     captured.append(event.update)
 
                 subscription = doc.observe(capture)
+                editor = RecordEditor(doc, collection, self.lww_policy, self._stamp)
                 try:
                     with doc.transaction(origin=LOCAL_ORIGIN):
-                        yield RecordEditor(doc, collection, self.lww_policy, self._stamp)
+                        yield editor
                 finally:
                     doc.unobserve(subscription)
                 update = captured[0] if captured else EMPTY_UPDATE
                 self._remember(key, doc)
                 if update != EMPTY_UPDATE or not exists:
+                    tombstone = editor.deleted.encode() if editor.deleted else None
                     committed = self._submit_edit(
-                        collection, record_id, doc, update, new=not exists
+                        collection, record_id, doc, update, new=not exists, deleted=tombstone
                     )
             finally:
                 self._editing = None
@@ -986,6 +1033,7 @@ class LocalStore:
         # A cached doc means the record exists (or its creation is in flight): no query.
         cached = self._cache.pop(key, None)
         if cached is not None:
+            deletion.refuse_deleted(self, key, cached)
             return cached, True
         if self._writer.in_flight(key):
             await self._writer.settled(key)
@@ -995,6 +1043,7 @@ class LocalStore:
             return Doc(client_id=_new_client_id()), False
         doc = await self._doc(collection, record_id)
         self._cache.pop(key, None)
+        deletion.refuse_deleted(self, key, doc)
         return doc, True
 
     def _stamp(self, current: Timestamp | None) -> Timestamp:
@@ -1002,9 +1051,17 @@ class LocalStore:
         return self._clock.after(current, now_ms) if current else self._clock.tick(now_ms)
 
     def _submit_edit(
-        self, collection: str, record_id: str, doc: Doc[Any], update: bytes, *, new: bool
+        self,
+        collection: str,
+        record_id: str,
+        doc: Doc[Any],
+        update: bytes,
+        *,
+        new: bool,
+        deleted: str | None = None,
     ) -> asyncio.Future[int]:
-        """Queue the edit's rows for the group commit; the future gives its outbox seq."""
+        """Queue the edit's rows for the group commit; the future gives its outbox seq.
+        ``deleted``: the edit deleted the record (its tombstone key)."""
         now = self._time()
         vector = doc.get_state()
         clock: str | None = self._clock.state().encode()
@@ -1013,7 +1070,8 @@ class LocalStore:
         else:
             self._clock_written = clock
         client_id = doc.client_id
-        row = encode_fields(read_fields(doc))
+        # A deleted record has no projection row: queries, search and get() skip it.
+        row = None if deleted else encode_fields(read_fields(doc))
         spec = self.projection
         replaced: list[Row | None] = []
 
@@ -1040,17 +1098,24 @@ class LocalStore:
             )
             if clock is not None:
                 db.execute(_SAVE_CLOCK_SQL, (clock,))
-            replaced.append(write_row(db, spec, collection, record_id, row))
+            if deleted is not None:
+                db.execute(
+                    "UPDATE records SET deleted = ? WHERE collection = ? AND id = ?",
+                    (deleted, collection, record_id),
+                )
+            replaced.append(write_or_remove_row(db, spec, collection, record_id, row))
             return seq
 
         future = self._submit(commit, [(collection, record_id)])
+        unmark = deletion.mark_deleted(self, {(collection, record_id): deleted} if deleted else {})
 
         def landed(done: asyncio.Future[int]) -> None:
             if done.cancelled() or done.exception() is not None:
+                unmark()
                 self._clock_written = None  # not known to be on disk: write it next time
             else:
                 self._compactor.rows_added([(collection, record_id)])
-                if replaced and replaced[0] != row:
+                if replaced and (replaced[0] != row or deleted):
                     self._changed(collection, record_id, "local", replaced[0], row)
             self.outbox._committed(done, collection, record_id, now, update)
 
@@ -1104,6 +1169,16 @@ class LocalStore:
         # The state vector of each record: exact when its document is in memory (applied
         # below before the write), else NULL until the background refresh recomputes it.
         vectors: dict[tuple[str, str], bytes | None] = dict.fromkeys(keys)
+        # Records whose updates bring a tombstone (read from the bytes, no document built).
+        tombstones: dict[tuple[str, str], str] = {}
+        for u in items:
+            found = tombstones_in(u.update)
+            if found:
+                key = (u.collection, u.record_id)
+                tombstones[key] = max([*found, tombstones.get(key, "")])
+        deleted_rows = [(t, c, r, t) for (c, r), t in tombstones.items()]
+        spec = self.projection
+        unprojected: dict[tuple[str, str], Row | None] = {}
 
         def write_rows(db: sqlite3.Connection) -> None:
             # One upsert per record: created if new, else its times and state vector.
@@ -1120,6 +1195,15 @@ class LocalStore:
             db.executemany(
                 "INSERT OR IGNORE INTO conflict_scan (collection, id) VALUES (?, ?)", keys
             )
+            if deleted_rows:
+                db.executemany(
+                    "UPDATE records SET deleted = ? WHERE collection = ? AND id = ?"
+                    " AND (deleted IS NULL OR deleted < ?)",
+                    deleted_rows,
+                )
+                # Deleted: out of queries, counts and search in this same transaction.
+                for key in tombstones:
+                    unprojected[key] = write_or_remove_row(db, spec, *key, None)
             if setting_rows:
                 db.executemany(_SET_SETTING_SQL, setting_rows)
 
@@ -1142,15 +1226,21 @@ class LocalStore:
             # find these records due, or it could read their rows before the scan. A scan
             # that comes first waits for the write (the records are in flight).
             self._conflict_scan.add(keys)
+            unmark = deletion.mark_deleted(self, tombstones)
         stale = [k for k, v in vectors.items() if v is None]
 
         def landed(done: asyncio.Future[None]) -> None:
             error = done.exception() if not done.cancelled() else asyncio.CancelledError()
+            if error is not None:
+                unmark()
             if error is None:
                 self._settings.update(settings or {})
                 self._refresh_vectors_soon(stale)
                 self._compactor.rows_added(keys)
                 self._scan_soon(k for k in keys if self._watched[k[0]])
+                for key, before in unprojected.items():
+                    if before is not None:
+                        self._changed(*key, "remote", before, None)
             if on_committed is not None:
                 on_committed(error)
 
@@ -1330,11 +1420,12 @@ class LocalStore:
         return bytes(row[0]), int(row[1])
 
     async def _record_row(self, collection: str, record_id: str) -> Any:
-        """(client_id, state_vector, created_at, updated_at, accessed_at, pending) or None."""
+        """(client_id, state_vector, created_at, updated_at, accessed_at, pending, deleted) or
+        None."""
         rows = await self.conn.execute_fetchall(
             "SELECT client_id, state_vector, created_at, updated_at, accessed_at,"
-            " EXISTS (SELECT 1 FROM outbox o WHERE o.collection = r.collection AND o.id = r.id)"
-            " FROM records r WHERE collection = ? AND id = ?",
+            " EXISTS (SELECT 1 FROM outbox o WHERE o.collection = r.collection AND o.id = r.id),"
+            " deleted FROM records r WHERE collection = ? AND id = ?",
             (collection, record_id),
         )
         return _first(rows)
@@ -1343,6 +1434,8 @@ class LocalStore:
         row = await self._record_row(collection, record_id)
         if row is None:
             raise RecordNotFound(collection, record_id)
+        if row[6] is not None:
+            raise deletion.deleted_error(collection, record_id, row[6])
         doc = await self._doc(collection, record_id)
         accessed = max(row[4], self._accessed.get((collection, record_id), row[4]))
         return self._snapshot(collection, record_id, doc, row, accessed_at=accessed)
@@ -1501,14 +1594,21 @@ class LocalStore:
                         (self._time(), current.get_state(), collection, record_id),
                     )
                     await self._save_clock(conn)
-                    row = encode_fields(read_fields(current))
+                    # Discarding a delete takes its tombstone back: the record is live again.
+                    tombstone = layout_of(current).deletion()
+                    await conn.execute(
+                        "UPDATE records SET deleted = ? WHERE collection = ? AND id = ?",
+                        (tombstone.encode() if tombstone else None, collection, record_id),
+                    )
+                    row = None if tombstone is not None else encode_fields(read_fields(current))
                     replaced = await on_thread(
-                        conn, write_row, self.projection, collection, record_id, row
+                        conn, write_or_remove_row, self.projection, collection, record_id, row
                     )
                     waits = _first(await conn.execute_fetchall(_WAITS_SQL, (collection, record_id)))
             except BaseException:
                 self._cache.pop((collection, record_id), None)
                 raise
+            deletion.set_deleted(self, (collection, record_id), tombstone)
             if replaced != row:
                 self._changed(collection, record_id, "local", replaced, row)
             self.outbox._errors -= 1  # the entry is queued again

@@ -211,6 +211,50 @@ def read_update_clocks(update: bytes) -> UpdateClocks:
     )
 
 
+def root_map_keys(update: bytes, root: str) -> list[str]:
+    """The keys an update sets in the root-level map ``root`` for the first time: the map
+    entries it carries whose parent is written as that root (a new key's item has no origin,
+    so Yjs writes its parent's name and its key), in the order they appear.
+
+    An entry that replaces an existing key of the map has an origin (the item it replaces)
+    and is not reported: callers use it for maps whose keys are set once (unique keys).
+
+    Raises:
+        InvalidMessage: the bytes are not a Yjs v1 update this reader knows.
+    """
+    name = root.encode()
+    reader = Reader(update)
+    var_uint = reader.var_uint
+    found: list[str] = []
+    for _ in range(var_uint()):
+        structs = var_uint()
+        var_uint()  # client
+        var_uint()  # first clock
+        for _ in range(structs):
+            info = reader.uint8()
+            ref = info & 0x1F
+            if ref in (_SKIP, _GC):
+                var_uint()
+                continue
+            for flag in (_HAS_ORIGIN, _HAS_RIGHT_ORIGIN):
+                if info & flag:  # an ID: client, clock
+                    var_uint()
+                    var_uint()
+            parent: bytes | None = None
+            if not info & (_HAS_ORIGIN | _HAS_RIGHT_ORIGIN):
+                if var_uint() == 1:
+                    parent = reader.var_bytes()
+                else:  # a nested type's item ID
+                    var_uint()
+                    var_uint()
+                if info & _HAS_PARENT_SUB:
+                    key = reader.var_bytes()
+                    if parent == name and ref != 1:  # a deleted item's content is gone
+                        found.append(key.decode("utf-8", "replace"))
+            _content_length(reader, ref)
+    return found
+
+
 # Struct info byte (yjs/src/structs/Item.js): content ref in the low 5 bits, then flags.
 _GC = 0
 _SKIP = 10

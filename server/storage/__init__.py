@@ -9,7 +9,16 @@
 
 from __future__ import annotations
 
-from .base import Committed, IndexedFields, RecordKey, RelayStorage, Row, StorageNumbers
+from .base import (
+    Committed,
+    IndexedFields,
+    Purged,
+    RecordKey,
+    RecordPurged,
+    RelayStorage,
+    Row,
+    StorageNumbers,
+)
 from .memory import MemoryRelayStorage
 from .sqlite import DB_FILENAME, DEFAULT_FORGET_ORIGINS_AFTER, SQLiteRelayStorage
 from .state_cache import DEFAULT_STATE_CACHE_BYTES, StateCache
@@ -21,7 +30,9 @@ __all__ = [
     "Committed",
     "IndexedFields",
     "MemoryRelayStorage",
+    "Purged",
     "RecordKey",
+    "RecordPurged",
     "RelayStorage",
     "Row",
     "SQLiteRelayStorage",

@@ -15,6 +15,15 @@ update (the cursor replicas send back in ``sub``); per record ``(collection, rec
 updates, read back merged as one Yjs update; and which replica (``origin``) last changed each
 record at which seq, so that a catch-up lists the records changed since a cursor by anyone but
 the asking replica.
+
+Deletion (docs/relay.md, "Deletion and purge"): a stored update that adds a tombstone to its
+record (:func:`crdt_sync.records.layout.tombstones_in`) records the tombstone and the time it
+was first stored. :meth:`RelayStorage.purge_tombstones` removes the records deleted before a
+time, every row of them, and keeps one small row per purged record (its tombstone and the
+change seq of the purge): catch-ups list those as *removed* (:meth:`RelayStorage.
+removed_since`), and updates of a purged record are never stored again
+(:meth:`RelayStorage.purged`; a write that reaches the commit anyway fails as a whole with
+:class:`RecordPurged`).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from crdt_sync.errors import StoreError
 from crdt_sync.subscriptions import Selection
 
 RecordKey = tuple[str, str]
@@ -57,6 +67,30 @@ class Committed(list[int]):
 
 Row = tuple[str, str, bytes]
 """``(collection, record_id, update)``: one update to store."""
+
+
+class RecordPurged(StoreError):
+    """A write reached the commit for a record whose tombstone was purged meanwhile: nothing
+    of the write is stored (its sender re-sends it, and the relay then refuses the purged
+    record's updates with ``deleted``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    """A deleted record whose rows a purge removed.
+
+    Attributes:
+        tenant, collection, record_id: the record.
+        tombstone: its tombstone key (``"<ms>.<counter>.<replica>"``: when, by whom).
+        seq: the tenant's change seq the purge took (catch-ups from a cursor below it list
+            the record as removed).
+    """
+
+    tenant: str
+    collection: str
+    record_id: str
+    tombstone: str
+    seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +188,23 @@ class RelayStorage(Protocol):
 
     async def head(self, tenant: str) -> int:
         """The newest committed change seq of ``tenant`` (0 when it has none)."""
+        ...
+
+    async def purge_tombstones(self, deleted_before: float) -> list[Purged]:
+        """Remove every record whose tombstone was first stored before ``deleted_before``
+        (Unix seconds): its state, log, change rows and tombstone. Each gets a new change seq
+        of its tenant and a row of the purged records. Returns them, in purge order."""
+        ...
+
+    async def removed_since(
+        self, tenant: str, collections: Iterable[str], cursor: int
+    ) -> list[tuple[str, str, str]]:
+        """``(collection, record_id, tombstone)`` of the records of ``collections`` purged
+        after change seq ``cursor``, sorted."""
+        ...
+
+    async def purged(self, tenant: str, keys: Iterable[RecordKey]) -> dict[RecordKey, str]:
+        """The tombstone of each purged record among ``keys``."""
         ...
 
     async def members(self, tenant: str, selection: Selection) -> set[str]:

@@ -135,8 +135,10 @@ def rewrite_fields_in_thread(
             "WHERE tenant = ? AND collection = ? AND record_id = ?",
             key,
         ).fetchall()
-        existed, after = reader.after(key, load, updates)
+        existed, fields = reader.after(key, load, updates)
         before: IndexedFields | None = {str(f): v for f, v in before_rows} if existed else None
+        # A deleted record keeps the fields it had (server/record_fields.py).
+        after = fields if fields is not None else (before if before is not None else {})
         if before != after:
             if states is not None:
                 states[key] = [*load(), *updates]
@@ -173,7 +175,7 @@ def backfill_fields_in_thread(conn: sqlite3.Connection, states_query: StatesQuer
             conn.executemany(
                 "INSERT OR REPLACE INTO record_fields "
                 "(tenant, collection, record_id, field, value) VALUES (?,?,?,?,?)",
-                [(*key, f, v) for f, v in indexed_fields(parts).items()],
+                [(*key, f, v) for f, v in (indexed_fields(parts) or {}).items()],
             )
         conn.execute("COMMIT")
     except BaseException:

@@ -14,15 +14,26 @@ Nothing survives the object: it is not a relay storage for production.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from crdt_sync.errors import InvalidState, StoreError
+from crdt_sync.records.layout import tombstones_in
 from crdt_sync.subscriptions import Selection
 from crdt_sync.yjs.merge import merge
 
 from ..record_fields import indexed_fields
-from .base import Committed, IndexedFields, RecordKey, RelayStorage, Row, StorageNumbers
+from .base import (
+    Committed,
+    IndexedFields,
+    Purged,
+    RecordKey,
+    RecordPurged,
+    RelayStorage,
+    Row,
+    StorageNumbers,
+)
 
 _NAME = "<memory>"  # what StoreError names as the storage's path
 
@@ -50,6 +61,10 @@ class MemoryRelayStorage(RelayStorage):
         self._changes: dict[tuple[str, str, str], dict[str, int]] = {}
         self._fields: dict[tuple[str, str, str], IndexedFields] = {}
         self._commits = 0
+        # (tenant, collection, record_id) -> [tombstone key, first stored at]
+        self._tombstones: dict[tuple[str, str, str], list[str | float]] = {}
+        # (tenant, collection, record_id) -> (tombstone key, seq of the purge)
+        self._purged: dict[tuple[str, str, str], tuple[str, int]] = {}
 
     async def open(self) -> None:
         """See :meth:`RelayStorage.open`."""
@@ -111,14 +126,25 @@ class MemoryRelayStorage(RelayStorage):
         if self._held or not self._queue:
             return
         batch, self._queue = self._queue, []
-        before: dict[tuple[str, str, str], IndexedFields | None] = {}
+        now = time.time()
+        kept = []
         for write in batch:
+            purged = [r for c, r, _ in write.items if (write.tenant, c, r) in self._purged]
+            if purged:  # purged since it was accepted: nothing of the write is stored
+                if not write.future.done():
+                    write.future.set_exception(
+                        RecordPurged(_NAME, f"records {purged} were purged (deleted)")
+                    )
+                continue
+            kept.append(write)
+        before: dict[tuple[str, str, str], IndexedFields | None] = {}
+        for write in kept:
             for collection, record_id, _ in write.items:
                 key = (write.tenant, collection, record_id)
                 if key not in before:
                     before[key] = self._fields.get(key) if key in self._updates else None
         results = []
-        for write in batch:
+        for write in kept:
             head = self._heads.get(write.tenant, 0)
             seqs = []
             for collection, record_id, update in write.items:
@@ -127,11 +153,17 @@ class MemoryRelayStorage(RelayStorage):
                 key = (write.tenant, collection, record_id)
                 self._updates.setdefault(key, []).append(update)
                 self._changes.setdefault(key, {})[write.origin] = head
+                found = tombstones_in(update)
+                if found:
+                    known = self._tombstones.setdefault(key, ["", now])
+                    known[0] = max(str(known[0]), *found)
             self._heads[write.tenant] = head
             results.append(seqs)
         for key in before:
-            self._fields[key] = indexed_fields(self._updates[key])
-        for write, seqs in zip(batch, results, strict=True):
+            indexed = indexed_fields(self._updates[key])
+            # A deleted record keeps the fields it had (server/record_fields.py).
+            self._fields[key] = indexed if indexed is not None else self._fields.get(key, {})
+        for write, seqs in zip(kept, results, strict=True):
             fields = {
                 (c, r): (before[(write.tenant, c, r)], self._fields[(write.tenant, c, r)])
                 for c, r, _ in write.items
@@ -176,6 +208,40 @@ class MemoryRelayStorage(RelayStorage):
             )
         ]
         return sorted(changed)
+
+    async def purge_tombstones(self, deleted_before: float) -> list[Purged]:
+        """See :meth:`RelayStorage.purge_tombstones`."""
+        done = []
+        for key, (tombstone, at) in list(self._tombstones.items()):
+            if float(at) >= deleted_before:
+                continue
+            tenant = key[0]
+            head = self._heads[tenant] = self._heads.get(tenant, 0) + 1
+            for table in (self._updates, self._changes, self._tombstones, self._fields):
+                table.pop(key, None)
+            self._purged[key] = (str(tombstone), head)
+            done.append(Purged(*key, str(tombstone), head))
+        return done
+
+    async def removed_since(
+        self, tenant: str, collections: Iterable[str], cursor: int
+    ) -> list[tuple[str, str, str]]:
+        """See :meth:`RelayStorage.removed_since`."""
+        names = set(collections)
+        return sorted(
+            (c, r, tombstone)
+            for (t, c, r), (tombstone, seq) in self._purged.items()
+            if t == tenant and c in names and seq > cursor
+        )
+
+    async def purged(self, tenant: str, keys: Iterable[RecordKey]) -> dict[RecordKey, str]:
+        """See :meth:`RelayStorage.purged`."""
+        found = {}
+        for key in keys:
+            hit = self._purged.get((tenant, *key))
+            if hit is not None:
+                found[key] = hit[0]
+        return found
 
     async def head(self, tenant: str) -> int:
         """See :meth:`RelayStorage.head`."""

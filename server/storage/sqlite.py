@@ -19,6 +19,9 @@ What is stored, per tenant:
   (``seq <= upto``) in a short transaction of its own between group commits. Log rows written
   meanwhile have higher seqs and stay. A crash at any point leaves either the old snapshot and
   the whole log or the new snapshot and the newer log rows: both hold every update;
+- per deleted record, its tombstone and when it was first stored (``tombstones``), and per
+  purged record its tombstone and the change seq of its purge (``purged``; docs/relay.md,
+  "Deletion and purge");
 - a change table with one row per (record, origin replica) holding the newest ``seq`` that
   replica wrote to that record: "records changed since cursor C by a replica other than R" is
   one indexed query. :meth:`SQLiteRelayStorage.forget_origins` collapses old rows into one row
@@ -40,6 +43,7 @@ import itertools
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,13 +51,23 @@ from pathlib import Path
 import aiosqlite
 
 from crdt_sync.errors import InvalidState, StoreError
+from crdt_sync.records.layout import tombstones_in
 from crdt_sync.store.checkpoints import Checkpointer
 from crdt_sync.store.sqlite_thread import on_thread
 from crdt_sync.subscriptions import Selection
 from crdt_sync.yjs.merge import merge
 
 from ..record_fields import FieldReader
-from .base import Committed, IndexedFields, RecordKey, RelayStorage, Row, StorageNumbers
+from .base import (
+    Committed,
+    IndexedFields,
+    Purged,
+    RecordKey,
+    RecordPurged,
+    RelayStorage,
+    Row,
+    StorageNumbers,
+)
 from .field_index import (
     FIELDS_SCHEMA,
     backfill_fields_in_thread,
@@ -69,7 +83,9 @@ log = logging.getLogger(__name__)
 DEFAULT_FORGET_ORIGINS_AFTER = 1_000_000
 _FORGET_SEQS = 10_000  # seqs per forget_origins transaction (short: commits wait for it)
 
-SCHEMA_VERSION = 2  # 2: record_fields (server/storage/field_index.py)
+#: 2: record_fields (server/storage/field_index.py); 3: tombstones and purged (deletion,
+#: docs/relay.md "Deletion and purge").
+SCHEMA_VERSION = 3
 DB_FILENAME = "relay.sqlite3"
 
 _SCHEMA = (
@@ -93,9 +109,26 @@ CREATE TABLE IF NOT EXISTS changes (
     PRIMARY KEY (tenant, collection, record_id, origin)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS changes_by_seq ON changes (tenant, seq);
+CREATE TABLE IF NOT EXISTS tombstones (
+    tenant TEXT NOT NULL, collection TEXT NOT NULL, record_id TEXT NOT NULL,
+    tombstone TEXT NOT NULL, deleted_at REAL NOT NULL,
+    PRIMARY KEY (tenant, collection, record_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tombstones_by_time ON tombstones (deleted_at);
+CREATE TABLE IF NOT EXISTS purged (
+    tenant TEXT NOT NULL, collection TEXT NOT NULL, record_id TEXT NOT NULL,
+    tombstone TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (tenant, collection, record_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS purged_by_seq ON purged (tenant, seq);
 """
     + FIELDS_SCHEMA
 )
+
+#: Tables whose rows belong to one record (keyed by tenant, collection, record_id): a purge
+#: deletes from each. A table added for records (e.g. queryable field values) joins this list.
+RECORD_TABLES = ("snapshots", "log", "changes", "tombstones", "record_fields")
+_PURGE_BATCH = 500  # records per purge transaction (short: commits wait for it)
 
 _PREMERGE_SLICE = 16  # cached states merged per loop iteration after commits
 _PREMERGE_MAX_BYTES = 16 * 1024  # larger ones are merged when read
@@ -229,9 +262,14 @@ class SQLiteRelayStorage(RelayStorage):
                 await db.execute(
                     "INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
                 )
-            elif int(row[0]) == 1:
-                # Schema 1 had no field index: fill it from every record's state, once.
-                await on_thread(db, backfill_fields_in_thread, states_query)
+            elif int(row[0]) in (1, 2):
+                # The tables are created above (IF NOT EXISTS); their rows are filled here,
+                # once. Schema 1 had no field index: fill it from every record's state.
+                if int(row[0]) == 1:
+                    await on_thread(db, backfill_fields_in_thread, states_query)
+                # Schemas 1 and 2 had no tombstone table: find the tombstones already stored
+                # (their TTL counts from now).
+                await on_thread(db, backfill_tombstones_in_thread, time.time())
                 await db.execute(
                     "UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),)
                 )
@@ -453,6 +491,63 @@ class SQLiteRelayStorage(RelayStorage):
             removed += await self.forget_origins(tenant, before)
         return removed
 
+    async def purge_tombstones(self, deleted_before: float) -> list[Purged]:
+        """See :meth:`RelayStorage.purge_tombstones`. Runs in short transactions of
+        :data:`_PURGE_BATCH` records between group commits, never during a compaction round."""
+        done: list[Purged] = []
+        while not self._closing:
+            db = self._require(self._writer_db)
+            async with self._compact_lock, self._lock:
+                heads = dict(self._heads)
+                batch = await on_thread(db, _purge_in_thread, deleted_before, heads)
+                self._heads = heads
+            self._field_reader.forget((p.tenant, p.collection, p.record_id) for p in batch)
+            for purged in batch:
+                key = (purged.tenant, purged.collection, purged.record_id)
+                self.states.removed(key)
+                self._log_lengths.pop(key, None)
+                self._compact_due.pop(key, None)
+            done.extend(batch)
+            if len(batch) < _PURGE_BATCH:
+                break
+        return done
+
+    async def removed_since(
+        self, tenant: str, collections: Iterable[str], cursor: int
+    ) -> list[tuple[str, str, str]]:
+        """See :meth:`RelayStorage.removed_since`."""
+        db = self._require(self._reader_db)
+        names = sorted(set(collections))
+        if not names:
+            return []
+        marks = ",".join("?" for _ in names)
+        rows = await db.execute_fetchall(
+            "SELECT collection, record_id, tombstone FROM purged "
+            f"WHERE tenant = ? AND seq > ? AND collection IN ({marks}) "
+            "ORDER BY collection, record_id",
+            [tenant, cursor, *names],
+        )
+        return [(str(c), str(r), str(t)) for c, r, t in rows]
+
+    async def purged(self, tenant: str, keys: Iterable[RecordKey]) -> dict[RecordKey, str]:
+        """See :meth:`RelayStorage.purged`."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        db = self._require(self._reader_db)
+        found: dict[RecordKey, str] = {}
+        for start in range(0, len(wanted), _KEYS_PER_QUERY):
+            chunk = wanted[start : start + _KEYS_PER_QUERY]
+            values = ",".join("(?,?)" for _ in chunk)
+            rows = await db.execute_fetchall(
+                f"WITH k(c, r) AS (VALUES {values}) SELECT p.collection, p.record_id, "
+                "p.tombstone FROM k CROSS JOIN purged p ON p.tenant = ? "
+                "AND p.collection = k.c AND p.record_id = k.r",
+                [*(v for key in chunk for v in key), tenant],
+            )
+            found.update({(str(c), str(r)): str(t) for c, r, t in rows})
+        return found
+
     def _require(self, db: aiosqlite.Connection | None) -> aiosqlite.Connection:
         if db is None:
             raise InvalidState("relay storage is not open")
@@ -493,6 +588,27 @@ class SQLiteRelayStorage(RelayStorage):
                 request.future.set_exception(InvalidState("relay storage is closed"))
 
     async def _commit(self, batch: list[_WriteRequest]) -> None:
+        while batch:
+            purged = await self._commit_once(batch)
+            if not purged:
+                return
+            # Records purged since their writes were accepted: those writes fail as a whole,
+            # the others commit (docs/relay.md, "Deletion and purge").
+            kept = []
+            for request in batch:
+                hit = sorted(
+                    (c, r) for c, r, _ in request.items if (request.tenant, c, r) in purged
+                )
+                if not hit:
+                    kept.append(request)
+                elif not request.future.done():
+                    request.future.set_exception(
+                        RecordPurged(self.path, f"records {hit} were purged (deleted)")
+                    )
+            batch = kept
+
+    async def _commit_once(self, batch: list[_WriteRequest]) -> set[tuple[str, str, str]]:
+        """Commit ``batch``; or, if it writes to purged records, nothing: returns those."""
         db = self._require(self._writer_db)
         heads = dict(self._heads)
         log_rows: list[tuple[str, str, str, int, bytes]] = []
@@ -512,6 +628,12 @@ class SQLiteRelayStorage(RelayStorage):
             heads[request.tenant] = head
             results.append(seqs)
         new_tenants = [(t, s) for t, s in heads.items() if self._heads.get(t) != s]
+        now = time.time()
+        tombstone_rows = [
+            (tenant, collection, record_id, max(found), now)
+            for tenant, collection, record_id, _seq, update in log_rows
+            if (found := tombstones_in(update))
+        ]
         lengths = dict(self._log_lengths)
         due = []
         for key, added in touched.items():
@@ -533,13 +655,15 @@ class SQLiteRelayStorage(RelayStorage):
             for tenant, collection, record_id, _seq, update in log_rows:
                 new_updates.setdefault((tenant, collection, record_id), []).append(update)
             reindex = [(key, cache.parts(key), updates) for key, updates in new_updates.items()]
-            existing, fields, states = await on_thread(
+            existing, fields, states, purged = await on_thread(
                 db,
                 _commit_in_thread,
                 log_rows,
                 [(*key, seq) for key, seq in change_rows.items()],
                 new_tenants,
                 probe,
+                tombstone_rows,
+                list(touched),
                 reindex,
                 self._field_reader,
             )
@@ -549,7 +673,9 @@ class SQLiteRelayStorage(RelayStorage):
             for request in batch:
                 if not request.future.done():
                     request.future.set_exception(error)
-            return
+            return set()
+        if purged:
+            return purged
         self._heads = heads
         self._log_lengths = lengths
         created: dict[tuple[str, str, str], list[bytes]] = {
@@ -590,6 +716,7 @@ class SQLiteRelayStorage(RelayStorage):
                     self._compact_wakeup.set()
         if self._checkpointer is not None:
             self._checkpointer.committed()
+        return set()
 
     def _premerge(self) -> None:
         """Merge a few cached states changed by commits, then yield to the loop (and repeat)."""
@@ -686,22 +813,30 @@ def _commit_in_thread(
     change_rows: list[tuple[str, str, str, str, int]],
     tenant_rows: list[tuple[str, int]],
     probe: list[tuple[str, str, str]],
+    tombstone_rows: list[tuple[str, str, str, str, float]],
+    touched: list[tuple[str, str, str]],
     reindex: list[tuple[tuple[str, str, str], list[bytes] | None, list[bytes]]],
     reader: FieldReader,
 ) -> tuple[
     set[tuple[str, str, str]],
     dict[tuple[str, str, str], tuple[IndexedFields | None, IndexedFields]],
     dict[tuple[str, str, str], list[bytes]],
+    set[tuple[str, str, str]],
 ]:
     """One group-commit transaction (runs on the writer connection's thread).
 
     Returns:
         The records among ``probe`` that existed before this transaction, the indexed
-        fields of every record written, before and after it, and the whole state of those
-        whose fields changed.
+        fields of every record written, before and after it, the whole state of those
+        whose fields changed, and the records among ``touched`` that are purged: if there
+        are any, nothing was written.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
+        purged = _purged_among(conn, touched)
+        if purged:
+            conn.execute("ROLLBACK")
+            return set(), {}, {}, purged
         states: dict[tuple[str, str, str], list[bytes]] = {}
         fields = rewrite_fields_in_thread(conn, reindex, states_query, reader, states)
         existing: set[tuple[str, str, str]] = set()
@@ -731,12 +866,108 @@ def _commit_in_thread(
             "ON CONFLICT (tenant) DO UPDATE SET seq = excluded.seq",
             tenant_rows,
         )
+        if tombstone_rows:
+            conn.executemany(
+                "INSERT INTO tombstones (tenant, collection, record_id, tombstone, deleted_at) "
+                "VALUES (?,?,?,?,?) ON CONFLICT (tenant, collection, record_id) "
+                "DO UPDATE SET tombstone = MAX(tombstone, excluded.tombstone)",
+                tombstone_rows,
+            )
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         reader.forget(key for key, _, _ in reindex)  # their documents hold what was not stored
         raise
-    return existing, fields, states
+    return existing, fields, states, set()
+
+
+def _purged_among(
+    conn: sqlite3.Connection, keys: Sequence[tuple[str, str, str]]
+) -> set[tuple[str, str, str]]:
+    """The purged records among ``keys`` (one indexed lookup per chunk)."""
+    found: set[tuple[str, str, str]] = set()
+    for start in range(0, len(keys), _KEYS_PER_QUERY):
+        chunk = keys[start : start + _KEYS_PER_QUERY]
+        values = ",".join("(?,?,?)" for _ in chunk)
+        found.update(
+            (str(t), str(c), str(r))
+            for t, c, r in conn.execute(
+                f"WITH k(t, c, r) AS (VALUES {values}) SELECT t, c, r FROM k "
+                "WHERE EXISTS (SELECT 1 FROM purged WHERE tenant = k.t "
+                "AND collection = k.c AND record_id = k.r)",
+                [v for key in chunk for v in key],
+            )
+        )
+    return found
+
+
+def backfill_tombstones_in_thread(conn: sqlite3.Connection, now: float) -> int:
+    """Record the tombstones of the stored records (opening a schema 1 or 2 storage, which
+    had no ``tombstones`` table), with ``deleted_at = now``; one transaction. Reads each
+    stored update's bytes (:func:`~crdt_sync.records.layout.tombstones_in`), no document is
+    built. Returns the number of deleted records found."""
+    found: dict[tuple[str, str, str], str] = {}
+    for table, column in (("snapshots", "state"), ("log", "data")):
+        for tenant, collection, record_id, data in conn.execute(
+            f"SELECT tenant, collection, record_id, {column} FROM {table}"
+        ):
+            keys = tombstones_in(bytes(data))
+            if keys:
+                key = (str(tenant), str(collection), str(record_id))
+                found[key] = max([*keys, found.get(key, "")])
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany(
+            "INSERT INTO tombstones (tenant, collection, record_id, tombstone, deleted_at) "
+            "VALUES (?,?,?,?,?) ON CONFLICT (tenant, collection, record_id) "
+            "DO UPDATE SET tombstone = MAX(tombstone, excluded.tombstone)",
+            [(*key, tombstone, now) for key, tombstone in found.items()],
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return len(found)
+
+
+def _purge_in_thread(
+    conn: sqlite3.Connection, deleted_before: float, heads: dict[str, int]
+) -> list[Purged]:
+    """One purge transaction: up to :data:`_PURGE_BATCH` records deleted before
+    ``deleted_before``; ``heads`` (the tenants' committed seqs) is advanced in place."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        due = conn.execute(
+            "SELECT tenant, collection, record_id, tombstone FROM tombstones "
+            "WHERE deleted_at < ? ORDER BY deleted_at LIMIT ?",
+            (deleted_before, _PURGE_BATCH),
+        ).fetchall()
+        done: list[Purged] = []
+        for tenant, collection, record_id, tombstone in due:
+            key = (str(tenant), str(collection), str(record_id))
+            seq = heads[key[0]] = heads.get(key[0], 0) + 1
+            for table in RECORD_TABLES:
+                conn.execute(
+                    f"DELETE FROM {table} WHERE tenant = ? AND collection = ? AND record_id = ?",
+                    key,
+                )
+            conn.execute(
+                "INSERT OR REPLACE INTO purged (tenant, collection, record_id, tombstone, seq) "
+                "VALUES (?,?,?,?,?)",
+                (*key, str(tombstone), seq),
+            )
+            done.append(Purged(*key, str(tombstone), seq))
+        tenants = {p.tenant for p in done}
+        conn.executemany(
+            "INSERT INTO tenants (tenant, seq) VALUES (?, ?) "
+            "ON CONFLICT (tenant) DO UPDATE SET seq = excluded.seq",
+            [(t, heads[t]) for t in tenants],
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return done
 
 
 _Compacted = tuple[tuple[str, str, str], int, bytes, int]
@@ -825,6 +1056,8 @@ def _store_compacted_in_thread(conn: sqlite3.Connection, merged: list[_Compacted
             ).fetchone()
             if (int(row[0]) if row is not None else -1) != old_upto:
                 continue
+            if _purged_among(conn, [(tenant, collection, record_id)]):
+                continue  # purged while it was merged: nothing of it is stored again
             conn.execute(
                 "INSERT INTO snapshots (tenant, collection, record_id, state, upto) "
                 "VALUES (?,?,?,?,?) ON CONFLICT (tenant, collection, record_id) "

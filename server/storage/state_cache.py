@@ -152,6 +152,16 @@ class StateCache:
         self.size += _size(updates)
         self._evict()
 
+    def removed(self, key: tuple[str, str, str]) -> None:
+        """The record's rows were removed (a purged tombstone): forget its state, and make
+        a read in flight not cache what it read of it."""
+        for touched in self._reads:
+            touched.add(key)
+        entry = self._entries.pop(key, None)
+        self._unmerged.pop(key, None)
+        if entry is not None:
+            self.size -= _size(entry)
+
     def read_started(self) -> set[tuple[str, str, str]]:
         """A database read of states begins; pass the token to :meth:`read_done`, always."""
         token: set[tuple[str, str, str]] = set()

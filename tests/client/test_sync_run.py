@@ -23,6 +23,7 @@ from helpers.pair_link import WAIT, PairLink
 from crdt_sync.messages import Message, Push, StateVectorItem, StateVectors, Subscribe
 from crdt_sync.outbox import OutboxStatus
 from crdt_sync.protocol import Welcomed
+from crdt_sync.subscriptions import Subscription
 
 QUEUED, UPLOADING, ERROR = OutboxStatus.QUEUED, OutboxStatus.UPLOADING, OutboxStatus.ERROR
 GRANTED = ("jobs", "contacts")
@@ -37,6 +38,7 @@ class RecordingOwner:
     progress: list[Progress] = field(default_factory=list)
     counted: int = 0
     changed: list[tuple[str, str]] = field(default_factory=list)
+    removed: list[tuple[str, str]] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
 
     def sync_welcomed(self, event: Welcomed) -> None:
@@ -53,6 +55,9 @@ class RecordingOwner:
 
     def records_changed(self, keys: Sequence[tuple[str, str]]) -> None:
         self.changed.extend(keys)
+
+    def records_removed(self, keys: Sequence[tuple[str, str]]) -> None:
+        self.removed.extend(keys)
 
     def sync_error(self, code: str, reason: str) -> None:
         self.errors.append((code, reason))
@@ -79,12 +84,13 @@ async def running(
     *,
     collections: Sequence[str] | None = None,
     window: int = DEFAULT_WINDOW,
+    subscriptions: Sequence[Subscription] | None = None,
     **server_options: Any,
 ) -> AsyncIterator[Running]:
     """Start a SyncRun on a fresh link (``hello`` on the server); drop the link at the end."""
     link = PairLink.open(**server_options)
     owner = RecordingOwner()
-    run = SyncRun(link, store, owner, collections, window=window)
+    run = SyncRun(link, store, owner, collections, window=window, subscriptions=subscriptions)
     started = Running(link, run, owner, asyncio.create_task(run.run()))
     try:
         yield started
@@ -289,6 +295,26 @@ async def test_downloads_what_changed_then_goes_live() -> None:
         r.link.server.send_cursor(9)
         await r.link.exchange()
         assert store.settings[CURSOR_SETTING] == "9"
+
+
+@pytest.mark.asyncio
+async def test_a_record_sent_live_during_a_fresh_catch_up_is_kept() -> None:
+    # A filtered collection caught up from scratch: the replica drops, at ``synced``, what it
+    # keeps that was not listed. A record committed after the relay's listing reaches it live
+    # (the relay's live selection keeps it): it was sent, so it is kept.
+    store = MemoryStore()
+    subscriptions = [Subscription("jobs", where={"status": "open"})]
+    async with running(store, subscriptions=subscriptions) as r:
+        [subscribe] = [m for m in await r.link.welcome() if isinstance(m, Subscribe)]
+        assert subscribe.cursor is None and subscribe.subscriptions is not None
+        r.link.server.send_changed([("jobs", "job-1")], 7)
+        await r.link.exchange()
+        r.link.server.send_updates([("jobs", "job-2", remote_update(status="open"))], 8)
+        r.link.server.send_updates([("jobs", "job-1", remote_update(status="open"))], None)
+        r.link.server.send_synced(7, 1_796_203_200_000)
+        await r.link.exchange()
+        assert r.run.phase is SyncPhase.LIVE
+        assert await store.ids("jobs") == ["job-1", "job-2"]
 
 
 @pytest.mark.asyncio

@@ -24,6 +24,8 @@ from crdt_sync.messages import (
     RecordKey,
     Reject,
     RejectItem,
+    Removed,
+    RemovedItem,
     StateVectorItem,
     StateVectors,
     Subscribe,
@@ -53,6 +55,8 @@ ALL_MESSAGES: list[Message] = [
     Updates((UpdateItem("jobs", "job-1", b"\x00\x00"),), cursor=None),
     Updates((), cursor=12),
     Synced(99),
+    Removed((RemovedItem("jobs", "job-1", "0000000003e8.000001.tech-17"),), cursor=None),
+    Removed((), cursor=7),
     Synced(99, at=1_796_203_200_000),
     Dropped((RecordKey("appointments", "a-1"),)),
     Subscribe(
@@ -254,6 +258,19 @@ class TestFieldValidation:
         base = {"t": "welcome", "v": 1, "tenant": "a", "collections": ["c"]}
         assert_invalid({**base, "limits": [1, 2]}, match="limits")
         assert_invalid({**base, "limits": {"max_frame": "big", "max_items": 1}})
+
+
+def test_removed_wire_shape_and_bad_items() -> None:
+    # docs/protocol.md, "Messages": [collection, record_id, tombstone] per item.
+    removed = Removed((RemovedItem("jobs", "j1", "ts"),), None)
+    assert msgpack.unpackb(codec.encode(removed)) == {
+        "t": "removed",
+        "items": [["jobs", "j1", "ts"]],
+        "cursor": None,
+    }
+    assert_invalid({"t": "removed", "items": [["jobs", "j1"]], "cursor": None})
+    assert_invalid({"t": "removed", "items": [["jobs", "", "ts"]], "cursor": None})
+    assert_invalid({"t": "removed", "items": [["jobs", "j1", 3]], "cursor": None})
 
 
 class TestSubscriptionFields:

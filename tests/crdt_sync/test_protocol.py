@@ -30,6 +30,8 @@ from crdt_sync.messages import (
     RecordKey,
     Reject,
     RejectItem,
+    Removed,
+    RemovedItem,
     StateVectorItem,
     StateVectors,
     Subscribe,
@@ -48,6 +50,7 @@ from crdt_sync.protocol import (
     PongReceived,
     PushReceived,
     Rejected,
+    RemovedReceived,
     ServerProtocol,
     State,
     StateVectorsReceived,
@@ -430,6 +433,29 @@ class TestCatchUp:
             SyncedReceived(15),
         ]
         assert not pair.client.catching_up
+
+    def test_client_receives_removed_records_before_synced(self) -> None:
+        # docs/protocol.md, "Deletion": purged records are listed in the catch-up.
+        pair = ProtocolPair.open()
+        pair.client.subscribe(["jobs"], 10)
+        pair.client_to_server()
+        pair.server_events()
+        pair.server.send_removed([("jobs", "j1", "ts-1"), ("jobs", "j2", "ts-2")])
+        pair.server.send_synced(15)
+        items = (RemovedItem("jobs", "j1", "ts-1"), RemovedItem("jobs", "j2", "ts-2"))
+        assert pair.server_to_client() == [Removed(items, None), Synced(15)]
+        assert pair.client_events() == [RemovedReceived(items, None), SyncedReceived(15)]
+
+    def test_server_sends_removed_batched_by_max_items(self) -> None:
+        pair = ProtocolPair.open(max_items=2)
+        pair.server.send_removed([("jobs", f"j{i}", "ts") for i in range(5)], cursor=None)
+        frames = pair.server_to_client()
+        assert [len(f.items) for f in frames if isinstance(f, Removed)] == [2, 2, 1]
+
+    def test_server_receives_removed_and_fails(self) -> None:
+        pair = ProtocolPair.open()
+        pair.server.receive_data(codec.encode(Removed((), None)))
+        assert_failed(pair.server, "bad_frame")
 
     def test_server_sends_synced_at_once_when_nothing_changed(self) -> None:
         pair = ProtocolPair.open()

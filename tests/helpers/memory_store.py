@@ -192,6 +192,20 @@ class MemoryStore:
             raise error
         return list(dict.fromkeys((collection, record_id) for collection, record_id, _ in items))
 
+    async def forget_purged(
+        self, items: Iterable[tuple[str, str, str | None]]
+    ) -> list[tuple[str, str]]:
+        # (The conflict logging of pending changes is LocalStore's, tested there.)
+        removed = []
+        for collection, record_id, _tombstone in items:
+            key = (collection, record_id)
+            if self.docs.pop(key, None) is not None:
+                removed.append(key)
+            for seq, entry in list(self.outbox.by_seq.items()):
+                if (entry.collection, entry.record_id) == key:
+                    del self.outbox.by_seq[seq]
+        return removed
+
     async def get_setting(self, key: str) -> str | None:
         return self.settings.get(key)
 

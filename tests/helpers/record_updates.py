@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 from pycrdt import Doc, TransactionEvent
@@ -27,6 +28,13 @@ class RecordWriter:
         return self.clock.after(current, now) if current else self.clock.tick(now)
 
     def write(self, **fields: Any) -> bytes:
+        return self._edit(lambda editor: editor.update(fields))
+
+    def delete(self) -> bytes:
+        """The update deleting the record (its tombstone, docs/records.md)."""
+        return self._edit(lambda editor: editor.delete_record())
+
+    def _edit(self, change: Callable[[RecordEditor], object]) -> bytes:
         captured: list[bytes] = []
 
         def capture(event: TransactionEvent) -> None:
@@ -35,9 +43,7 @@ class RecordWriter:
         sub = self.doc.observe(capture)
         try:
             with self.doc.transaction():
-                editor = RecordEditor(self.doc, self.collection, LwwPolicy(), self._stamp)
-                for name, value in fields.items():
-                    editor[name] = value
+                change(RecordEditor(self.doc, self.collection, LwwPolicy(), self._stamp))
         finally:
             self.doc.unobserve(sub)
         return captured[0]

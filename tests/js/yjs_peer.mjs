@@ -13,7 +13,8 @@
 // hocuspocus: one HocuspocusProviderWebsocket at URL/hocuspocus, one provider per doc.
 // Records are read and written with crdt_sync/js/record.mjs (layout v2, docs/records.md):
 // "read" and "waitFields" compare readRecord(), the edits write through setField/fieldText/
-// fieldArray, "conflicts" is recordConflicts().
+// fieldArray, "conflicts" is recordConflicts(), "delete" is deleteRecord() and "waitDeleted"
+// waits for recordDeletion() (docs/records.md, "Deleting a record").
 //
 // Commands (stdin): {"id": n, "op": ..., ...} (read, conflicts, text, append, push, set, setIn,
 // waitFields, waitConflicts, waitSynced, ... below); each gets one reply {"id": n, "ok": true, ...}
@@ -26,10 +27,12 @@ import { WebsocketProvider } from "y-websocket";
 import { HocuspocusProvider, HocuspocusProviderWebsocket } from "@hocuspocus/provider";
 import {
   HybridClock,
+  deleteRecord,
   fieldArray,
   fieldText,
   readRecord,
   recordConflicts,
+  recordDeletion,
   setField,
 } from "../../crdt_sync/js/record.mjs";
 
@@ -147,6 +150,12 @@ const ops = {
   set: ({ doc, key, value }) => {
     setField(docs.get(doc).doc, clock, key, value);
     return {};
+  },
+  delete: ({ doc }) => ({ tombstone: deleteRecord(docs.get(doc).doc, clock) }),
+  waitDeleted: async ({ doc, timeout = 10000 }) => {
+    const ydoc = docs.get(doc).doc;
+    await waitFor(doc, () => recordDeletion(ydoc) !== null, timeout);
+    return { tombstone: recordDeletion(ydoc), fields: fields(doc) };
   },
   setIn: ({ doc, map: mapName, key, value }) => {
     setField(docs.get(doc).doc, clock, [mapName, key], value);

@@ -20,11 +20,13 @@ from crdt_sync.server.storage import MemoryRelayStorage
 from crdt_sync.server.tokens import Grant
 from crdt_sync.server.validation import UpdateBlocked, UpdateRejected
 from crdt_sync.server.yjs_rooms import YjsRooms
+from helpers.record_updates import RecordWriter
 from helpers.yjs_updates import text_edits, text_of, text_update
 from pycrdt import merge_updates
 
 from crdt_sync.errors import AuthError, InvalidState, StoreError
 from crdt_sync.messages import PushItem, RejectItem
+from crdt_sync.query import Claim, Eq
 
 WAIT = 5.0
 GRANT = Grant("acme", frozenset({"jobs", "contacts"}), 4_000_000_000)
@@ -36,6 +38,7 @@ class Recorder:
 
     frames: list[tuple[list[Delivery], int | None]] = field(default_factory=list)
     room_updates: list[bytes] = field(default_factory=list)
+    removed: list[object] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     def deliver(self, updates: list[Delivery], cursor: int | None) -> None:
@@ -48,6 +51,9 @@ class Recorder:
 
     def deliver_awareness(self, update: bytes) -> None:
         pass
+
+    def deliver_removed(self, items: object) -> None:
+        self.removed.append(items)
 
     async def next(self) -> None:
         """Wait for the next delivery."""
@@ -297,3 +303,47 @@ async def test_a_yjs_update_is_refused_by_exception(relay: Relayish) -> None:
     relay.gateway.close()
     with pytest.raises(InvalidState):
         await relay.gateway.submit_update(GRANT, "yjs-1", None, "jobs", "j", first)
+
+
+# -- deletion under record-level access ---------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_deletion_is_judged_on_the_record_as_the_deleter_saw_it(
+    relay: Relayish,
+) -> None:
+    # docs/relay.md, "Deletion and purge": a deleted record keeps the indexed fields it had,
+    # so a deletion, and a write that loses to it, are judged on the record as it was (its
+    # document shows no field: judged on that, a deletion would "move it outside").
+    def scoped(sub: str) -> Grant:
+        return Grant(
+            "acme",
+            frozenset({"jobs"}),
+            4_000_000_000,
+            {"jobs": Eq("owner", Claim("sub"))},
+            {"sub": sub},
+        )
+
+    writer = RecordWriter()
+    await relay.storage.write("acme", "r0", [("jobs", "j1", writer.write(owner="amy"))])
+    late = RecordWriter(replica="late")  # amy's other device, offline during the deletion
+    late.doc.apply_update(writer.doc.get_update())
+    tombstone = writer.delete()
+    bob = await relay.gateway.admit(scoped("bob"), _items("j1", [tombstone]))
+    assert [r.code for r in bob.refused] == ["forbidden"]  # not his record
+    amy = await relay.gateway.admit(scoped("amy"), _items("j1", [tombstone]))
+    assert amy.refused == [] and len(amy.accepted) == 1
+    done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    relay.gateway.submit(amy, "r1", None, early=False, on_commit=done.set_result)
+    await done
+    fields = await relay.storage.fields("acme", [("jobs", "j1")])
+    assert fields == {("jobs", "j1"): {"owner": "amy"}}
+    # A write that loses to the deletion is taken (and logged as lost by every replica), from
+    # a token that could write the record; not from another.
+    edit = late.write(note="on my way")
+    assert (await relay.gateway.admit(scoped("bob"), _items("j1", [edit]))).refused != []
+    amy = await relay.gateway.admit(scoped("amy"), _items("j1", [edit], first_seq=2))
+    assert amy.refused == []
+    written: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    relay.gateway.submit(amy, "r2", None, early=False, on_commit=written.set_result)
+    await written

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import pytest_asyncio
 from crdt_sync.server.storage import (
     Committed,
     MemoryRelayStorage,
+    Purged,
+    RecordPurged,
     RelayStorage,
     SQLiteRelayStorage,
 )
@@ -27,6 +30,9 @@ from pycrdt import Doc, Text, get_state, get_update
 from crdt_sync.errors import InvalidState
 from crdt_sync.query import Claim, Eq
 from crdt_sync.query import field as query_field
+from crdt_sync.records.clock import HybridClock
+from crdt_sync.records.layout import layout_of, tombstones_in
+from crdt_sync.records.lww import Kind
 from crdt_sync.subscriptions import Selection, Subscription
 
 
@@ -146,6 +152,67 @@ async def test_a_storage_is_opened_once_and_written_only_while_open(
         await storage.close()
 
 
+def _record_updates(replica: str) -> tuple[bytes, bytes]:
+    """A record's first update (a field) and the update that deletes it (its tombstone)."""
+    doc: Doc = Doc()
+    layout = layout_of(doc)
+    clock = HybridClock(replica)
+    stamp = lambda current: clock.after(current, 1000) if current else clock.tick(1000)  # noqa: E731
+    with doc.transaction():
+        layout.write(("status",), Kind.VALUE, "open", stamp)
+    first = doc.get_update()
+    before = doc.get_state()
+    with doc.transaction():
+        layout.delete_record(stamp)
+    return first, doc.get_update(before)
+
+
+@pytest.mark.asyncio
+async def test_purge_removes_a_deleted_record_and_lists_it_as_removed(
+    storage: RelayStorage,
+) -> None:
+    first, tombstone = _record_updates("tech-1")
+    keep, _ = _record_updates("tech-2")
+    await storage.write("acme", "r1", [("jobs", "j1", first), ("jobs", "j2", keep)])
+    assert await storage.purge_tombstones(time.time() + 60) == []  # nothing deleted yet
+    await storage.write("acme", "r1", [("jobs", "j1", tombstone)])
+    assert await storage.purge_tombstones(time.time() - 60) == []  # deleted too recently
+    head = await storage.head("acme")
+    purged = await storage.purge_tombstones(time.time() + 60)
+    key = tombstones_in(tombstone)[0]
+    assert purged == [Purged("acme", "jobs", "j1", key, head + 1)]
+    assert await storage.head("acme") == head + 1  # the purge took a change seq
+    # Its rows are gone; the other record stays.
+    states = await storage.get_states("acme", [("jobs", "j1"), ("jobs", "j2")])
+    assert list(states) == [("jobs", "j2")]
+    assert await storage.changed_since("acme", ["jobs"], None, "") == [("jobs", "j2")]
+    # Catch-ups from before the purge list it as removed; later ones do not.
+    assert await storage.removed_since("acme", ["jobs"], head) == [("jobs", "j1", key)]
+    assert await storage.removed_since("acme", ["jobs"], head + 1) == []
+    assert await storage.removed_since("acme", ["other"], 0) == []
+    assert await storage.removed_since("globex", ["jobs"], 0) == []
+    assert await storage.purged("acme", [("jobs", "j1"), ("jobs", "j2")]) == {("jobs", "j1"): key}
+    assert await storage.purged("globex", [("jobs", "j1")]) == {}
+    assert await storage.purge_tombstones(time.time() + 60) == []  # purged once
+
+
+@pytest.mark.asyncio
+async def test_a_write_to_a_purged_record_fails_whole_and_stores_nothing(
+    storage: RelayStorage,
+) -> None:
+    first, tombstone = _record_updates("tech-1")
+    await storage.write("acme", "r1", [("jobs", "j1", first), ("jobs", "j1", tombstone)])
+    await storage.purge_tombstones(time.time() + 60)
+    head = await storage.head("acme")
+    other, _ = _record_updates("tech-3")
+    late = storage.submit("acme", "r2", [("jobs", "j9", other), ("jobs", "j1", first)])
+    fine = storage.submit("acme", "r3", [("jobs", "j9", other)])
+    with pytest.raises(RecordPurged):
+        await late
+    assert await fine == [head + 1]  # the other write of the group commits
+    assert await storage.get_states("acme", [("jobs", "j1")]) == {}
+
+
 # -- the field index (subscriptions, record-level grants) ---------------------------------
 
 
@@ -215,3 +282,42 @@ async def test_changed_since_by_anyone(storage: RelayStorage) -> None:
         ("jobs", "a1"),
         ("jobs", "b1"),
     ]
+
+
+@pytest.mark.asyncio
+async def test_a_deleted_record_keeps_its_fields_until_purged_then_nothing(
+    storage: RelayStorage,
+) -> None:
+    # docs/relay.md, "Deletion and purge": a tombstoned record keeps the indexed fields it had,
+    # so the replicas holding it through a query keep getting it (the tombstone, then writes
+    # that lose to it, which they log), and a losing write never moves it; the purge removes
+    # its field rows with everything else.
+    writer = RecordWriter()
+    await storage.write("acme", "r1", [("jobs", "j1", writer.write(status="open"))])
+    await storage.write("acme", "r1", [("jobs", "j2", record_update(status="open"))])
+    now = dt.datetime(2026, 12, 2, 12, tzinfo=dt.UTC)
+
+    async def members(sub: Subscription) -> set[str]:
+        return await storage.members("acme", Selection.of("jobs", [sub], None).resolve(now, {}))
+
+    open_jobs = Subscription("jobs", where={"status": "open"})
+    done_jobs = Subscription("jobs", where={"status": "done"})
+    assert await members(open_jobs) == {"j1", "j2"}
+    late = RecordWriter(replica="late")  # has the record, will not see its deletion
+    late.doc.apply_update(writer.doc.get_update())
+    done = await storage.write("acme", "r1", [("jobs", "j1", writer.delete())])
+    assert isinstance(done, Committed)
+    assert done.fields[("jobs", "j1")] == ({"status": "open"}, {"status": "open"})
+    assert await storage.fields("acme", [("jobs", "j1")]) == {("jobs", "j1"): {"status": "open"}}
+    assert await members(open_jobs) == {"j1", "j2"}
+    # A write made without seeing the deletion shows in the document, not in the index.
+    lost = await storage.write("acme", "r2", [("jobs", "j1", late.write(status="done"))])
+    assert isinstance(lost, Committed)
+    assert lost.fields[("jobs", "j1")] == ({"status": "open"}, {"status": "open"})
+    assert await members(open_jobs) == {"j1", "j2"} and await members(done_jobs) == set()
+    [purged] = await storage.purge_tombstones(time.time() + 60)
+    assert (purged.collection, purged.record_id) == ("jobs", "j1")
+    assert await storage.fields("acme", [("jobs", "j1")]) == {}
+    assert await members(open_jobs) == {"j2"}
+    assert await members(Subscription("jobs")) == {"j2"}
+    assert await members(Subscription("jobs", ids=["j1"])) == set()

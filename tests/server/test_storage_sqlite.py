@@ -11,6 +11,7 @@ import datetime as dt
 import itertools
 import random
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from crdt_sync.server.storage.sqlite import (
     _merge_in_thread,
     _store_compacted_in_thread,
 )
-from helpers.record_updates import record_update
+from helpers.record_updates import RecordWriter, record_update
 from helpers.yjs_updates import text_edits, text_of, text_update
 from pycrdt import Doc, Map
 
@@ -517,5 +518,51 @@ async def test_a_schema_1_storage_is_indexed_when_opened(tmp_path: Path) -> None
         assert await storage.fields("acme", [("jobs", "j1")]) == {
             ("jobs", "j1"): {"status": "open"}
         }
+    finally:
+        await storage.close()
+
+
+async def _old_storage(tmp_path: Path, schema: int) -> SQLiteRelayStorage:
+    """A storage as a relay of ``schema`` (1: no field index, 2: no tombstones) left it,
+    holding a live record j2 and a record j1 deleted by a replica (the tombstone pushed to
+    the old relay)."""
+    storage = SQLiteRelayStorage(tmp_path)
+    await storage.open()
+    writer = RecordWriter()
+    await storage.write("acme", "r1", [("jobs", "j1", writer.write(status="open"))])
+    await storage.write("acme", "r1", [("jobs", "j2", record_update(status="open"))])
+    await storage.write("acme", "r1", [("jobs", "j1", writer.delete())])
+    await storage.close()
+    with sqlite3.connect(storage.path) as db:
+        db.execute("DROP TABLE tombstones")
+        db.execute("DROP TABLE purged")
+        if schema == 1:
+            db.execute("DROP TABLE record_fields")
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(schema),))
+    return SQLiteRelayStorage(tmp_path)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("schema", [1, 2])
+async def test_an_older_storage_gets_its_tombstones_when_opened(
+    tmp_path: Path, schema: int
+) -> None:
+    storage = await _old_storage(tmp_path, schema)
+    await storage.open()
+    try:
+        with sqlite3.connect(storage.path) as db:
+            assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("3",)
+        assert await storage.purge_tombstones(time.time() - 60) == []  # TTL from the upgrade
+        [purged] = await storage.purge_tombstones(time.time() + 60)
+        assert (purged.collection, purged.record_id) == ("jobs", "j1")
+        assert await storage.purged("acme", [("jobs", "j1")]) == {("jobs", "j1"): purged.tombstone}
+        now = dt.datetime(2026, 12, 2, 12, tzinfo=dt.UTC)
+        selection = Selection.of("jobs", [Subscription("jobs", where={"status": "open"})], None)
+        assert await storage.members("acme", selection.resolve(now, {})) == {"j2"}
+        with sqlite3.connect(storage.path) as db:
+            for table in ("snapshots", "log", "changes", "tombstones", "record_fields"):
+                assert db.execute(
+                    f"SELECT COUNT(*) FROM {table} WHERE record_id = 'j1'"
+                ).fetchone() == (0,), table
     finally:
         await storage.close()

@@ -26,6 +26,9 @@ class Member:
     def deliver_awareness(self, update: bytes) -> None:
         self.awareness.append(update)
 
+    def deliver_removed(self, reason: str) -> None:
+        self.awareness.append(reason.encode())
+
 
 def _presence(client: int, clock: int, state: object) -> bytes:
     return encode_awareness_update([AwarenessEntry(client, clock, json.dumps(state))])

@@ -156,3 +156,76 @@ def test_nothing_written_vanishes_whatever_the_delivery(data: st.DataObject, n: 
             f"{sorted(missing)} vanished on {replica.name}: record {read_fields(replica.doc)}, "
             f"conflicts {[c.describe() for c in layout_of(replica.doc).conflicts()]}"
         )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data(), st.integers(3, 5))
+def test_deletes_lose_nothing_and_never_split(data: st.DataObject, n: int) -> None:
+    """Deletion (docs/records.md, "Deleting a record"): replicas also delete the record while
+    others edit it offline. A deleter removes what it saw (with knowledge); the deletion wins,
+    and every write made without seeing it is in the conflict log as lost to it. At the end the
+    record is deleted on every replica or on none, and nothing written vanished."""
+    client_ids = data.draw(
+        st.lists(st.integers(1, 2**32 - 1), min_size=n, max_size=n, unique=True),
+        label="client ids",
+    )
+    replicas = [
+        Replica(f"r{i}", T0 + data.draw(st.integers(-3000, 3000)), Doc(client_id=cid))
+        for i, cid in enumerate(client_ids)
+    ]
+    tokens = Tokens()
+    updates: list[bytes] = []
+    removed: set[str] = set()
+    with replicas[0].edit(updates) as rec:
+        rec["status"] = {"by": tokens.new(), "n": 0}
+    tokens.settle(True)
+    for replica in replicas[1:]:
+        replica.receive(updates[0])
+
+    deletes = 0
+    for _ in range(data.draw(st.integers(1, 30), label="steps")):
+        replica = data.draw(st.sampled_from(replicas))
+        action = data.draw(st.sampled_from(["edit", "edit", "delete", "deliver"]))
+        if action == "deliver":
+            deliver(data, replica, updates, everything=False)
+            continue
+        if layout_of(replica.doc).deletion() is not None:
+            continue  # the store refuses to edit (or delete again) a deleted record
+        with replica.edit(updates) as rec:
+            for _ in range(1 if action == "delete" else data.draw(st.integers(1, 3))):
+                seen, lost = replica.visible(), replica.in_conflicts()
+                if action == "delete":
+                    rec.delete_record()
+                    deletes += 1
+                else:
+                    random_op(data, rec, tokens)
+                removed |= seen - replica.visible()  # what the author saw disappear
+                assert lost <= replica.in_conflicts() | replica.visible()
+
+    for replica in replicas:
+        deliver(data, replica, updates, everything=True)
+    for target in replicas:
+        for source in replicas:
+            target.receive(source.doc.get_update(target.doc.get_state()))
+
+    deleted = {layout_of(r.doc).deletion() for r in replicas}
+    assert len(deleted) == 1, f"split: {deleted}"  # deleted everywhere (same tombstone) or none
+    assert (deleted != {None}) == (deletes > 0)
+    conflicts = layout_of(replicas[0].doc).conflicts()
+    for replica in replicas[1:]:
+        assert layout_of(replica.doc).conflicts() == conflicts
+    if deletes:
+        event("deleted")
+        tombstone = next(iter(deleted))
+        if any(c.won.kind.value == "deleted" and c.won.ts == tombstone for c in conflicts):
+            event("a concurrent write lost to the deletion")
+    for replica in replicas:
+        if deletes:
+            # Whatever still shows in a deleted record lost to the deletion.
+            assert replica.visible() <= replica.in_conflicts()
+        kept = replica.visible() | replica.in_conflicts()
+        missing = tokens.written - removed - kept
+        assert not missing, (
+            f"{sorted(missing)} vanished on {replica.name}: record {read_fields(replica.doc)}, "
+            f"conflicts {[c.describe() for c in layout_of(replica.doc).conflicts()]}"
+        )
