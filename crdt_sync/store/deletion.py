@@ -30,7 +30,6 @@ internals (its lock, group commit and caches), and ``LocalStore.delete`` /
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -48,7 +47,6 @@ from .removal import remove_records
 if TYPE_CHECKING:
     from .sqlite import ConflictLogEntry, LocalStore
 
-log = logging.getLogger("crdt_sync.store")
 
 Key = tuple[str, str]
 
@@ -122,7 +120,7 @@ async def forget_purged(
     wanted = {(c, r): t for c, r, t in items}
     if not wanted:
         return []
-    from .sqlite import _conflict_columns, _conflict_entry  # (a cycle at import time)
+    from .sqlite import _conflict_columns, _log_conflicts  # (a cycle at import time)
 
     now = store._time()
     limit = store._conflict_log_limit
@@ -145,22 +143,7 @@ async def forget_purged(
         def write(
             db: sqlite3.Connection,
         ) -> tuple[list[ConflictLogEntry], dict[Key, Row | None]]:
-            new = []
-            for row in rows:
-                cursor = db.execute(
-                    "INSERT OR IGNORE INTO conflict_log (collection, id, conflict_key, path,"
-                    " lost_kind, lost_value, lost_ts, won_kind, won_value, won_ts, detected_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    row,
-                )
-                if cursor.rowcount:
-                    new.append(_conflict_entry((cursor.lastrowid, *row)))
-            if new:
-                db.execute(
-                    "DELETE FROM conflict_log WHERE rowid <= (SELECT MAX(rowid) FROM"
-                    " conflict_log) - ?",
-                    (limit,),
-                )
+            new = _log_conflicts(db, rows, limit)
             # A record whose tombstone never got here still has its projection row: live
             # queries hear that it left.
             before = {key: _projection_row(db, key) for key in present}
@@ -168,22 +151,11 @@ async def forget_purged(
             return new, before
 
         new, removed = await store._write(write, present)
-        store._removals += 1  # a read racing the removal caches nothing
-        for key, before in removed.items():
-            store._cache.pop(key, None)
+        for key in removed:
             store._deleted.pop(key, None)
-            store._accessed.pop(key, None)
-            store._stale_vectors.discard(key)
-            store._scan_now.pop(key, None)
-            if before is not None:
-                store._changed(*key, "remote", before, None)
+        store._forget_removed(removed, "remote")
     await store.outbox._load_counts()  # entries of removed records left the outbox
-    for logged in new:
-        for listener in list(store._conflict_listeners):
-            try:
-                listener(logged)
-            except Exception:
-                log.exception("%s: a conflict listener failed", store.path)
+    store._publish_conflicts(new)
     return list(removed)
 
 

@@ -400,15 +400,22 @@ class LocalStore:
         ``local``)."""
         async with self._edit_lock:  # no edit builds on a document being removed
             removed, result = await self._write(body)
-            self._removals += 1
-            for key, before in removed.items():
-                self._cache.pop(key, None)
-                self._accessed.pop(key, None)
-                self._stale_vectors.discard(key)
-                self._scan_now.pop(key, None)
-                if before is not None:
-                    self._changed(*key, "local", before, None)
+            self._forget_removed(removed, "local")
         return result
+
+    def _forget_removed(
+        self, removed: Mapping[tuple[str, str], Row | None], origin: Origin
+    ) -> None:
+        """Records were removed from the file: forget them in memory (a read racing the
+        removal caches nothing) and tell live queries they left (those with a row before)."""
+        self._removals += 1
+        for key, before in removed.items():
+            self._cache.pop(key, None)
+            self._accessed.pop(key, None)
+            self._stale_vectors.discard(key)
+            self._scan_now.pop(key, None)
+            if before is not None:
+                self._changed(*key, origin, before, None)
 
     @property
     def watched(self) -> bool:
@@ -825,22 +832,7 @@ class LocalStore:
             replaced: list[Row | None] = []
 
             def write_log(db: sqlite3.Connection) -> list[ConflictLogEntry]:
-                new = []
-                for row in rows:
-                    cursor = db.execute(
-                        "INSERT OR IGNORE INTO conflict_log (collection, id, conflict_key, path,"
-                        " lost_kind, lost_value, lost_ts, won_kind, won_value, won_ts,"
-                        " detected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        row,
-                    )
-                    if cursor.rowcount:
-                        new.append(_conflict_entry((cursor.lastrowid, *row)))
-                if new:
-                    db.execute(
-                        "DELETE FROM conflict_log WHERE rowid <= (SELECT MAX(rowid) FROM"
-                        " conflict_log) - ?",
-                        (limit,),
-                    )
+                new = _log_conflicts(db, rows, limit)
                 for collection, record_id, fields in projected:
                     replaced.append(write_or_remove_row(db, spec, collection, record_id, fields))
                 db.executemany("DELETE FROM conflict_scan WHERE collection = ? AND id = ?", scanned)
@@ -853,13 +845,17 @@ class LocalStore:
         for (collection, record_id, fields), before in zip(projected, replaced, strict=True):
             if before != fields:
                 self._changed(collection, record_id, "remote", before, fields)
-        for logged in new:
+        self._publish_conflicts(new)
+        return len(new)
+
+    def _publish_conflicts(self, logged: Iterable[ConflictLogEntry]) -> None:
+        """Call the conflict listeners with each newly logged entry (after its commit)."""
+        for entry in logged:
             for listener in list(self._conflict_listeners):
                 try:
-                    listener(logged)
+                    listener(entry)
                 except Exception:
                     log.exception("%s: a conflict listener failed", self.path)
-        return len(new)
 
     # ----------------------------------------------------------------- record changes
 
@@ -2169,6 +2165,30 @@ def _conflict_columns(c: Conflict) -> tuple[Any, ...]:
         _json(c.won.value),
         c.won.ts.encode() if c.won.ts else None,
     )
+
+
+def _log_conflicts(
+    db: sqlite3.Connection, rows: Iterable[tuple[Any, ...]], limit: int
+) -> list[ConflictLogEntry]:
+    """Insert ``conflict_log`` rows (``collection, id, conflict key .. detected_at``), each
+    once, keeping the newest ``limit``; return the entries new to the log. On the SQLite
+    thread, inside a write."""
+    new = []
+    for row in rows:
+        cursor = db.execute(
+            "INSERT OR IGNORE INTO conflict_log (collection, id, conflict_key, path,"
+            " lost_kind, lost_value, lost_ts, won_kind, won_value, won_ts, detected_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            row,
+        )
+        if cursor.rowcount:
+            new.append(_conflict_entry((cursor.lastrowid, *row)))
+    if new:
+        db.execute(
+            "DELETE FROM conflict_log WHERE rowid <= (SELECT MAX(rowid) FROM conflict_log) - ?",
+            (limit,),
+        )
+    return new
 
 
 def _conflict_entry(row: Sequence[Any]) -> ConflictLogEntry:
